@@ -1,0 +1,25 @@
+"""Keras/TensorFlow pipeline for Kaggle competitions.
+
+    from pipeline import run_competition
+    result = run_competition("diamonds", overrides=["train.epochs=5"], output_dir="/kaggle/working")
+    result.scores["cv"], result.run_dir
+"""
+import os
+
+# One Keras: tf_keras (Keras 2). Set before TensorFlow is imported anywhere, so that third-party
+# integrations (Optuna's Keras callbacks) resolve tf.keras to the same Keras. Quiet C++ logs.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .config import load_config  # noqa: E402
+from .errors import ConfigError, DataError, PipelineError, TrainingError  # noqa: E402
+
+
+def run_competition(*args, **kwargs):
+    """See :func:`pipeline.runner.run_competition` (imported on first use: it loads TensorFlow)."""
+    from .runner import run_competition as _run
+
+    return _run(*args, **kwargs)
+
+
+__all__ = ["run_competition", "load_config", "PipelineError", "ConfigError", "DataError", "TrainingError"]

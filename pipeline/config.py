@@ -1,0 +1,371 @@
+"""The config schema, loading, ``--set`` overrides and validation.
+
+A competition is ``competitions/NAME/config.yaml`` (data beside it in ``data/``) or
+``competitions/NAME.yaml``. Every section has defaults, so a config names only what differs; the run
+writes the fully resolved config (inferred task, metric, CV scheme and column types filled in).
+
+Everything is validated before any data is loaded. Each error names the file, the dotted field, the
+allowed values and what was given, in one line.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+COMPETITIONS_DIR = Path(__file__).resolve().parents[1] / "competitions"
+DEFAULT_COMPETITION = "diamonds"
+
+Task = Literal["regression", "binary", "multiclass"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the files are (Kaggle layout) and which columns are the id and the target."""
+
+    dir: str = "data"  # relative to the config file's folder; --data-dir overrides it
+    train: str = "train.csv"
+    test: str = "test.csv"
+    sample_submission: str = "sample_submission.csv"
+    solution: Optional[str] = "solution.csv"  # held-out labels; used only if the file exists
+    id: str = "id"
+    target: str
+    positive_label: Any = None  # binary only; inferred (1, True, "yes", ... or the last sorted)
+    # How submission.csv carries predictions: probabilities or labels. "auto" follows the metric.
+    submission: Literal["auto", "proba", "label"] = "auto"
+
+
+class CVConfig(_Section):
+    # "auto": stratified for classification, kfold for regression.
+    scheme: Literal["auto", "kfold", "stratified", "group", "stratified_group"] = "auto"
+    folds: int = Field(5, ge=2)
+    repeats: int = Field(1, ge=1)
+    seed: int = 42
+    group: Optional[str] = None  # column for group / stratified_group
+    # Regression targets are binned into this many quantiles for stratified schemes.
+    stratify_bins: int = Field(10, ge=2)
+
+
+class ColumnConfig(_Section):
+    """Per-column overrides of what is inferred or set for the whole table."""
+
+    type: Optional[Literal["numeric", "categorical"]] = None
+    scaler: Optional[str] = None  # a numeric preprocessor name
+    encoder: Optional[str] = None  # a categorical encoder name
+    order: Optional[list[Any]] = None  # category order for ordinal encoding
+    missing_values: list[Any] = []  # values that mean "missing" (e.g. 0 for a size)
+    embedding_dim: Optional[int] = Field(None, ge=1)
+
+
+class FeaturesConfig(_Section):
+    include: Optional[list[str]] = None  # default: every column but the id, target and group
+    drop: list[str] = []
+    columns: dict[str, ColumnConfig] = {}
+
+
+class PreprocessingConfig(_Section):
+    numeric: str = "auto"
+    skew_threshold: float = Field(1.0, gt=0)  # |skewness| above which "auto" uses RankGauss
+    impute: Literal["median", "constant"] = "median"
+    fill_value: float = 0.0
+    missing_indicator: bool = False
+    categorical: str = "auto"
+    onehot_max_levels: int = Field(10, ge=1)  # "auto": one-hot up to this many levels, else embedding
+    min_count: int = Field(1, ge=1)  # categories seen fewer times in a fold share the rare index
+    embedding_dim: Optional[int] = Field(None, ge=1)  # None: fastai's min(600, round(1.6 n^0.56))
+    target_log1p: bool = False  # regression only
+    target_standardize: bool = True  # regression only
+
+    @field_validator("numeric")
+    @classmethod
+    def _known_numeric(cls, v: str) -> str:
+        from .preprocessing.numeric import SCALERS
+
+        SCALERS.get(v)
+        return v
+
+    @field_validator("categorical")
+    @classmethod
+    def _known_categorical(cls, v: str) -> str:
+        from .preprocessing.categorical import ENCODERS
+
+        ENCODERS.get(v)
+        return v
+
+
+class ModelConfig(_Section):
+    name: str = "mlp"
+    hidden: list[int] = [256, 128]
+    activation: str = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["none", "batch", "layer"] = "none"
+    initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform"] = "he_normal"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from .models import MODELS
+
+        MODELS.get(v)
+        return v
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v: list[int]) -> list[int]:
+        if any(w < 1 for w in v):
+            raise ValueError(f"every width must be >= 1, got {v}")
+        return v
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=1)
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    # "constant" pairs with ReduceLROnPlateau; "cosine" decays to 0 over the epochs after warmup.
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    early_stopping: Optional[int] = Field(10, ge=1)  # patience in epochs; None: off
+    reduce_lr: Optional[int] = Field(5, ge=1)  # ReduceLROnPlateau patience; None: off
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
+    seed: int = 42
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
+    steps_per_execution: int = Field(1, ge=1)
+    predict_batch_size: int = Field(4096, ge=1)
+    log_every: int = Field(10, ge=1)  # one progress line every N epochs (and the last)
+
+
+class Config(_Section):
+    name: str = ""
+    task: Optional[Task] = None  # inferred from the target when not set
+    metric: Optional[str] = None  # default per task: rmse, auc, logloss
+    data: DataConfig
+    cv: CVConfig = CVConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    _path: Optional[Path] = PrivateAttr(None)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from .metrics import METRICS
+
+            METRICS.get(v)
+        return v
+
+    @property
+    def path(self) -> Optional[Path]:
+        """The file this config was read from (None when built in code)."""
+        return self._path
+
+    @property
+    def root(self) -> Path:
+        """The folder relative paths in the config are resolved against."""
+        return self._path.parent if self._path else Path.cwd()
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- locating configs
+
+
+def list_competitions(competitions_dir: Path = COMPETITIONS_DIR) -> list[str]:
+    names = [p.parent.name for p in competitions_dir.glob("*/config.yaml")]
+    names += [p.stem for p in competitions_dir.glob("*.yaml")]
+    return sorted(names)
+
+
+def find_config(comp: str, competitions_dir: Path = COMPETITIONS_DIR) -> Path:
+    """A competition name under competitions/, or a path to a YAML file or a folder holding one."""
+    given = Path(comp)
+    for candidate in (given, given / "config.yaml", competitions_dir / comp / "config.yaml",
+                      competitions_dir / f"{comp}.yaml"):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(
+        f"--comp {comp}: no competition of that name in {competitions_dir} and no such config file. "
+        f"Valid: {list_competitions(competitions_dir)}"
+    )
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every settable dotted key of the schema; a dict of sections is written as ``name.*``."""
+    paths = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            paths += _schema_paths(ann, path + ".")
+        elif getattr(ann, "__origin__", None) is dict:
+            value_type = ann.__args__[1]
+            if isinstance(value_type, type) and issubclass(value_type, BaseModel):
+                paths += _schema_paths(value_type, path + ".*.")
+    return paths
+
+
+def _match(path: str, pattern: str) -> bool:
+    a, b = path.split("."), pattern.split(".")
+    return len(a) == len(b) and all(q == "*" or p == q for p, q in zip(a, b))
+
+
+def _check_key(path: str, where: str) -> None:
+    valid = _schema_paths(Config)
+    if any(_match(path, p) for p in valid):
+        return
+    # A dict-of-sections key (features.columns.price) is valid as a prefix of its own fields.
+    if any(_match(path, ".".join(p.split(".")[: len(path.split("."))])) for p in valid if "*" in p):
+        return
+    near = difflib.get_close_matches(path, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(near)}?" if near else ""
+    raise ConfigError(f"{where}: unknown key {path!r}.{hint}")
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``train.epochs=2`` → ("train.epochs", 2); the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean the number
+    return key, value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any], where: str = "--set") -> dict:
+    """Return a copy of ``raw`` with dotted-key overrides applied; unknown keys are errors."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        _check_key(key, where)
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Deep-merge ``overlay`` into a copy of ``base`` (overlay wins)."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{at}: {problem}. Fix the syntax there.") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(raw).__name__}")
+    return raw
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in error["loc"][:-1])
+        valid = [p for p in _schema_paths(Config) if p.rsplit(".", 1)[0] == parent or
+                 (not parent and "." not in p)]
+        near = difflib.get_close_matches(loc, valid, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(near)}?" if near else f" Valid: {valid}"
+        return f"{loc}: unknown key.{hint}"
+    if error["type"] == "missing":
+        return f"{loc}: required but not set."
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}. Got {error.get('input')!r} instead."
+
+
+def validate(raw: dict, source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ConfigError as exc:  # a registry lookup inside a validator
+        raise ConfigError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_describe(first)}{more}") from None
+
+
+def load_config(comp: str | Path = DEFAULT_COMPETITION,
+                overrides: list[str] | dict[str, Any] | None = None,
+                params: str | Path | None = None,
+                competitions_dir: Path = COMPETITIONS_DIR) -> Config:
+    """Read a competition's config, apply a params overlay file and ``--set`` overrides, validate."""
+    path = find_config(str(comp), competitions_dir)
+    raw = read_yaml(path)
+    raw.setdefault("name", path.parent.name if path.name == "config.yaml" else path.stem)
+    source = str(path)
+    if params is not None:
+        overlay_path = Path(params)
+        overlay = read_yaml(overlay_path)
+        for key in _flatten(overlay):
+            _check_key(key, str(overlay_path))
+        raw = merge(raw, overlay)
+        source = f"{path} + {overlay_path}"
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source += " with --set"
+    cfg = validate(raw, source)
+    cfg._path = path
+    return cfg
+
+
+def _flatten(d: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        keys += _flatten(v, path + ".") if isinstance(v, dict) and v else [path]
+    return keys
+
+
+def config_from_dict(raw: dict, root: Path | None = None) -> Config:
+    """Build a validated config in code (notebooks, tests); ``root`` anchors relative paths."""
+    cfg = validate(raw, "config")
+    if root is not None:
+        cfg._path = Path(root) / "config.yaml"
+    return cfg

@@ -1,0 +1,267 @@
+"""Load a competition's files (Kaggle layout) and check them against the config before training.
+
+``load_competition`` reads train/test/sample_submission (and solution when present), infers what the
+config leaves open (task, metric, CV scheme, column types), and raises one DataError per problem,
+naming the file, the column or config field, and the fix. Nothing is trained on data that failed a
+check.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config, validate
+from ..errors import DataError
+from ..metrics import DEFAULT_METRIC, METRICS, get_metric
+
+_POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")
+
+
+@dataclass
+class CompetitionData:
+    """Everything the CV loop needs, checked and aligned."""
+
+    cfg: Config  # resolved: task, metric, cv.scheme and every column's type filled in
+    train: pd.DataFrame
+    test: pd.DataFrame
+    sample_submission: pd.DataFrame
+    solution: Optional[pd.DataFrame]
+    y: np.ndarray  # regression: float; classification: class index
+    classes: list = field(default_factory=list)  # classification: label of each index
+    columns: dict[str, dict] = field(default_factory=dict)  # feature → preprocessing plan
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task
+
+
+def data_dir(cfg: Config, override: str | Path | None = None) -> Path:
+    if override is not None:
+        return Path(override)
+    d = Path(cfg.data.dir)
+    return d if d.is_absolute() else cfg.root / d
+
+
+def _read(path: Path, field_name: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (config field {field_name}). "
+                        f"Put the file there, fix {field_name}, or pass --data-dir.")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be read as CSV ({first}). Check the file.") from None
+    if df.empty:
+        raise DataError(f"{path}: has no rows.")
+    return df
+
+
+def _need_column(df: pd.DataFrame, col: str, path: Path, field_name: str) -> None:
+    if col not in df.columns:
+        near = difflib.get_close_matches(str(col), [str(c) for c in df.columns], n=3)
+        hint = f" Did you mean: {', '.join(near)}?" if near else f" Columns: {list(df.columns)[:20]}"
+        raise DataError(f"{path}: no column {col!r} ({field_name}).{hint}")
+
+
+def _unique_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
+    dup = df[id_col].duplicated()
+    if dup.any():
+        raise DataError(f"{path}: {int(dup.sum())} duplicated ids in {id_col!r} "
+                        f"(first: {df[id_col][dup].iloc[0]!r}). Ids must be unique.")
+
+
+def _is_numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _check_numeric(s: pd.Series, path: Path, col: str) -> None:
+    if _is_numeric(s):
+        return
+    coerced = pd.to_numeric(s, errors="coerce")
+    bad = coerced.isna() & s.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{path}: column {col!r} is numeric but row {row + 2} holds {s[bad].iloc[0]!r}. "
+                        f"Fix the value, or declare it with features.columns.{col}.type=categorical.")
+
+
+def _infer_task(y: pd.Series) -> str:
+    if not _is_numeric(y) or y.nunique() <= 2:
+        return "binary" if y.nunique() <= 2 else "multiclass"
+    values = y.to_numpy(dtype=float)
+    integer = np.all(np.mod(values, 1) == 0)
+    return "multiclass" if integer and y.nunique() <= 10 else "regression"
+
+
+def _positive_label(classes: list, given: Any, path: Path, target: str):
+    if given is not None:
+        for c in classes:
+            if c == given or str(c) == str(given):
+                return c
+        raise DataError(f"{path}: data.positive_label {given!r} is not a value of {target!r}: {classes}")
+    for c in classes:
+        if str(c).lower() in _POSITIVE_NAMES:
+            return c
+    return classes[-1]
+
+
+def _resolve_features(cfg: Config, train: pd.DataFrame, paths: dict) -> list[str]:
+    reserved = {cfg.data.id, cfg.data.target, cfg.cv.group}
+    for name in list(cfg.features.columns) + list(cfg.features.drop) + list(cfg.features.include or []):
+        if name not in train.columns:
+            _need_column(train, name, paths["train"], f"features: {name}")
+    names = cfg.features.include or [c for c in train.columns if c not in reserved]
+    return [c for c in names if c not in set(cfg.features.drop) and c not in reserved]
+
+
+def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -> CompetitionData:
+    """Read and check the files; return the data with a resolved config."""
+    base = data_dir(cfg, data_dir_override)
+    d = cfg.data
+    paths = {"train": base / d.train, "test": base / d.test,
+             "sample_submission": base / d.sample_submission}
+    train = _read(paths["train"], "data.train")
+    test = _read(paths["test"], "data.test")
+    sample = _read(paths["sample_submission"], "data.sample_submission")
+    solution = None
+    if d.solution and (base / d.solution).is_file():
+        paths["solution"] = base / d.solution
+        solution = _read(paths["solution"], "data.solution")
+
+    # Ids and target.
+    for key in ("train", "test"):
+        _need_column({"train": train, "test": test}[key], d.id, paths[key], "data.id")
+    _need_column(sample, d.id, paths["sample_submission"], "data.id")
+    _unique_ids(train, d.id, paths["train"])
+    _unique_ids(test, d.id, paths["test"])
+    _need_column(train, d.target, paths["train"], "data.target")
+    target = train[d.target]
+    if target.isna().all():
+        raise DataError(f"{paths['train']}: target {d.target!r} is empty in every row.")
+    if target.isna().any():
+        raise DataError(f"{paths['train']}: target {d.target!r} is missing in {int(target.isna().sum())} "
+                        f"rows (first id {train[d.id][target.isna()].iloc[0]!r}). Drop or fill those rows.")
+    if target.nunique() < 2:
+        raise DataError(f"{paths['train']}: target {d.target!r} has a single value "
+                        f"({target.iloc[0]!r}); there is nothing to learn.")
+    if cfg.cv.group is not None:
+        _need_column(train, cfg.cv.group, paths["train"], "cv.group")
+
+    # Task, metric, CV scheme.
+    task = cfg.task or _infer_task(target)
+    if task == "regression":
+        _check_numeric(target, paths["train"], d.target)
+        y = pd.to_numeric(target).to_numpy(dtype=np.float64)
+        classes = []
+        if cfg.preprocessing.target_log1p and (y <= -1).any():
+            raise DataError(f"{paths['train']}: preprocessing.target_log1p needs targets > -1, "
+                            f"{d.target!r} has {y.min()!r}. Turn it off.")
+    else:
+        classes = sorted(pd.unique(target).tolist(), key=lambda v: (str(type(v)), v))
+        if task == "binary":
+            if len(classes) != 2:
+                raise DataError(f"{paths['train']}: task binary needs 2 target values, {d.target!r} has "
+                                f"{len(classes)}: {classes[:10]}. Set task: multiclass.")
+            pos = _positive_label(classes, d.positive_label, paths["train"], d.target)
+            classes = [c for c in classes if c != pos] + [pos]
+        index = {c: i for i, c in enumerate(classes)}
+        y = target.map(index).to_numpy(dtype=np.int64)
+    metric = cfg.metric or DEFAULT_METRIC[task]
+    get_metric(metric, task)
+    scheme = cfg.cv.scheme
+    if scheme == "auto":
+        scheme = "stratified" if task != "regression" else "kfold"
+        if cfg.cv.group is not None:
+            scheme = "stratified_group" if task != "regression" else "group"
+    if scheme in ("group", "stratified_group") and cfg.cv.group is None:
+        raise DataError(f"cv.scheme {scheme} needs cv.group, the column that holds each row's group.")
+
+    # Features: declared missing values, types, consistency with test.
+    features = _resolve_features(cfg, train, paths)
+    if not features:
+        raise DataError(f"{paths['train']}: no feature columns are left after excluding id, target and "
+                        f"features.drop.")
+    missing_in_test = [c for c in features if c not in test.columns]
+    if missing_in_test:
+        raise DataError(f"{paths['test']}: lacks training feature(s) {missing_in_test}. "
+                        f"Add them or list them in features.drop.")
+    for col, spec in cfg.features.columns.items():
+        if spec.missing_values:
+            for df in (train, test):
+                df[col] = df[col].mask(df[col].isin(spec.missing_values))
+    columns = {}
+    for col in features:
+        spec = cfg.features.columns.get(col)
+        if train[col].isna().all():
+            raise DataError(f"{paths['train']}: column {col!r} is missing in every row. "
+                            f"Drop it with features.drop=[{col}].")
+        kind = (spec.type if spec and spec.type else
+                ("numeric" if _is_numeric(train[col]) else "categorical"))
+        if kind == "numeric":
+            _check_numeric(train[col], paths["train"], col)
+            _check_numeric(test[col], paths["test"], col)
+        plan = {"type": kind}
+        if spec:
+            plan.update({k: v for k, v in spec.model_dump().items()
+                         if k in ("scaler", "encoder", "order", "embedding_dim") and v is not None})
+        if plan.get("order"):
+            unknown = set(train[col].dropna().astype(str)) - {str(v) for v in plan["order"]}
+            if unknown:
+                raise DataError(f"{paths['train']}: column {col!r} has values {sorted(unknown)[:5]} not in "
+                                f"features.columns.{col}.order. Add them to the order.")
+        for key, registry_name in (("scaler", "numeric"), ("encoder", "categorical")):
+            if key in plan:
+                from ..preprocessing.categorical import ENCODERS
+                from ..preprocessing.numeric import SCALERS
+
+                (SCALERS if key == "scaler" else ENCODERS).get(plan[key], f"features.columns.{col}.{key}")
+        columns[col] = plan
+
+    # Submission and solution line up with test.
+    test_ids = pd.Index(test[d.id])
+    for key, df in (("sample_submission", sample), ("solution", solution)):
+        if df is None:
+            continue
+        ids = pd.Index(df[d.id])
+        if len(ids) != len(test_ids) or not ids.isin(test_ids).all():
+            extra = ids.difference(test_ids)
+            lacking = test_ids.difference(ids)
+            raise DataError(f"{paths[key]}: ids do not match {paths['test'].name}: {len(extra)} not in test "
+                            f"(e.g. {list(extra[:3])}), {len(lacking)} test ids absent "
+                            f"(e.g. {list(lacking[:3])}). Use the sample submission of this test set.")
+    if solution is not None:
+        _need_column(solution, d.target, paths["solution"], "data.target")
+    pred_cols = [c for c in sample.columns if c != d.id]
+    if not pred_cols:
+        raise DataError(f"{paths['sample_submission']}: has only the id column; expected prediction column(s).")
+    if len(pred_cols) > 1:
+        names = {str(c) for c in classes}
+        if task != "multiclass" or set(map(str, pred_cols)) != names:
+            raise DataError(f"{paths['sample_submission']}: prediction columns {pred_cols[:10]} do not fit a "
+                            f"{task} task" + (f" with classes {sorted(names)}" if task == "multiclass" else "")
+                            + ". Expected one column, or one column per class.")
+
+    resolved = cfg.to_dict()
+    resolved.update(task=task, metric=metric)
+    resolved["cv"]["scheme"] = scheme
+    cols = resolved["features"]["columns"]
+    for col, plan in columns.items():
+        cols.setdefault(col, {})["type"] = plan["type"]
+    rcfg = validate(resolved, str(cfg.path or "config"))
+    rcfg._path = cfg.path
+    return CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths)
+
+
+def is_proba_submission(data: CompetitionData) -> bool:
+    """Whether submission.csv carries probabilities (per the config, else the metric)."""
+    if data.task == "regression":
+        return False
+    if data.cfg.data.submission != "auto":
+        return data.cfg.data.submission == "proba"
+    return METRICS.get(data.cfg.metric).needs_proba

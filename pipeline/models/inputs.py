@@ -1,0 +1,29 @@
+"""Shared model inputs: named Keras inputs from an InputSpec, and their encoding into one tensor.
+
+Every model family composes these two, so CV, tuning and export build the same inputs.
+"""
+from __future__ import annotations
+
+import tf_keras as keras
+
+from ..preprocessing.table import NUMERIC_INPUT, InputSpec
+
+
+def make_inputs(spec: InputSpec) -> dict[str, keras.Input]:
+    inputs = {}
+    if spec.numeric_dim:
+        inputs[NUMERIC_INPUT] = keras.Input((spec.numeric_dim,), name=NUMERIC_INPUT, dtype="float32")
+    for name, _, _ in spec.embeddings:
+        inputs[name] = keras.Input((1,), name=name, dtype="int32")
+    return inputs
+
+
+def encode_inputs(inputs: dict, spec: InputSpec):
+    """Numeric block and one entity embedding per embedded categorical, concatenated."""
+    parts = [inputs[NUMERIC_INPUT]] if spec.numeric_dim else []
+    for name, vocab, dim in spec.embeddings:
+        emb = keras.layers.Embedding(vocab, dim, name=f"emb_{name}")(inputs[name])
+        parts.append(keras.layers.Flatten(name=f"flat_{name}")(emb))
+    if len(parts) == 1:
+        return parts[0]
+    return keras.layers.Concatenate(name="features")(parts)

@@ -1,0 +1,80 @@
+"""Where a run writes, and how: every file goes to a temporary name in the same folder and is moved
+into place with ``os.replace``, so a failed or killed run never leaves a half-written file.
+
+Layout: ``<output root>/<competition>/<run>/`` holds config.yaml, folds.csv, oof.csv, test_pred.csv,
+submission.csv, scores.json, run.log and folds/fold_K/ (model + fitted preprocessing);
+``<output root>/<competition>/folds/`` holds the fold assignments shared by all runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .errors import PipelineError
+
+OUTPUT_ROOT = Path(__file__).resolve().parents[1] / "outputs"
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+def write_json(obj, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
+    return path
+
+
+def write_yaml(obj, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+    return path
+
+
+def _plain(obj):
+    # numpy scalars and paths in JSON.
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def default_run_name(smoke: bool = False) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"smoke-{stamp}" if smoke else stamp
+
+
+def ensure_writable(directory: Path) -> Path:
+    """Create ``directory`` and prove a file can be written there, before any work starts."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise PipelineError(f"{directory}: output directory is not writable ({exc.strerror}). "
+                            f"Pass --output-dir to a writable folder (on Kaggle: /kaggle/working).") from None
+    return directory

@@ -1,0 +1,146 @@
+"""The per-fold tabular preprocessor: raw DataFrame → model inputs.
+
+Fitted on the training rows of one fold; every statistic (means, quantiles, category vocabularies,
+the "auto" choices) comes from those rows alone. Output is a dict of arrays keyed like the model's
+inputs: ``"numeric"`` (float32, n × d: scaled numerics, missing indicators, one-hot and ordinal
+codes) and ``"cat__<column>"`` (int32, n × 1) per embedded categorical, index 0 reserved for
+categories unseen in the fold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import MissingIndicator, SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from .categorical import ENCODERS, MISSING, embedding_dim
+from .numeric import SCALERS, choose_auto
+
+NUMERIC_INPUT = "numeric"
+EMBED_PREFIX = "cat__"
+
+
+@dataclass
+class InputSpec:
+    """What the model builder needs to know about the preprocessed inputs."""
+
+    numeric_dim: int
+    # (input name, vocabulary size including the reserved index 0, embedding width)
+    embeddings: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def _to_nan(x):
+    # Infinite values are treated as missing.
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+class TabularPreprocessor:
+    """scikit-learn-style: ``__init__`` stores, ``fit`` learns (attributes ending in ``_``)."""
+
+    def __init__(self, columns: dict[str, dict], cfg, seed: int = 0):
+        # columns: name → {"type": numeric|categorical, "scaler", "encoder", "order", "embedding_dim"}
+        self.columns = columns
+        self.cfg = cfg
+        self.seed = seed
+
+    # ------------------------------------------------------------------ plan
+    def _plan(self, df: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+        """Resolve "auto" per column from this fold's training rows."""
+        scalers, encoders = {}, {}
+        for name, spec in self.columns.items():
+            if spec["type"] == "numeric":
+                choice = spec.get("scaler") or self.cfg.numeric
+                if choice == "auto":
+                    choice = choose_auto(_to_nan(df[name].to_numpy()), self.cfg.skew_threshold)
+                scalers[name] = choice
+            else:
+                choice = spec.get("encoder") or self.cfg.categorical
+                if choice == "auto":
+                    levels = df[name].nunique(dropna=False)
+                    choice = "onehot" if levels <= self.cfg.onehot_max_levels else "embedding"
+                encoders[name] = choice
+        return scalers, encoders
+
+    def _frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Numerics as float64, categoricals as strings with missing as its own category."""
+        out = {}
+        for name, spec in self.columns.items():
+            col = df[name]
+            if spec["type"] == "numeric":
+                out[name] = pd.to_numeric(col).astype("float64")
+            else:
+                out[name] = col.astype(object).where(col.notna(), MISSING).astype(str).astype(object)
+        return pd.DataFrame(out, index=df.index)
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, df: pd.DataFrame, y=None) -> "TabularPreprocessor":
+        frame = self._frame(df)
+        self.scalers_, self.encoders_ = self._plan(frame)
+        n = len(frame)
+        blocks = []
+        numeric = list(self.scalers_)
+        for scaler in sorted(set(self.scalers_.values())):
+            cols = [c for c in numeric if self.scalers_[c] == scaler]
+            imputer = SimpleImputer(strategy=self.cfg.impute, fill_value=self.cfg.fill_value,
+                                    keep_empty_features=True)
+            pipe = make_pipeline(FunctionTransformer(_to_nan, feature_names_out="one-to-one"), imputer,
+                                 SCALERS.get(scaler)(self.cfg, n, self.seed))
+            blocks.append((f"num_{scaler}", pipe, cols))
+        if self.cfg.missing_indicator and numeric:
+            blocks.append(("missing", make_pipeline(
+                FunctionTransformer(_to_nan, feature_names_out="one-to-one"),
+                MissingIndicator(features="missing-only", error_on_new=False)), numeric))
+        for i, (name, enc) in enumerate(self.encoders_.items()):
+            if enc != "embedding":  # scikit-learn forbids "__" in block names, so number them
+                blocks.append((f"{enc}_{i}", ENCODERS.get(enc)(self.cfg, self.columns[name].get("order")),
+                               [name]))
+        self.dense_ = ColumnTransformer(blocks, sparse_threshold=0.0).fit(frame) if blocks else None
+        self.numeric_dim_ = int(self.dense_.transform(frame.iloc[:1]).shape[1]) if blocks else 0
+
+        self.embedders_ = {}
+        embeddings = []
+        for name, enc in self.encoders_.items():
+            if enc == "embedding":
+                encoder = ENCODERS.get("embedding")(self.cfg, self.columns[name].get("order"))
+                encoder.fit(frame[[name]])
+                vocab = self._vocab_size(encoder)
+                dim = self.columns[name].get("embedding_dim") or self.cfg.embedding_dim or embedding_dim(vocab)
+                self.embedders_[name] = encoder
+                embeddings.append((EMBED_PREFIX + name, vocab, int(dim)))
+        self.input_spec_ = InputSpec(self.numeric_dim_, embeddings)
+        return self
+
+    @staticmethod
+    def _vocab_size(encoder) -> int:
+        # Known codes (frequent categories plus the shared rare code), plus index 0 for unseen.
+        codes = len(encoder.categories_[0])
+        infrequent = encoder.infrequent_categories_[0] if hasattr(encoder, "infrequent_categories_") else None
+        if infrequent is not None:
+            codes = codes - len(infrequent) + 1
+        return codes + 1
+
+    def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        if not hasattr(self, "input_spec_"):
+            raise RuntimeError("TabularPreprocessor.transform called before fit")
+        frame = self._frame(df)
+        out = {}
+        if self.numeric_dim_:
+            out[NUMERIC_INPUT] = np.asarray(self.dense_.transform(frame), dtype=np.float32)
+        for name, encoder in self.embedders_.items():
+            codes = encoder.transform(frame[[name]]).astype(np.int64) + 1  # -1 (unseen) → 0
+            out[EMBED_PREFIX + name] = codes.astype(np.int32)
+        return out
+
+    def fit_transform(self, df: pd.DataFrame, y=None) -> dict[str, np.ndarray]:
+        return self.fit(df).transform(df)
+
+    def describe(self) -> dict:
+        """What was chosen per column in this fold (for the log and the run folder)."""
+        return {"numeric": dict(self.scalers_), "categorical": dict(self.encoders_),
+                "numeric_dim": self.numeric_dim_,
+                "embeddings": [list(e) for e in self.input_spec_.embeddings]}

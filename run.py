@@ -1,0 +1,51 @@
+"""Command line: python run.py [--comp NAME] [--run-name RUN] [--set key=value ...] [--smoke] ...
+
+Parses arguments and hands them to pipeline.run_competition; any input error ends with one line on
+stderr and exit code 2 (a traceback only with --debug).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+from pipeline.config import DEFAULT_COMPETITION
+from pipeline.errors import PipelineError
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py", description="Train a Keras model with K-fold CV on a "
+                                "Kaggle-style competition and write OOF, test predictions and a submission.")
+    p.add_argument("--comp", default=DEFAULT_COMPETITION,
+                   help=f"competition name under competitions/ or a config path (default: {DEFAULT_COMPETITION})")
+    p.add_argument("--run-name", help="run folder name (default: a timestamp); reuse it to resume a killed run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted path, value parsed as YAML (repeatable)")
+    p.add_argument("--params", help="a YAML overlay of config values (e.g. a tuning study's best.yaml)")
+    p.add_argument("--data-dir", help="folder holding the competition's files (default: the config's data.dir)")
+    p.add_argument("--output-dir", help="root folder for outputs (default: outputs/)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name, data_dir=args.data_dir,
+                                 output_dir=args.output_dir, params=args.params, smoke=args.smoke)
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished folds are kept; rerun with the same --run-name to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

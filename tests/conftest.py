@@ -1,0 +1,52 @@
+"""Shared fixtures: small real data cut from the embedded competitions, written in Kaggle layout."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPS = ROOT / "competitions"
+FILES = ("train", "test", "sample_submission", "solution")
+
+
+def read_embedded(name: str) -> dict[str, pd.DataFrame]:
+    return {f: pd.read_csv(COMPS / name / "data" / f"{f}.csv.gz") for f in FILES}
+
+
+def write_competition(dest: Path, name: str, frames: dict[str, pd.DataFrame]) -> Path:
+    """A copy of competitions/<name>/config.yaml with the given frames as its data; returns the config."""
+    (dest / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy(COMPS / name / "config.yaml", dest / "config.yaml")
+    for f, df in frames.items():
+        df.to_csv(dest / "data" / f"{f}.csv.gz", index=False)
+    return dest / "config.yaml"
+
+
+def cut(name: str, train_rows: int = 300, test_rows: int = 120) -> dict[str, pd.DataFrame]:
+    """The first rows of an embedded competition, with sample submission and solution to match."""
+    full = read_embedded(name)
+    test = full["test"].head(test_rows)
+    ids = set(test["id"])
+    return {"train": full["train"].head(train_rows), "test": test,
+            "sample_submission": full["sample_submission"][full["sample_submission"]["id"].isin(ids)],
+            "solution": full["solution"][full["solution"]["id"].isin(ids)]}
+
+
+@pytest.fixture
+def tiny_comp(tmp_path):
+    """Factory: tiny_comp("diamonds", **edits) → config path of a small copy in tmp_path."""
+    def make(name: str = "diamonds", frames: dict | None = None, train_rows: int = 300, test_rows: int = 120):
+        frames = frames or cut(name, train_rows, test_rows)
+        return write_competition(tmp_path / name, name, frames)
+    return make
+
+
+# Few epochs and folds: the whole path, not the score.
+FAST = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.hidden=[16, 8]"]

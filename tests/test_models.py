@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from pipeline.config import ModelConfig, TrainConfig
+from pipeline.models import MODELS, get_builder
+from pipeline.models.heads import make_loss, output_size, to_prediction
+from pipeline.preprocessing.table import InputSpec
+from pipeline.training.optimizers import make_schedule
+
+SPEC = InputSpec(numeric_dim=5, embeddings=[("cat__a", 4, 3), ("cat__b", 10, 6)])
+
+
+def batch(n=8):
+    rng = np.random.default_rng(0)
+    return {"numeric": rng.normal(size=(n, 5)).astype("float32"),
+            "cat__a": rng.integers(0, 4, (n, 1)).astype("int32"),
+            "cat__b": rng.integers(0, 10, (n, 1)).astype("int32")}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("task, n_classes", [("regression", 0), ("binary", 2), ("multiclass", 3)])
+def test_every_model_builds_and_trains_one_step(name, task, n_classes):
+    model = get_builder(name)(SPEC, ModelConfig(hidden=[8, 4]), output_size(task, n_classes))
+    model.compile("adam", loss=make_loss(task))
+    y = np.zeros(8, dtype="float32" if task == "regression" else "int32")
+    loss = model.train_on_batch(batch(), y)
+    assert np.isfinite(loss) and model.output_shape == (None, max(1, n_classes if task == "multiclass" else 1))
+    assert model.output.dtype == "float32"
+
+
+@pytest.mark.parametrize("norm, layer", [("batch", "BatchNormalization"), ("layer", "LayerNormalization"), ("none", None)])
+def test_mlp_options(norm, layer):
+    model = get_builder("mlp")(SPEC, ModelConfig(hidden=[8, 8, 4], norm=norm, dropout=0.2,
+                                                 activation="gelu", initializer="glorot_uniform"), 1)
+    kinds = [type(l).__name__ for l in model.layers]
+    assert kinds.count("Dense") == 4 and kinds.count("Dropout") == 3
+    assert kinds.count(layer) == 3 if layer else not {"BatchNormalization", "LayerNormalization"} & set(kinds)
+    assert [l.output_dim for l in model.layers if type(l).__name__ == "Embedding"] == [3, 6]
+    assert model.get_layer("dense_0").kernel_initializer.__class__.__name__ == "GlorotUniform"
+
+
+def test_heads_turn_logits_into_predictions():
+    np.testing.assert_allclose(to_prediction(np.array([[0.0], [100.0]]), "binary"), [0.5, 1.0])
+    p = to_prediction(np.array([[1.0, 1.0, 1.0]]), "multiclass")
+    np.testing.assert_allclose(p, [[1 / 3] * 3])
+    assert to_prediction(np.array([[2.5]]), "regression").tolist() == [2.5]
+
+
+def test_schedules_follow_the_documented_curve():
+    assert make_schedule(TrainConfig(lr=0.01), 10) == 0.01
+    cos = make_schedule(TrainConfig(lr=0.01, schedule="cosine", epochs=10, warmup_epochs=2), 10)
+    lrs = [float(cos(s)) for s in (0, 10, 20, 60, 99)]
+    assert lrs[0] == pytest.approx(0.01 / 25) and lrs[2] == pytest.approx(0.01)
+    assert lrs[0] < lrs[1] < lrs[2] > lrs[3] > lrs[4] and lrs[4] < 1e-4
+    flat = make_schedule(TrainConfig(lr=0.01, schedule="constant", epochs=10, warmup_epochs=1), 10)
+    assert float(flat(0)) == pytest.approx(0.0004) and float(flat(50)) == pytest.approx(0.01)

@@ -1,0 +1,144 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import PreprocessingConfig
+from pipeline.preprocessing import TabularPreprocessor, make_target_transformer
+from pipeline.preprocessing.categorical import ENCODERS, embedding_dim
+from pipeline.preprocessing.numeric import SCALERS, smooth_clip
+
+rng = np.random.default_rng(0)
+
+
+def frame(n=200, seed=0):
+    r = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "normal": r.normal(5, 2, n),
+        "skewed": r.lognormal(0, 1.5, n),
+        "color": r.choice(list("abc"), n),
+        "city": r.choice([f"c{i}" for i in range(30)], n),
+    })
+
+
+NUM = {"normal": {"type": "numeric"}, "skewed": {"type": "numeric"}}
+CAT = {"color": {"type": "categorical"}, "city": {"type": "categorical"}}
+
+
+def fit(columns, df, **cfg):
+    return TabularPreprocessor(columns, PreprocessingConfig(**cfg)).fit(df)
+
+
+@pytest.mark.parametrize("scaler", [s for s in SCALERS if s != "auto"])
+def test_every_scaler_fits_and_transforms(scaler):
+    df = frame()
+    out = fit(NUM, df, numeric=scaler).transform(df)["numeric"]
+    assert out.shape == (200, 2) and out.dtype == np.float32 and np.isfinite(out).all()
+    if scaler == "standardize":
+        np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(out.std(0), 1, atol=1e-4)
+    if scaler == "minmax":
+        assert out.min() == pytest.approx(0) and out.max() == pytest.approx(1)
+    if scaler == "rankgauss":
+        assert abs(pd.Series(out[:, 1]).skew()) < 0.2  # lognormal made Gaussian
+    if scaler == "robust":
+        assert np.abs(out).max() < 3  # smooth clipping bounds outliers
+    if scaler == "none":
+        np.testing.assert_allclose(out, df[["normal", "skewed"]].to_numpy(), rtol=1e-6)
+
+
+def test_smooth_clip_is_near_identity_then_bounded():
+    assert smooth_clip(np.array([0.1]))[0] == pytest.approx(0.1, rel=1e-3)
+    assert smooth_clip(np.array([1e6]))[0] == pytest.approx(3, rel=1e-6)
+
+
+def test_auto_picks_rankgauss_for_skewed_columns():
+    pre = fit(NUM, frame(), numeric="auto")
+    assert pre.scalers_ == {"normal": "standardize", "skewed": "rankgauss"}
+
+
+def test_no_leakage_statistics_come_from_training_rows_only():
+    """Changing the validation rows must not change what the fold learned."""
+    df = frame(300)
+    train, valid = df.iloc[:200], df.iloc[200:]
+    outlier = valid.copy()
+    outlier["normal"] = 1e6
+    outlier["color"] = "zzz"
+    a = fit({**NUM, **CAT}, train, numeric="standardize", categorical="onehot")
+    # The scaler's statistics are exactly the training rows' ...
+    scaler = a.dense_.named_transformers_["num_standardize"][-1]
+    np.testing.assert_allclose(scaler.mean_, train[["normal", "skewed"]].mean().to_numpy())
+    np.testing.assert_allclose(scaler.scale_, train[["normal", "skewed"]].std(ddof=0).to_numpy())
+    # ... and transforming other rows (even extreme ones) learns nothing.
+    before = a.transform(valid)["numeric"]
+    a.transform(outlier)
+    np.testing.assert_array_equal(a.transform(valid)["numeric"], before)
+    assert a.transform(outlier)["numeric"][:, 2:5].sum() == 0  # "zzz" was never learned
+
+
+@pytest.mark.parametrize("encoder", [e for e in ENCODERS if e != "auto"])
+def test_unseen_categories_never_fail(encoder):
+    df = frame()
+    pre = fit(CAT, df, categorical=encoder)
+    new = pd.DataFrame({"color": ["a", "never-seen", None], "city": ["c1", "c999", "c2"]})
+    out = pre.transform(new)
+    if encoder == "embedding":
+        assert out["cat__color"][:, 0].tolist()[1:] == [0, 0]  # reserved index
+        assert out["cat__color"][0, 0] > 0
+    elif encoder == "onehot":
+        assert out["numeric"][1, :3].sum() == 0  # unseen: all zeros
+    else:
+        assert np.isfinite(out["numeric"]).all()
+
+
+def test_rare_categories_share_one_index():
+    df = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 50 + ["r1", "r2", "r3"]})
+    pre = fit({"c": {"type": "categorical"}}, df, categorical="embedding", min_count=5)
+    codes = pre.transform(pd.DataFrame({"c": ["a", "b", "r1", "r2", "new"]}))["cat__c"][:, 0]
+    assert codes[2] == codes[3] and len({codes[0], codes[1], codes[2]}) == 3 and codes[4] == 0
+    assert pre.input_spec_.embeddings == [("cat__c", 4, embedding_dim(4))]  # a, b, rare + unseen
+
+
+def test_auto_categorical_onehot_for_few_levels_embedding_above():
+    pre = fit(CAT, frame(), categorical="auto", onehot_max_levels=10)
+    assert pre.encoders_ == {"color": "onehot", "city": "embedding"}
+    names = [e[0] for e in pre.input_spec_.embeddings]
+    assert names == ["cat__city"] and pre.numeric_dim_ == 3
+
+
+def test_embedding_dim_rule_and_override():
+    assert [embedding_dim(n) for n in (2, 10, 100, 10**6)] == [2, 6, 21, 600]
+    pre = fit({"city": {"type": "categorical", "embedding_dim": 7}}, frame(), categorical="embedding")
+    assert pre.input_spec_.embeddings[0][2] == 7
+
+
+def test_missing_and_infinite_values_are_imputed_with_indicator():
+    df = pd.DataFrame({"x": [1.0, 2.0, np.nan, np.inf, 5.0, -np.inf], "y": [1.0, 2, 3, 4, 5, 6]})
+    cols = {"x": {"type": "numeric"}, "y": {"type": "numeric"}}
+    pre = fit(cols, df, numeric="none", impute="median", missing_indicator=True)
+    out = pre.transform(df)["numeric"]
+    np.testing.assert_allclose(out[:, 0], [1, 2, 2, 2, 5, 2])  # median of finite 1, 2, 5
+    assert out.shape[1] == 3 and out[:, 2].tolist() == [0, 0, 1, 1, 0, 1]  # indicator only for x
+    pre = fit(cols, df, numeric="none", impute="constant", fill_value=-1)
+    assert pre.transform(df)["numeric"][2, 0] == -1
+
+
+def test_ordinal_order_is_respected():
+    df = pd.DataFrame({"cut": ["Fair", "Good", "Ideal", "Good"]})
+    pre = fit({"cut": {"type": "categorical", "order": ["Fair", "Good", "Ideal"]}}, df, categorical="ordinal")
+    out = pre.transform(df)["numeric"][:, 0]
+    assert out[0] < out[1] < out[2] and out[1] == out[3]
+
+
+def test_transform_before_fit_fails():
+    with pytest.raises(RuntimeError, match="before fit"):
+        TabularPreprocessor(NUM, PreprocessingConfig()).transform(frame())
+
+
+@pytest.mark.parametrize("log1p, standardize", [(False, False), (True, False), (False, True), (True, True)])
+def test_target_transform_round_trips(log1p, standardize):
+    y = rng.lognormal(6, 1, (100, 1))
+    t = make_target_transformer(log1p, standardize).fit(y)
+    z = t.transform(y)
+    if standardize:
+        assert abs(z.mean()) < 1e-9 and z.std() == pytest.approx(1)
+    np.testing.assert_allclose(t.inverse_transform(z), y, rtol=1e-9)
