@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="folder holding the competition's files (default: the config's data.dir)")
     p.add_argument("--output-dir", help="root folder for outputs (default: outputs/)")
     p.add_argument("--smoke", action="store_true",
-                   help=f"whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
+                   help="whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return p.parse_args(argv)
 

@@ -74,9 +74,8 @@ def run_plain_keras(data, folds):
         train = data.train[tr]
         scaler = StandardScaler().fit(train[num].fillna(0))
         onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(train[cat].astype(str))
-        enc = lambda df: np.hstack([scaler.transform(df[num].fillna(0)),  # noqa: E731
-                                    onehot.transform(df[cat].astype(str))]).astype("float32")
-        X, X_test = enc(data.train), enc(data.test)
+        X, X_test = (np.hstack([scaler.transform(df[num].fillna(0)), onehot.transform(df[cat].astype(str))])
+                     .astype("float32") for df in (data.train, data.test))
         keras.utils.set_random_seed(k)
         binary = data.task == "binary"
         model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(256, activation="relu"),

@@ -18,11 +18,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import ConfigError
+from .metrics import METRICS
+from .models import MODELS
+from .preprocessing.categorical import ENCODERS
+from .preprocessing.numeric import SCALERS
 
 COMPETITIONS_DIR = Path(__file__).resolve().parents[1] / "competitions"
 DEFAULT_COMPETITION = "diamonds"
 
 Task = Literal["regression", "binary", "multiclass"]
+
+
+def _registered(registry):
+    """A field validator: the value must be a name in ``registry`` (None passes)."""
+    def check(value):
+        if value is not None:
+            registry.get(value)  # unknown → ConfigError listing the valid names
+        return value
+    return check
 
 
 class _Section(BaseModel):
@@ -75,6 +88,7 @@ class FeaturesConfig(_Section):
 class PreprocessingConfig(_Section):
     numeric: str = "auto"
     skew_threshold: float = Field(1.0, gt=0)  # |skewness| above which "auto" uses RankGauss
+    ple_knots: int = Field(8, ge=3)  # "ple": quantile knots of the piecewise-linear encoding
     impute: Literal["median", "constant"] = "median"
     fill_value: float = 0.0
     missing_indicator: bool = False
@@ -85,21 +99,8 @@ class PreprocessingConfig(_Section):
     target_log1p: bool = False  # regression only
     target_standardize: bool = True  # regression only
 
-    @field_validator("numeric")
-    @classmethod
-    def _known_numeric(cls, v: str) -> str:
-        from .preprocessing.numeric import SCALERS
-
-        SCALERS.get(v)
-        return v
-
-    @field_validator("categorical")
-    @classmethod
-    def _known_categorical(cls, v: str) -> str:
-        from .preprocessing.categorical import ENCODERS
-
-        ENCODERS.get(v)
-        return v
+    _known_numeric = field_validator("numeric")(_registered(SCALERS))
+    _known_categorical = field_validator("categorical")(_registered(ENCODERS))
 
 
 class ModelConfig(_Section):
@@ -110,13 +111,7 @@ class ModelConfig(_Section):
     norm: Literal["none", "batch", "layer"] = "none"
     initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform"] = "he_normal"
 
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        from .models import MODELS
-
-        MODELS.get(v)
-        return v
+    _known_model = field_validator("name")(_registered(MODELS))
 
     @field_validator("hidden")
     @classmethod
@@ -158,14 +153,7 @@ class Config(_Section):
 
     _path: Optional[Path] = PrivateAttr(None)
 
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            from .metrics import METRICS
-
-            METRICS.get(v)
-        return v
+    _known_metric = field_validator("metric")(_registered(METRICS))
 
     @property
     def path(self) -> Optional[Path]:
@@ -224,7 +212,7 @@ def _schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _match(path: str, pattern: str) -> bool:
     a, b = path.split("."), pattern.split(".")
-    return len(a) == len(b) and all(q == "*" or p == q for p, q in zip(a, b))
+    return len(a) == len(b) and all(q == "*" or p == q for p, q in zip(a, b, strict=True))
 
 
 def _check_key(path: str, where: str) -> None:

@@ -1,6 +1,5 @@
 """Every bad input the loader must refuse, with the message that names the file, column and fix."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from conftest import cut

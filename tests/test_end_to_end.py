@@ -156,3 +156,30 @@ def test_smoke_and_saved_fold_predictor(tmp_path):
     rows = train.loc[folds.id.to_numpy()[saved["valid_idx"]]]
     predict = load_fold_predictor(result.run_dir / "folds" / "fold_0")
     np.testing.assert_allclose(predict(rows), saved["oof"], rtol=1e-4, atol=1e-6)
+
+
+def test_multiclass_with_one_column_per_class(tiny_comp, tmp_path):
+    """diamonds' cut as a 5-class target, scored by logloss, submitted as one probability column per class."""
+    from conftest import cut
+
+    frames = cut("diamonds")
+    classes = sorted(frames["train"]["cut"].unique())
+    frames["sample_submission"] = pd.DataFrame({"id": frames["test"]["id"], **{c: 0.2 for c in classes}})
+    frames["solution"] = frames["test"][["id", "cut"]]
+    frames["test"] = frames["test"].drop(columns=["cut"])
+    frames["train"] = frames["train"].drop(columns=["price"])  # test.csv has no price either
+    cfg = tiny_comp("diamonds", frames)
+    result = run_competition(cfg, FAST + ["data.target=cut", "task=multiclass", "metric=logloss"], output_dir=tmp_path / "out")
+    sub = pd.read_csv(result.run_dir / "submission.csv")
+    assert list(sub.columns) == ["id"] + classes
+    np.testing.assert_allclose(sub[classes].sum(axis=1), 1, atol=1e-5)
+    assert result.scores["metric"] == "logloss" and np.isfinite(result.scores["holdout"])
+
+
+def test_same_seed_same_predictions(tiny_comp, tmp_path):
+    cfg = tiny_comp("health_insurance", train_rows=200, test_rows=50)
+    a = run_competition(cfg, FAST, output_dir=tmp_path / "a", run_name="x")
+    b = run_competition(cfg, FAST, output_dir=tmp_path / "b", run_name="x")
+    pd.testing.assert_frame_equal(pd.read_csv(a.files["oof"]), pd.read_csv(b.files["oof"]))
+    c = run_competition(cfg, FAST + ["train.seed=7"], output_dir=tmp_path / "c", run_name="x")
+    assert not pd.read_csv(c.files["oof"]).equals(pd.read_csv(a.files["oof"]))

@@ -67,7 +67,7 @@ def test_repeats_and_units(health):
     assert list(folds.columns) == ["id", "fold", "fold_2"]
     units = list(fold_units(folds, 2))
     assert [u[0] for u in units] == ["r1_fold_0", "r1_fold_1", "r1_fold_2", "r2_fold_0", "r2_fold_1", "r2_fold_2"]
-    for name, _, _, train_idx, valid_idx in units:
+    for _, _, _, train_idx, valid_idx in units:
         assert len(np.intersect1d(train_idx, valid_idx)) == 0 and len(train_idx) + len(valid_idx) == len(folds)
 
 

@@ -32,7 +32,8 @@ def fit(columns, df, **cfg):
 def test_every_scaler_fits_and_transforms(scaler):
     df = frame()
     out = fit(NUM, df, numeric=scaler).transform(df)["numeric"]
-    assert out.shape == (200, 2) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.shape == ((200, 2) if scaler != "ple" else (200, 2 + 2 * 8))  # 8 hat functions per column
     if scaler == "standardize":
         np.testing.assert_allclose(out.mean(0), 0, atol=1e-5)
         np.testing.assert_allclose(out.std(0), 1, atol=1e-4)
@@ -44,6 +45,19 @@ def test_every_scaler_fits_and_transforms(scaler):
         assert np.abs(out).max() < 3  # smooth clipping bounds outliers
     if scaler == "none":
         np.testing.assert_allclose(out, df[["normal", "skewed"]].to_numpy(), rtol=1e-6)
+
+
+def test_ple_is_piecewise_linear_at_training_quantiles():
+    df = pd.DataFrame({"x": np.arange(101, dtype=float), "flag": np.r_[np.zeros(50), np.ones(51)]})
+    pre = fit({"x": {"type": "numeric"}, "flag": {"type": "numeric"}}, df, numeric="ple", ple_knots=5)
+    out = pre.transform(pd.DataFrame({"x": [0.0, 12.5, 25.0, 1000.0], "flag": [0.0, 1, 0, 1]}))["numeric"]
+    # 2 standardized values, then 5 hat functions for x (knots 0, 25, 50, 75, 100); a 0/1 column
+    # has 2 distinct quantiles, too few for splines, and keeps only its standardized value.
+    assert out.shape == (4, 2 + 5)
+    np.testing.assert_allclose(out[0, 2:], [1, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(out[1, 2:], [0.5, 0.5, 0, 0, 0], atol=1e-6)  # halfway between knots
+    np.testing.assert_allclose(out[2, 2:], [0, 1, 0, 0, 0], atol=1e-6)
+    assert np.isfinite(out[3]).all() and out[3, 2:].max() <= 1  # beyond the range: constant
 
 
 def test_smooth_clip_is_near_identity_then_bounded():
@@ -142,3 +156,11 @@ def test_target_transform_round_trips(log1p, standardize):
     if standardize:
         assert abs(z.mean()) < 1e-9 and z.std() == pytest.approx(1)
     np.testing.assert_allclose(t.inverse_transform(z), y, rtol=1e-9)
+
+
+def test_integer_categories_match_across_int_and_float_columns():
+    train = pd.DataFrame({"grade": [1, 2, 3, 1, 2, 3]})
+    test = pd.DataFrame({"grade": [1.0, 3.0, np.nan]})  # gaps make pandas read floats
+    pre = fit({"grade": {"type": "categorical"}}, train, categorical="embedding")
+    codes = pre.transform(test)["cat__grade"][:, 0]
+    assert codes[0] == pre.transform(train)["cat__grade"][0, 0] and codes[1] > 0 and codes[2] == 0

@@ -18,6 +18,8 @@ import pandas as pd
 from ..config import Config, validate
 from ..errors import DataError
 from ..metrics import DEFAULT_METRIC, METRICS, get_metric
+from ..preprocessing.categorical import ENCODERS
+from ..preprocessing.numeric import SCALERS
 
 _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")
 
@@ -215,12 +217,9 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
             if unknown:
                 raise DataError(f"{paths['train']}: column {col!r} has values {sorted(unknown)[:5]} not in "
                                 f"features.columns.{col}.order. Add them to the order.")
-        for key, registry_name in (("scaler", "numeric"), ("encoder", "categorical")):
+        for key, registry in (("scaler", SCALERS), ("encoder", ENCODERS)):
             if key in plan:
-                from ..preprocessing.categorical import ENCODERS
-                from ..preprocessing.numeric import SCALERS
-
-                (SCALERS if key == "scaler" else ENCODERS).get(plan[key], f"features.columns.{col}.{key}")
+                registry.get(plan[key], f"features.columns.{col}.{key}")
         columns[col] = plan
 
     # Submission and solution line up with test.

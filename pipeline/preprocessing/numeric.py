@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import (FunctionTransformer, MinMaxScaler, QuantileTransformer,
-                                   RobustScaler, StandardScaler)
+                                   RobustScaler, SplineTransformer, StandardScaler)
 
 from ..registry import Registry
 
@@ -47,6 +48,40 @@ def _robust(cfg, n_rows, seed):
 @SCALERS.register("none")
 def _none(cfg, n_rows, seed):
     return FunctionTransformer(feature_names_out="one-to-one")
+
+
+class PiecewiseLinear(TransformerMixin, BaseEstimator):
+    """The standardized value plus a piecewise-linear encoding at the training quantiles.
+
+    Each column gets degree-1 B-spline ("hat") features with knots at its training quantiles (PLE,
+    Gorishniy et al., 2022): an MLP can then place thresholds as sharply as a tree does. Written
+    around SplineTransformer, per column, because SplineTransformer takes one knot count for all
+    columns and rejects the repeated quantiles of discrete columns (counts, flags).
+    """
+
+    def __init__(self, n_knots: int = 8):
+        self.n_knots = n_knots
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        self.scaler_ = StandardScaler().fit(X)
+        self.splines_ = []
+        for j in range(X.shape[1]):
+            knots = np.unique(np.quantile(X[:, j], np.linspace(0, 1, self.n_knots)))
+            self.splines_.append(None if len(knots) < 3 else SplineTransformer(
+                knots=knots.reshape(-1, 1), degree=1, extrapolation="constant").fit(X[:, [j]]))
+        return self
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        parts = [self.scaler_.transform(X)]
+        parts += [s.transform(X[:, [j]]) for j, s in enumerate(self.splines_) if s is not None]
+        return np.hstack(parts)
+
+
+@SCALERS.register("ple")
+def _ple(cfg, n_rows, seed):
+    return PiecewiseLinear(cfg.ple_knots)
 
 
 # "auto" is resolved per column in TabularPreprocessor.fit (it needs the fold's data): see choose_auto.

@@ -39,6 +39,16 @@ def _to_nan(x):
     return np.where(np.isfinite(x), x, np.nan)
 
 
+def _category_strings(col: pd.Series) -> pd.Series:
+    """Categories as strings, missing as its own category; 3 and 3.0 are the same category
+    (a column of ints in train.csv reads as floats in a test.csv with gaps)."""
+    values = col.astype(object)
+    if pd.api.types.is_float_dtype(col):
+        whole = col.notna() & (col % 1 == 0)
+        values = values.where(~whole, col[whole].astype("int64").astype(object))
+    return values.where(col.notna(), MISSING).astype(str).astype(object)
+
+
 class TabularPreprocessor:
     """scikit-learn-style: ``__init__`` stores, ``fit`` learns (attributes ending in ``_``)."""
 
@@ -74,7 +84,7 @@ class TabularPreprocessor:
             if spec["type"] == "numeric":
                 out[name] = pd.to_numeric(col).astype("float64")
             else:
-                out[name] = col.astype(object).where(col.notna(), MISSING).astype(str).astype(object)
+                out[name] = _category_strings(col)
         return pd.DataFrame(out, index=df.index)
 
     # ------------------------------------------------------------------ fit / transform

@@ -27,7 +27,7 @@ from ..models import get_builder
 from ..models.heads import make_loss, output_size, to_prediction
 from ..preprocessing import TabularPreprocessor, make_target_transformer
 from .callbacks import NonFiniteLoss, make_callbacks
-from .optimizers import make_optimizer
+from .optimizers import make_optimizer, make_schedule
 
 log = logging.getLogger("pipeline")
 RESULT_FILE = "result.json"
@@ -93,12 +93,12 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     tc = cfg.train
     model = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(task, len(data.classes)))
     steps = math.ceil(len(train_idx) / tc.batch_size)
-    model.compile(optimizer=make_optimizer(tc, steps), loss=make_loss(task),
+    lr = make_schedule(tc, steps)
+    model.compile(optimizer=make_optimizer(tc, lr), loss=make_loss(task),
                   steps_per_execution=tc.steps_per_execution)
     train_ds = make_dataset(x_train, fit_y(y_train), batch_size=tc.batch_size, shuffle=True, seed=seed)
     valid_ds = make_dataset(x_valid, fit_y(y_valid), batch_size=tc.predict_batch_size)
-    callbacks = make_callbacks(tc, label, constant_lr=isinstance(model.optimizer.learning_rate, tf.Variable),
-                               log_every=tc.log_every)
+    callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every)
     history = model.fit(train_ds, validation_data=valid_ds, epochs=tc.epochs, callbacks=callbacks, verbose=0)
 
     guard = next(cb for cb in callbacks if isinstance(cb, NonFiniteLoss))

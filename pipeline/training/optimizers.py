@@ -21,8 +21,8 @@ def make_schedule(cfg, steps_per_epoch: int):
         cfg.lr / 25.0, max(1, total - warmup), alpha=alpha, warmup_target=cfg.lr, warmup_steps=warmup)
 
 
-def make_optimizer(cfg, steps_per_epoch: int):
-    lr = make_schedule(cfg, steps_per_epoch)
+def make_optimizer(cfg, lr):
+    """``lr``: a float or a schedule from make_schedule."""
     if cfg.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
     return keras.optimizers.Adam(learning_rate=lr)
