@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", help="root folder for outputs (default: outputs/)")
     p.add_argument("--smoke", action="store_true",
                    help="whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
+    p.add_argument("--lr-find", action="store_true",
+                   help="run the learning-rate range test for the configured model instead of training")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return p.parse_args(argv)
 
@@ -33,8 +35,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name, data_dir=args.data_dir,
-                                 output_dir=args.output_dir, params=args.params, smoke=args.smoke)
+        if args.lr_find:
+            from pipeline.runner import find_learning_rate
+
+            find_learning_rate(args.comp, args.overrides, data_dir=args.data_dir, output_dir=args.output_dir,
+                               params=args.params)
+        else:
+            pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name, data_dir=args.data_dir,
+                                     output_dir=args.output_dir, params=args.params, smoke=args.smoke)
     except PipelineError as exc:
         if args.debug:
             raise

@@ -76,7 +76,7 @@ def run_plain_keras(data, folds):
         onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False).fit(train[cat].astype(str))
         X, X_test = (np.hstack([scaler.transform(df[num].fillna(0)), onehot.transform(df[cat].astype(str))])
                      .astype("float32") for df in (data.train, data.test))
-        keras.utils.set_random_seed(k)
+        keras.utils.set_random_seed(int(k))
         binary = data.task == "binary"
         model = keras.Sequential([keras.Input((X.shape[1],)), keras.layers.Dense(256, activation="relu"),
                                   keras.layers.Dense(128, activation="relu"),

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 from .metrics import METRICS
@@ -108,8 +109,11 @@ class ModelConfig(_Section):
     hidden: list[int] = [256, 128]
     activation: str = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    norm: Literal["none", "batch", "layer"] = "none"
+    norm: Literal["none", "batch", "layer", "group"] = "none"
+    groups: int = Field(8, ge=1)  # group norm: groups per layer (the gcd with the layer's width is used)
     initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform"] = "he_normal"
+    # Gradient checkpointing: recompute each hidden block's activations in the backward pass.
+    checkpoint: bool = False
 
     _known_model = field_validator("name")(_registered(MODELS))
 
@@ -120,16 +124,49 @@ class ModelConfig(_Section):
             raise ValueError(f"every width must be >= 1, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _checkpoint_norm(self):
+        if self.checkpoint and self.norm == "batch":
+            # Recomputing a block would update BatchNorm's moving statistics twice per step.
+            raise ValueError("model.checkpoint cannot be combined with model.norm=batch; use layer or group")
+        return self
+
 
 class TrainConfig(_Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(256, ge=1)
-    optimizer: Literal["adam", "adamw"] = "adamw"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "lion", "lamb"] = "adamw"
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    # "constant" pairs with ReduceLROnPlateau; "cosine" decays to 0 over the epochs after warmup.
-    schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(1e-5, ge=0)  # adamw, lamb
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
+    nesterov: bool = True  # sgd
+    # Linear LR scaling: lr * batch_size / base_batch_size.
+    scale_lr: bool = False
+    base_batch_size: int = Field(256, ge=1)
+    # constant (+ ReduceLROnPlateau), cosine, sgdr (warm restarts), onecycle, step; see schedules.py.
+    schedule: Literal["constant", "cosine", "sgdr", "onecycle", "step"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0)
+    sgdr_period: float = Field(10.0, gt=0)  # epochs of the first cycle
+    sgdr_mult: float = Field(2.0, ge=1)  # each next cycle this many times longer
+    step_every: float = Field(30.0, gt=0)  # epochs between steps
+    step_factor: float = Field(0.1, gt=0, lt=1)
+    clip: Optional[Literal["value", "norm", "global_norm"]] = None
+    clip_value: float = Field(1.0, gt=0)
+    lookahead_steps: Optional[int] = Field(None, ge=2)  # Lookahead's k; None: off
+    lookahead_alpha: float = Field(0.5, gt=0, le=1)
+    ema: bool = False  # predict with an exponential moving average of the weights
+    ema_momentum: float = Field(0.99, gt=0, lt=1)
+    swa_epochs: Optional[int] = Field(None, ge=2)  # SWA: average the weights of the last N epochs
+    sam_rho: Optional[float] = Field(None, gt=0)  # sharpness-aware minimization radius; None: off
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification
+    mixup_alpha: float = Field(0.0, ge=0)  # Mixup's Beta(alpha, alpha); 0: off
+    grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Optional[bool] = None  # XLA; None: Keras' default
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
+    seeds: int = Field(1, ge=1)  # seed averaging: models per fold, each with its own seed
+    # Checkpoint ensemble: which weights of each model predict (averaged): best, last, swa.
+    checkpoints: list[Literal["best", "last", "swa"]] = ["best"]
     early_stopping: Optional[int] = Field(10, ge=1)  # patience in epochs; None: off
     reduce_lr: Optional[int] = Field(5, ge=1)  # ReduceLROnPlateau patience; None: off
     reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
@@ -138,6 +175,16 @@ class TrainConfig(_Section):
     steps_per_execution: int = Field(1, ge=1)
     predict_batch_size: int = Field(4096, ge=1)
     log_every: int = Field(10, ge=1)  # one progress line every N epochs (and the last)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if "swa" in self.checkpoints and not self.swa_epochs:
+            raise ValueError("train.checkpoints has swa but train.swa_epochs is not set; set e.g. 10")
+        if not self.checkpoints:
+            raise ValueError("train.checkpoints must name at least one of best, last, swa")
+        if len(set(self.checkpoints)) != len(self.checkpoints):
+            raise ValueError(f"train.checkpoints repeats a name: {self.checkpoints}")
+        return self
 
 
 class Config(_Section):
@@ -305,6 +352,8 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"{loc}: required but not set."
     msg = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a cross-field check: the message names the fields
+        return f"{msg}."
     return f"{loc}: {msg}. Got {error.get('input')!r} instead."
 
 

@@ -63,6 +63,9 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
 
     from .cv.folds import load_or_assign_folds  # TensorFlow loads from here on
     from .cv.loop import run_cv
+    from .training.fold import check_train_config
+
+    check_train_config(data.cfg, data.task)
 
     with run_logging(run_dir / "run.log"):
         _log_plan(data, run_dir)
@@ -134,6 +137,8 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
               "fold_std": float(np.std(fold_scores)),
               "fold_names": [r.name for r in cv.folds],
               "best_epochs": [r.best_epoch for r in cv.folds]}
+    if len(cv.member_oof) > 1:  # seed averaging / checkpoint ensembles: each member beside the mean
+        scores["members"] = {m: metric(data.y[seen], p[seen], data.task) for m, p in cv.member_oof.items()}
     if data.solution is not None:
         id_col, sol = data.cfg.data.id, data.solution
         if "Usage" in sol.columns:  # Kaggle solution files mark rows to ignore
@@ -160,7 +165,30 @@ def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
     for r in cv.folds:
         log.info("  %-16s %s %.5g", r.name, m, r.score)
     log.info("folds: %s %.5g ± %.5g", m, scores["fold_mean"], scores["fold_std"])
+    for member, score in scores.get("members", {}).items():
+        log.info("  member %-12s OOF %s %.5g", member, m, score)
     log.info("OOF (cv): %s %.5g", m, scores["cv"])
     if "holdout" in scores:
         log.info("holdout: %s %.5g", m, scores["holdout"])
     log.info("wall time %.1fs; outputs in %s", scores["seconds"], run_dir)
+
+
+def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, data_dir=None, output_dir=None,
+                       params=None) -> tuple[float, Path]:
+    """The LR range test for a competition's model: returns the suggested LR and the curve's PNG
+    (``outputs/<competition>/lr_find/<timestamp>.png``)."""
+    from .outputs import atomic_path
+    from .training.lr_find import lr_find, plot_lr_curve
+
+    cfg = load_config(comp, overrides, params)
+    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    data = load_competition(cfg, data_dir)
+    png = root / data.cfg.name / "lr_find" / f"{default_run_name()}.png"
+    with run_logging(png.with_suffix(".log")):
+        log.info("LR range test for %s: %s, batch %d, one pass with the LR rising from 1e-7 to 10",
+                 data.cfg.name, data.cfg.train.optimizer, data.cfg.train.batch_size)
+        lr, sweep = lr_find(data)
+        with atomic_path(png) as tmp:
+            plot_lr_curve(sweep.lrs, sweep.losses, lr, tmp)
+        log.info("suggested lr %.3g (set it with --set train.lr=%.3g); curve: %s", lr, lr, png)
+    return lr, png

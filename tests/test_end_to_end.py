@@ -39,7 +39,7 @@ def check_outputs(result, comp_dir, target_cols, n_train, folds=2):
     assert resolved["task"] and resolved["cv"]["scheme"] != "auto"
     for k in range(folds_n(folds)):
         fold = run / "folds" / f"fold_{k}"
-        assert {"model.keras", "preprocessing.joblib", "predictions.npz", "result.json"} <= {p.name for p in fold.iterdir()}
+        assert {"model_best.keras", "preprocessing.joblib", "predictions.npz", "result.json"} <= {p.name for p in fold.iterdir()}
     assert "fold_0 (1/2) epoch 1/2" in (run / "run.log").read_text()
     return scores
 

@@ -5,7 +5,7 @@ from pipeline.config import ModelConfig, TrainConfig
 from pipeline.models import MODELS, get_builder
 from pipeline.models.heads import make_loss, output_size, to_prediction
 from pipeline.preprocessing.table import InputSpec
-from pipeline.training.optimizers import make_schedule
+from pipeline.training.schedules import make_schedule
 
 SPEC = InputSpec(numeric_dim=5, embeddings=[("cat__a", 4, 3), ("cat__b", 10, 6)])
 

@@ -4,7 +4,7 @@ import numpy as np
 import tf_keras as keras
 
 from pipeline.config import TrainConfig
-from pipeline.training.callbacks import EpochLogger, make_callbacks
+from pipeline.training.callbacks import EpochLogger, Snapshots, make_callbacks
 
 
 def kinds(cbs):
@@ -12,13 +12,17 @@ def kinds(cbs):
 
 
 def test_callbacks_follow_the_config():
-    cbs = make_callbacks(TrainConfig(), "fold_0", constant_lr=True, log_every=10)
-    assert kinds(cbs) == ["EpochLogger", "NonFiniteLoss", "EarlyStopping", "ReduceLROnPlateau"]
-    early = cbs[2]
-    assert early.patience == 10 and early.restore_best_weights and early.monitor == "val_loss"
+    snap = object.__new__(Snapshots)
+    cbs = make_callbacks(TrainConfig(), "fold_0", constant_lr=True, log_every=10, snapshots=snap)
+    # Snapshots first: with EMA it rewrites val_loss before the others read it.
+    assert cbs[0] is snap
+    assert kinds(cbs[1:]) == ["NonFiniteLoss", "EpochLogger", "EarlyStopping", "ReduceLROnPlateau"]
+    early = cbs[3]
+    # Early stopping only stops: which weights predict is the Snapshots' choice.
+    assert early.patience == 10 and not early.restore_best_weights and early.monitor == "val_loss"
     # A schedule owns the learning rate: no ReduceLROnPlateau; early stopping can be switched off.
     cbs = make_callbacks(TrainConfig(early_stopping=None), "fold_0", constant_lr=False, log_every=10)
-    assert kinds(cbs) == ["EpochLogger", "NonFiniteLoss"]
+    assert kinds(cbs) == ["NonFiniteLoss", "EpochLogger"]
 
 
 class Lines(logging.Handler):

@@ -27,6 +27,7 @@ class CVResult:
     oof_count: np.ndarray
     test: np.ndarray
     folds: list[FoldResult]
+    member_oof: dict[str, np.ndarray]  # each ensemble member's own OOF predictions (seeds, checkpoints)
 
 
 def fold_units(folds: pd.DataFrame, repeats: int):
@@ -47,7 +48,7 @@ def run_cv(data, folds: pd.DataFrame, run_dir: Path) -> CVResult:
     n, shape = len(data.train), (() if data.task != "multiclass" else (len(data.classes),))
     oof_sum, oof_count = np.zeros((n,) + shape), np.zeros(n)
     test_sum = np.zeros((len(data.test),) + shape)
-    results = []
+    results, member_sum = [], {}
     for i, (name, _, _, train_idx, valid_idx) in enumerate(units):
         fold_dir = run_dir / "folds" / name
         prefix = f"{name} ({i + 1}/{len(units)})"
@@ -62,9 +63,14 @@ def run_cv(data, folds: pd.DataFrame, run_dir: Path) -> CVResult:
                      result.best_epoch, result.epochs, result.seconds)
         oof_sum[result.valid_idx] += result.oof
         oof_count[result.valid_idx] += 1
+        for member, (member_oof, _) in result.members.items():
+            member_sum.setdefault(member, np.zeros_like(oof_sum))[result.valid_idx] += member_oof
         test_sum += result.test
         results.append(result)
-    with np.errstate(invalid="ignore"):
-        count = oof_count.reshape((n,) + (1,) * len(shape))
-        oof = np.where(count > 0, oof_sum / np.maximum(count, 1), np.nan)
-    return CVResult(oof, oof_count, test_sum / len(units), results)
+    count = oof_count.reshape((n,) + (1,) * len(shape))
+
+    def mean(total):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    return CVResult(mean(oof_sum), oof_count, test_sum / len(units), results,
+                    {m: mean(total) for m, total in member_sum.items()})

@@ -1,4 +1,4 @@
-"""Task heads: output width, loss, and raw output → prediction.
+"""Task heads: output width, loss, label encoding and raw output → prediction.
 
 Models output logits (classification) or the transformed target (regression); the activation is
 applied outside the model. That keeps the loss numerically stable (from_logits) and lets an INT8
@@ -15,12 +15,29 @@ def output_size(task: str, n_classes: int) -> int:
     return n_classes if task == "multiclass" else 1
 
 
-def make_loss(task: str):
+def dense_labels(task: str, train_cfg) -> bool:
+    """Multiclass labels go one-hot when they must be soft (label smoothing, Mixup)."""
+    return task == "multiclass" and (train_cfg.label_smoothing > 0 or train_cfg.mixup_alpha > 0)
+
+
+def make_loss(task: str, train_cfg=None):
+    smoothing = train_cfg.label_smoothing if train_cfg is not None else 0.0
     if task == "regression":
         return keras.losses.MeanSquaredError()
     if task == "binary":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
+        return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=smoothing)
+    if train_cfg is not None and dense_labels(task, train_cfg):
+        return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def encode_labels(y: np.ndarray, task: str, n_classes: int, train_cfg) -> np.ndarray:
+    """Class indices → what the loss takes (float for binary/Mixup, one-hot when dense)."""
+    if task == "regression":
+        return y.astype(np.float32)
+    if dense_labels(task, train_cfg):
+        return np.eye(n_classes, dtype=np.float32)[y]
+    return y.astype(np.float32 if task == "binary" else np.int32)
 
 
 def to_prediction(raw: np.ndarray, task: str) -> np.ndarray:

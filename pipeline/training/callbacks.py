@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 log = logging.getLogger("pipeline")
@@ -46,12 +48,90 @@ class NonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int) -> list:
-    cbs = [EpochLogger(prefix, cfg.epochs, log_every), NonFiniteLoss()]
+def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int, snapshots=None) -> list:
+    """Snapshots first (with EMA it rewrites val_loss, which the others then read)."""
+    cbs = ([snapshots] if snapshots is not None else []) + [NonFiniteLoss(), EpochLogger(prefix, cfg.epochs, log_every)]
     if cfg.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping,
-                                                 restore_best_weights=True))
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping))
     if cfg.reduce_lr and constant_lr:  # a schedule owns the LR; ReduceLROnPlateau cannot set it
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=cfg.reduce_lr,
                                                      factor=cfg.reduce_lr_factor, min_lr=cfg.lr * 1e-3))
     return cbs
+
+
+def ema_variables(optimizer, variables):
+    """The optimizer's moving averages of ``variables`` (use_ema). tf_keras keeps them in a private
+    list with no public accessor, so this is the one place that reads it."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # unwrap loss scaling
+    averages = optimizer._model_variables_moving_average
+    return [averages[optimizer._index_dict[optimizer._var_key(v)]] for v in variables]
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Keeps the weights a checkpoint ensemble draws on: ``best`` (lowest val_loss), ``last`` and
+    ``swa`` (the mean of the last ``swa_epochs`` epochs' weights).
+
+    With EMA on, the weights of an epoch are the EMA weights: they are swapped in, validated, and
+    their val_loss replaces the logged one, so early stopping and "best" judge what is predicted.
+    Early stopping never restores weights itself; choosing weights is this callback's job.
+    """
+
+    def __init__(self, net, swa_epochs: int | None = None, ema: bool = False, valid_ds=None):
+        super().__init__()
+        self.net, self.swa_epochs, self.ema, self.valid_ds = net, swa_epochs, ema, valid_ds
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_loss, self.best_epoch = None, np.inf, 0
+        self.window = deque(maxlen=self.swa_epochs or 1)
+
+    def _epoch_weights(self, logs):
+        if not self.ema:
+            return self.net.get_weights(), logs.get("val_loss", logs.get("loss"))
+        raw = self.net.get_weights()
+        for v, avg in zip(self.net.trainable_variables, ema_variables(self.model.optimizer,
+                                                                     self.net.trainable_variables)):
+            v.assign(avg)
+        weights = self.net.get_weights()
+        if self.valid_ds is not None:
+            logs["val_loss"] = float(self.model.evaluate(self.valid_ds, verbose=0))
+        self.net.set_weights(raw)
+        return weights, logs.get("val_loss", logs.get("loss"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        weights, loss = self._epoch_weights(logs)
+        if loss is not None and np.isfinite(loss) and loss < self.best_loss:
+            self.best, self.best_loss, self.best_epoch = weights, float(loss), epoch + 1
+        if self.swa_epochs:
+            self.window.append(weights)
+
+    def members(self, names) -> dict[str, list]:
+        """Weights per requested member, after training (``last`` = the weights now in the net)."""
+        out = {}
+        for name in names:
+            if name == "last":
+                out[name] = self.net.get_weights()
+            elif name == "best":
+                out[name] = self.best if self.best is not None else self.net.get_weights()
+            elif name == "swa":
+                out[name] = [np.mean(ws, axis=0) for ws in zip(*self.window)]
+        return out
+
+
+def reestimate_batchnorm(net, dataset) -> None:
+    """SWA's averaged weights need BatchNorm statistics of their own: reset the moving statistics
+    and recompute them as a cumulative average over one pass of the training data."""
+    layers = [l for l in net.submodules if isinstance(l, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    saved = [l.momentum for l in layers]
+    for l in layers:
+        l.moving_mean.assign(tf.zeros_like(l.moving_mean))
+        l.moving_variance.assign(tf.ones_like(l.moving_variance))
+    for n, batch in enumerate(dataset):
+        x = batch[0] if isinstance(batch, tuple) else batch
+        for l in layers:
+            l.momentum = n / (n + 1.0)  # moving = mean of the batch statistics seen so far
+        net(x, training=True)
+    for l, m in zip(layers, saved):
+        l.momentum = m

@@ -1,0 +1,101 @@
+"""Learning-rate range test (Smith, 2017; fastai's ``lr_find``): one pass over the training data
+with the LR rising exponentially from ``min_lr`` to ``max_lr``, the smoothed loss recorded per
+step. The suggestion is the LR of the steepest loss descent, which sits safely below where the loss
+blows up; the curve is saved as a PNG.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import tf_keras as keras
+
+from ..data.datasets import make_dataset
+from ..models import get_builder
+from ..models.heads import encode_labels, make_loss, output_size
+from ..preprocessing import TabularPreprocessor, make_target_transformer
+from .devices import make_strategy, precision_policy
+from .fold import set_seed
+from .optimizers import make_optimizer
+from .trainer import Trainer
+
+
+class LRSweep(keras.callbacks.Callback):
+    """Sets the LR before each batch and records the exponentially smoothed loss after it."""
+
+    def __init__(self, min_lr: float, max_lr: float, steps: int, smoothing: float = 0.98):
+        super().__init__()
+        self.min_lr, self.max_lr, self.steps, self.smoothing = min_lr, max_lr, max(2, steps), smoothing
+        self.lrs, self.losses = [], []
+        self._avg, self._best = 0.0, math.inf
+
+    def lr_at(self, i: int) -> float:
+        return self.min_lr * (self.max_lr / self.min_lr) ** (i / (self.steps - 1))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.lr_at(len(self.lrs)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        i = len(self.lrs)
+        self._avg = self.smoothing * self._avg + (1 - self.smoothing) * loss
+        smoothed = self._avg / (1 - self.smoothing ** (i + 1))
+        self.lrs.append(self.lr_at(i))
+        self.losses.append(smoothed)
+        self._best = min(self._best, smoothed)
+        if not math.isfinite(loss) or smoothed > 4 * self._best or i + 1 >= self.steps:
+            self.model.stop_training = True
+
+
+def suggest_lr(lrs, losses) -> float:
+    """The LR where the smoothed loss falls fastest (per log-LR), ignoring the blow-up at the end."""
+    lrs, losses = np.asarray(lrs), np.asarray(losses)
+    end = int(np.argmin(losses)) + 1
+    if end < 3:
+        return float(lrs[max(0, end - 1)] / 10)
+    slope = np.gradient(losses[:end], np.log(lrs[:end]))
+    return float(lrs[int(np.argmin(slope))])
+
+
+def plot_lr_curve(lrs, losses, suggestion: float, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested lr {suggestion:.2e}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None = None):
+    """Run the range test on all training rows with the configured model; returns (lr, sweep).
+
+    It fits preprocessing on all rows: it is a diagnostic that writes no OOF predictions.
+    """
+    cfg, task, tc = data.cfg, data.task, data.cfg.train
+    set_seed(tc.seed)
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=tc.seed).fit(data.train)
+    y = data.y
+    if task == "regression":
+        t = make_target_transformer(cfg.preprocessing.target_log1p, cfg.preprocessing.target_standardize)
+        y = t.fit_transform(y.reshape(-1, 1)).ravel()
+    y = encode_labels(y, task, len(data.classes), tc)
+    n_batches = math.ceil(len(y) / tc.batch_size)
+    steps = steps or max(100, n_batches)
+    ds = make_dataset(pre.transform(data.train), y, batch_size=tc.batch_size, shuffle=True, seed=tc.seed)
+    with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
+        net = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(task, len(data.classes)))
+        trainer = Trainer(net, grad_accum_steps=1, seed=tc.seed)
+        # A constant-LR optimizer the sweep can set; steps_per_execution 1 so it sets every batch.
+        trainer.compile(optimizer=make_optimizer(tc, min_lr), loss=make_loss(task, tc), steps_per_execution=1)
+        sweep = LRSweep(min_lr, max_lr, steps)
+        trainer.fit(ds.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[sweep], verbose=0)
+    return suggest_lr(sweep.lrs, sweep.losses), sweep

@@ -1,0 +1,136 @@
+"""The training step: a Keras model that wraps the built network and adds, as config switches,
+gradient accumulation, SAM, Lookahead and tabular Mixup.
+
+Only the wrapped network is saved (``Trainer.net``): inference needs none of this. The step keeps
+Keras' contract (``compile`` takes the loss and optimizer, ``metrics`` lists the trackers), so
+fit / evaluate / callbacks work unchanged. Mixed precision's loss scaling is honoured when the
+optimizer is a LossScaleOptimizer.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+class Trainer(keras.Model):
+    def __init__(self, net: keras.Model, *, grad_accum_steps: int = 1, sam_rho: float | None = None,
+                 lookahead_steps: int | None = None, lookahead_alpha: float = 0.5, mixup_alpha: float = 0.0,
+                 seed: int = 0):
+        super().__init__(name="trainer")
+        self.net = net
+        self.grad_accum_steps = int(grad_accum_steps)
+        self.sam_rho = sam_rho
+        self.lookahead_steps = lookahead_steps
+        self.lookahead_alpha = lookahead_alpha
+        self.mixup_alpha = mixup_alpha
+        self._rng = tf.random.Generator.from_seed(seed)
+        weights = net.trainable_variables
+        self._step = tf.Variable(0, trainable=False, dtype=tf.int64)
+        if self.grad_accum_steps > 1:
+            self._accum = [tf.Variable(tf.zeros_like(w), trainable=False) for w in weights]
+        if lookahead_steps:
+            self._slow = [tf.Variable(w, trainable=False) for w in weights]
+
+    def call(self, inputs, training=False):
+        return self.net(inputs, training=training)
+
+    # ------------------------------------------------------------------ pieces of the step
+    def _gradients(self, x, y, sample_weight=None):
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+            scaled = self.optimizer.get_scaled_loss(loss) if self._loss_scaled else loss
+        grads = tape.gradient(scaled, self.net.trainable_variables)
+        if self._loss_scaled:
+            grads = self.optimizer.get_unscaled_gradients(grads)
+        return loss, y_pred, grads
+
+    @property
+    def _loss_scaled(self) -> bool:
+        # compile() wraps the optimizer for mixed_float16; the wrapper's classes differ between the
+        # legacy and new optimizers, its interface does not.
+        return hasattr(self.optimizer, "get_scaled_loss")
+
+    def _sam_gradients(self, x, y, sample_weight=None):
+        """Sharpness-aware minimization (Foret et al., 2021): the gradient at the worst nearby point
+        w + rho * g / ||g||, applied at w."""
+        _, _, grads = self._gradients(x, y, sample_weight)
+        scale = self.sam_rho / (tf.linalg.global_norm(grads) + 1e-12)
+        eps = [g * scale if g is not None else None for g in grads]
+        for w, e in zip(self.net.trainable_variables, eps):
+            if e is not None:
+                w.assign_add(e)
+        loss, y_pred, grads = self._gradients(x, y, sample_weight)
+        for w, e in zip(self.net.trainable_variables, eps):
+            if e is not None:
+                w.assign_sub(e)
+        return loss, y_pred, grads
+
+    def _mixup(self, x, y):
+        """Mix each row with a shuffled partner: floats (numeric block, labels) by lambda ~ Beta(a, a);
+        integer inputs (categories for embeddings) cannot be averaged, so each is taken from the
+        partner with probability 1 - lambda, which mixes them by lambda in expectation."""
+        n = tf.shape(y)[0]
+        g1 = self._rng.gamma([n], self.mixup_alpha)
+        g2 = self._rng.gamma([n], self.mixup_alpha)
+        lam = g1 / (g1 + g2)
+        perm = tf.argsort(self._rng.uniform([n]))  # seeded, unlike tf.random.shuffle
+
+        def mix(a):
+            b = tf.gather(a, perm)
+            if a.dtype.is_floating:
+                l = tf.reshape(tf.cast(lam, a.dtype), [-1] + [1] * (len(a.shape) - 1))
+                return l * a + (1 - l) * b
+            keep = tf.reshape(self._rng.uniform([n]) < lam, [-1] + [1] * (len(a.shape) - 1))
+            return tf.where(keep, a, b)
+
+        x = tf.nest.map_structure(mix, x)
+        return x, mix(tf.cast(y, tf.float32))
+
+    def _apply(self, grads):
+        self.optimizer.apply_gradients(zip(grads, self.net.trainable_variables))
+        if self.lookahead_steps:
+            self._lookahead()
+
+    def _lookahead(self):
+        """Lookahead (Zhang et al., 2019): every k steps the slow weights move alpha of the way to
+        the fast ones, and the fast weights restart from there."""
+        def sync():
+            for slow, fast in zip(self._slow, self.net.trainable_variables):
+                slow.assign_add(self.lookahead_alpha * (fast - slow))
+                fast.assign(slow)
+            return tf.constant(True)
+
+        tf.cond(self.optimizer.iterations % self.lookahead_steps == 0, sync, lambda: tf.constant(False))
+
+    # ------------------------------------------------------------------ the step
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.mixup_alpha > 0:
+            x, y = self._mixup(x, y)
+        if self.sam_rho:
+            loss, y_pred, grads = self._sam_gradients(x, y, sample_weight)
+        else:
+            loss, y_pred, grads = self._gradients(x, y, sample_weight)
+        self._step.assign_add(1)
+        if self.grad_accum_steps == 1:
+            self._apply(grads)
+        else:
+            # Average N micro-batch gradients, then one optimizer step: the same update as one step
+            # on an N times larger batch (for a mean loss and equal micro-batches, without BatchNorm).
+            for acc, g in zip(self._accum, grads):
+                acc.assign_add(g / self.grad_accum_steps)
+
+            def step():
+                self._apply([tf.identity(a) for a in self._accum])
+                for acc in self._accum:
+                    acc.assign(tf.zeros_like(acc))
+                return tf.constant(True)
+
+            tf.cond(self._step % self.grad_accum_steps == 0, step, lambda: tf.constant(False))
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def build_optimizer(self):
+        """Create the optimizer's slots up front: a step inside tf.cond must not create variables."""
+        inner = self.optimizer.inner_optimizer if self._loss_scaled else self.optimizer
+        inner.build(self.net.trainable_variables)
