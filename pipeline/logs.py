@@ -10,11 +10,22 @@ LOGGER = logging.getLogger("pipeline")
 _FORMAT = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
 
+class _Stdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (notebooks and test runners replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _console() -> None:
-    if not any(getattr(h, "_pipeline_console", False) for h in LOGGER.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _Stdout) for h in LOGGER.handlers):
+        handler = _Stdout()
         handler.setFormatter(_FORMAT)
-        handler._pipeline_console = True
         LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)
     LOGGER.propagate = False

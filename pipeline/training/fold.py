@@ -160,13 +160,13 @@ def _train_model(data, pre, x, y_fit, seed: int, label: str):
     cfg, task, tc = data.cfg, data.task, data.cfg.train
     set_seed(seed, tc.deterministic)
     steps = math.ceil(len(y_fit["train"]) / tc.batch_size)
-    train_ds = make_dataset(x["train"], y_fit["train"], batch_size=tc.batch_size, shuffle=True, seed=seed)
+    train_ds = make_dataset(x["train"], y_fit["train"], batch_size=tc.batch_size, shuffle=True, seed=seed,
+                            mixup_alpha=tc.mixup_alpha)
     valid_ds = make_dataset(x["valid"], y_fit["valid"], batch_size=tc.predict_batch_size)
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
         net = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(task, len(data.classes)))
         trainer = Trainer(net, grad_accum_steps=tc.grad_accum_steps, sam_rho=tc.sam_rho,
-                          lookahead_steps=tc.lookahead_steps, lookahead_alpha=tc.lookahead_alpha,
-                          mixup_alpha=tc.mixup_alpha, seed=seed)
+                          lookahead_steps=tc.lookahead_steps, lookahead_alpha=tc.lookahead_alpha)
         # The schedule counts optimizer steps: one per grad_accum_steps batches.
         lr = make_schedule(tc, math.ceil(steps / tc.grad_accum_steps))
         trainer.compile(optimizer=make_optimizer(tc, lr), loss=make_loss(task, tc),

@@ -93,7 +93,7 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
     ds = make_dataset(pre.transform(data.train), y, batch_size=tc.batch_size, shuffle=True, seed=tc.seed)
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
         net = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(task, len(data.classes)))
-        trainer = Trainer(net, grad_accum_steps=1, seed=tc.seed)
+        trainer = Trainer(net)
         # A constant-LR optimizer the sweep can set; steps_per_execution 1 so it sets every batch.
         trainer.compile(optimizer=make_optimizer(tc, min_lr), loss=make_loss(task, tc), steps_per_execution=1)
         sweep = LRSweep(min_lr, max_lr, steps)

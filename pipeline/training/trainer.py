@@ -1,5 +1,5 @@
 """The training step: a Keras model that wraps the built network and adds, as config switches,
-gradient accumulation, SAM, Lookahead and tabular Mixup.
+gradient accumulation, SAM and Lookahead (Mixup is a batch transform of the input pipeline).
 
 Only the wrapped network is saved (``Trainer.net``): inference needs none of this. The step keeps
 Keras' contract (``compile`` takes the loss and optimizer, ``metrics`` lists the trackers), so
@@ -14,16 +14,13 @@ import tf_keras as keras
 
 class Trainer(keras.Model):
     def __init__(self, net: keras.Model, *, grad_accum_steps: int = 1, sam_rho: float | None = None,
-                 lookahead_steps: int | None = None, lookahead_alpha: float = 0.5, mixup_alpha: float = 0.0,
-                 seed: int = 0):
+                 lookahead_steps: int | None = None, lookahead_alpha: float = 0.5):
         super().__init__(name="trainer")
         self.net = net
         self.grad_accum_steps = int(grad_accum_steps)
         self.sam_rho = sam_rho
         self.lookahead_steps = lookahead_steps
         self.lookahead_alpha = lookahead_alpha
-        self.mixup_alpha = mixup_alpha
-        self._rng = tf.random.Generator.from_seed(seed)
         weights = net.trainable_variables
         self._step = tf.Variable(0, trainable=False, dtype=tf.int64)
         if self.grad_accum_steps > 1:
@@ -66,27 +63,6 @@ class Trainer(keras.Model):
                 w.assign_sub(e)
         return loss, y_pred, grads
 
-    def _mixup(self, x, y):
-        """Mix each row with a shuffled partner: floats (numeric block, labels) by lambda ~ Beta(a, a);
-        integer inputs (categories for embeddings) cannot be averaged, so each is taken from the
-        partner with probability 1 - lambda, which mixes them by lambda in expectation."""
-        n = tf.shape(y)[0]
-        g1 = self._rng.gamma([n], self.mixup_alpha)
-        g2 = self._rng.gamma([n], self.mixup_alpha)
-        lam = g1 / (g1 + g2)
-        perm = tf.argsort(self._rng.uniform([n]))  # seeded, unlike tf.random.shuffle
-
-        def mix(a):
-            b = tf.gather(a, perm)
-            if a.dtype.is_floating:
-                l = tf.reshape(tf.cast(lam, a.dtype), [-1] + [1] * (len(a.shape) - 1))
-                return l * a + (1 - l) * b
-            keep = tf.reshape(self._rng.uniform([n]) < lam, [-1] + [1] * (len(a.shape) - 1))
-            return tf.where(keep, a, b)
-
-        x = tf.nest.map_structure(mix, x)
-        return x, mix(tf.cast(y, tf.float32))
-
     def _apply(self, grads):
         self.optimizer.apply_gradients(zip(grads, self.net.trainable_variables))
         if self.lookahead_steps:
@@ -106,8 +82,6 @@ class Trainer(keras.Model):
     # ------------------------------------------------------------------ the step
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if self.mixup_alpha > 0:
-            x, y = self._mixup(x, y)
         if self.sam_rho:
             loss, y_pred, grads = self._sam_gradients(x, y, sample_weight)
         else:
