@@ -48,14 +48,16 @@ class LRSweep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def suggest_lr(lrs, losses) -> float:
-    """The LR where the smoothed loss falls fastest (per log-LR), ignoring the blow-up at the end."""
+def suggest_lr(lrs, losses, skip_start: float = 0.1) -> float:
+    """The LR where the smoothed loss falls fastest (per log-LR), between the noisy first steps
+    (the first ``skip_start`` of them, as fastai skips) and the minimum before the blow-up."""
     lrs, losses = np.asarray(lrs), np.asarray(losses)
-    end = int(np.argmin(losses)) + 1
-    if end < 3:
-        return float(lrs[max(0, end - 1)] / 10)
-    slope = np.gradient(losses[:end], np.log(lrs[:end]))
-    return float(lrs[int(np.argmin(slope))])
+    start = max(1, int(len(lrs) * skip_start)) if len(lrs) > 10 else 0
+    end = int(np.argmin(losses[start:])) + start + 1
+    if end - start < 3:
+        return float(lrs[end - 1] / 10)
+    slope = np.gradient(losses[start:end], np.log(lrs[start:end]))
+    return float(lrs[start + int(np.argmin(slope))])
 
 
 def plot_lr_curve(lrs, losses, suggestion: float, path: Path) -> Path:
