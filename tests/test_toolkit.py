@@ -227,6 +227,27 @@ def test_ema_weights_are_the_analytic_average():
         np.testing.assert_allclose(avg.numpy(), e, rtol=1e-5, atol=1e-6)
 
 
+def test_with_ema_the_snapshots_keep_the_averaged_weights():
+    """Predictions and saved models use the EMA weights: the snapshots hold them, not the raw ones."""
+    t = trainer(optimizer=keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9))
+    snap = Snapshots(t.net, ema=True, valid_ds=data(32))
+    raw = []
+
+    class Raw(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raw.append(weights(t))
+
+    t.fit(data(8), epochs=3, verbose=0, callbacks=[Raw(), snap], validation_data=data(32))
+    ema_now = [v.numpy() for v in ema_variables(t.optimizer, t.net.trainable_variables)]
+    last = snap.members(["last"])["last"]  # fit() ends by writing the EMA into the weights
+    for a, b in zip(last, ema_now):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(last[0], raw[-1][0])  # not the raw weights of the last epoch
+    # "best" was judged on the EMA weights: they give back the val_loss it recorded.
+    t.net.set_weights(snap.best)
+    assert float(t.evaluate(data(32), verbose=0)) == pytest.approx(snap.best_loss, rel=1e-5)
+
+
 def test_swa_weights_are_the_mean_of_the_last_epochs():
     t = trainer()
     snap = Snapshots(t.net, swa_epochs=3)
