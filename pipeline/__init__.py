@@ -7,7 +7,7 @@
 import os
 
 # One Keras: tf_keras (Keras 2). Set before TensorFlow is imported anywhere, so that third-party
-# integrations (Optuna's Keras callbacks) resolve tf.keras to the same Keras. Quiet C++ logs.
+# integrations (Optuna's Keras callbacks) see this same Keras through TensorFlow. Quiet C++ logs.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

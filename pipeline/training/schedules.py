@@ -11,8 +11,6 @@ schedule then runs over the remaining steps.
 """
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 import tf_keras as keras
 
@@ -82,6 +80,3 @@ def lr_at(schedule, steps) -> list[float]:
         return [float(schedule)] * len(steps)
     return [float(schedule(s)) for s in steps]
 
-
-def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
-    return int(math.ceil(epochs * steps_per_epoch))
