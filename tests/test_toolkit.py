@@ -365,6 +365,17 @@ def test_all_switches_together_through_the_pipeline(tiny_comp, tmp_path):
     assert 0 <= result.scores["cv"] <= 1
 
 
+@pytest.mark.slow
+def test_switches_with_entity_embeddings(tiny_comp, tmp_path):
+    """Embeddings give sparse gradients: SAM and accumulation must handle them."""
+    cfg = tiny_comp("diamonds", train_rows=200)
+    result = run_competition(cfg, FAST + [
+        "train.epochs=3", "train.sam_rho=0.05", "train.grad_accum_steps=2", "train.lookahead_steps=2",
+        "train.mixup_alpha=0.2", "train.ema=true", "train.swa_epochs=2", "train.checkpoints=[best, swa]",
+        "preprocessing.categorical=embedding"], output_dir=tmp_path)
+    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"best", "swa"}
+
+
 def test_label_smoothing_on_regression_is_refused(tiny_comp, tmp_path):
     with pytest.raises(ConfigError, match="train.label_smoothing applies to classification"):
         run_competition(tiny_comp("diamonds"), FAST + ["train.label_smoothing=0.1"], output_dir=tmp_path)

@@ -40,6 +40,9 @@ class Trainer(keras.Model):
         grads = tape.gradient(scaled, self.net.trainable_variables)
         if self._loss_scaled:
             grads = self.optimizer.get_unscaled_gradients(grads)
+        if self.sam_rho or self.grad_accum_steps > 1:
+            # Embeddings give sparse IndexedSlices; SAM and accumulation do arithmetic on gradients.
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         return loss, y_pred, grads
 
     @property
