@@ -20,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .errors import ConfigError
 from .metrics import METRICS
-from .models import MODELS
+from .models import BACKBONES, IMAGE_MODELS, MODELS
 from .preprocessing.categorical import ENCODERS
 from .preprocessing.numeric import SCALERS
 
@@ -56,6 +56,8 @@ class DataConfig(_Section):
     positive_label: Any = None  # binary only; inferred (1, True, "yes", ... or the last sorted)
     # How submission.csv carries predictions: probabilities or labels. "auto" follows the metric.
     submission: Literal["auto", "proba", "label"] = "auto"
+    # Classification: the declared classes (in this order); a training label outside them is an error.
+    classes: Optional[list[Any]] = None
 
 
 class CVConfig(_Section):
@@ -104,6 +106,67 @@ class PreprocessingConfig(_Section):
     _known_categorical = field_validator("categorical")(_registered(ENCODERS))
 
 
+TTA_VIEWS = ("identity", "hflip", "vflip", "shift_left", "shift_right", "shift_up", "shift_down",
+             "zoom_in", "zoom_out", "rotate_left", "rotate_right")
+
+
+class AugmentConfig(_Section):
+    """Random per-image augmentation of training batches (after the cache). All off by default."""
+
+    hflip: bool = False  # off for digits and text
+    vflip: bool = False
+    rotation: float = Field(0.0, ge=0, le=180)  # degrees, uniform in ±rotation
+    shift: float = Field(0.0, ge=0, lt=1)  # fraction of the size, uniform in ±shift per axis
+    zoom: float = Field(0.0, ge=0, lt=1)  # scale uniform in [1 - zoom, 1 + zoom]
+    shear: float = Field(0.0, ge=0, lt=1)
+    brightness: float = Field(0.0, ge=0, le=1)  # ± fraction of the 0-255 range
+    contrast: float = Field(0.0, ge=0, lt=1)  # factor uniform in [1 - contrast, 1 + contrast]
+    randaugment_n: int = Field(0, ge=0, le=6)  # RandAugment: ops drawn per image; 0: off
+    randaugment_m: float = Field(5.0, ge=0, le=10)  # RandAugment magnitude (0-10)
+    fill: Literal["constant", "reflect", "nearest", "wrap"] = "constant"  # pixels moved in from outside
+
+
+class TTAConfig(_Section):
+    """Test-time augmentation: deterministic views whose predicted probabilities are averaged."""
+
+    views: list[Literal[TTA_VIEWS]] = ["identity"]
+    shift: float = Field(0.1, gt=0, lt=1)  # fraction of the size, for shift_*
+    zoom: float = Field(0.1, gt=0, lt=1)  # for zoom_in / zoom_out
+    rotation: float = Field(10.0, gt=0, le=180)  # degrees, for rotate_*
+
+    @field_validator("views")
+    @classmethod
+    def _views(cls, v):
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"list at least one view, each once, from {list(TTA_VIEWS)}")
+        return v
+
+
+class ImageConfig(_Section):
+    """An image column: the competition is an image (or image + tabular) competition."""
+
+    column: Optional[str] = None  # column of train/test CSVs holding each image's file name or id
+    train_dir: str = "train"  # folders (relative to data.dir) holding the training / test images
+    test_dir: str = "test"
+    extension: str = ""  # appended to the column's values (e.g. ".png" when it holds bare ids)
+    size: list[int] = [224, 224]  # height, width the images are resized to
+    channels: Literal[1, 3] = 3  # 1: grayscale; 3: RGB (grayscale files are repeated to 3)
+    resize: Literal["resize", "pad"] = "resize"  # plain resize, or keep the aspect ratio and pad
+    # Decoded images are cached: in memory, or in a file when the decoded set is larger than
+    # cache_memory_mb ("auto"); "none" decodes every epoch.
+    cache: Literal["auto", "memory", "file", "none"] = "auto"
+    cache_memory_mb: float = Field(2048, gt=0)
+    augment: AugmentConfig = AugmentConfig()
+    tta: TTAConfig = TTAConfig()
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        if len(v) != 2 or any(s < 8 for s in v):
+            raise ValueError("give [height, width], each at least 8")
+        return v
+
+
 class ModelConfig(_Section):
     name: str = "mlp"
     hidden: list[int] = [256, 128]
@@ -114,10 +177,19 @@ class ModelConfig(_Section):
     initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform"] = "he_normal"
     # Gradient checkpointing: recompute each hidden block's activations in the backward pass.
     checkpoint: bool = False
+    # Image models. cnn: conv blocks of these widths (each convs_per_block conv-BN-activation, then
+    # pooling). Backbones (efficientnetb0, mobilenetv2, ...): tf_keras.applications networks.
+    filters: list[int] = [32, 64, 128]
+    convs_per_block: int = Field(2, ge=1)
+    tabular_hidden: list[int] = [64]  # image + tabular: the tabular branch's MLP widths
+    weights: Optional[str] = None  # backbone weights file (.h5, include_top=False); None: random
+    head_epochs: int = Field(0, ge=0)  # backbones: first train the head alone for this many epochs
+    unfreeze: Optional[int] = Field(None, ge=0)  # then unfreeze the top N backbone layers; None: all
+    backbone_lr_mult: float = Field(0.1, gt=0, le=1)  # the backbone's learning rate / the head's
 
     _known_model = field_validator("name")(_registered(MODELS))
 
-    @field_validator("hidden")
+    @field_validator("hidden", "filters", "tabular_hidden")
     @classmethod
     def _positive_widths(cls, v: list[int]) -> list[int]:
         if any(w < 1 for w in v):
@@ -160,6 +232,7 @@ class TrainConfig(_Section):
     sam_rho: Optional[float] = Field(None, gt=0)  # sharpness-aware minimization radius; None: off
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification
     mixup_alpha: float = Field(0.0, ge=0)  # Mixup's Beta(alpha, alpha); 0: off
+    cutmix_alpha: float = Field(0.0, ge=0)  # images: CutMix's Beta(alpha, alpha); with Mixup, one per batch
     grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Optional[bool] = None  # XLA; None: Keras' default
@@ -197,10 +270,33 @@ class Config(_Section):
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    image: ImageConfig = ImageConfig()
 
     _path: Optional[Path] = PrivateAttr(None)
 
     _known_metric = field_validator("metric")(_registered(METRICS))
+
+    @model_validator(mode="after")
+    def _image_model(self):
+        image_model = self.model.name in IMAGE_MODELS
+        if image_model and not self.image.column:
+            raise ValueError(f"model.name {self.model.name} is an image model but image.column is not set; "
+                             f"set it to the column holding the image file names, or use model.name=mlp")
+        if self.image.column and not image_model:
+            raise ValueError(f"image.column is set but model.name {self.model.name} has no image branch; "
+                             f"use one of {sorted(IMAGE_MODELS)}")
+        if self.model.name not in BACKBONES and (self.model.weights or self.model.head_epochs):
+            raise ValueError(f"model.weights and model.head_epochs apply to backbones {sorted(BACKBONES)}, "
+                             f"not model.name {self.model.name}")
+        if self.model.head_epochs >= self.train.epochs:
+            raise ValueError(f"model.head_epochs ({self.model.head_epochs}) must be below train.epochs "
+                             f"({self.train.epochs})")
+        if self.model.name in BACKBONES and self.model.backbone_lr_mult < 1 and self.train.ema:
+            raise ValueError("train.ema is not supported with a backbone learning-rate multiplier; "
+                             "set model.backbone_lr_mult=1 or train.ema=false")
+        if self.train.cutmix_alpha and not self.image.column:
+            raise ValueError("train.cutmix_alpha mixes image patches; this competition has no image.column")
+        return self
 
     @property
     def path(self) -> Optional[Path]:

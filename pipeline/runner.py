@@ -93,7 +93,8 @@ def _sample(data: CompetitionData, rows: int, seed: int) -> CompetitionData:
     strat = data.y if data.task != "regression" else None
     idx, _ = train_test_split(np.arange(len(data.train)), train_size=rows, random_state=seed, stratify=strat)
     idx = np.sort(idx)
-    return dataclasses.replace(data, train=data.train.iloc[idx].reset_index(drop=True), y=data.y[idx])
+    images = None if data.images is None else {**data.images, "train": data.images["train"][idx]}
+    return dataclasses.replace(data, train=data.train.iloc[idx].reset_index(drop=True), y=data.y[idx], images=images)
 
 
 def _check_resume(run_dir: Path, resolved: dict) -> None:
@@ -139,6 +140,10 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
               "best_epochs": [r.best_epoch for r in cv.folds]}
     if len(cv.member_oof) > 1:  # seed averaging / checkpoint ensembles: each member beside the mean
         scores["members"] = {m: metric(data.y[seen], p[seen], data.task) for m, p in cv.member_oof.items()}
+    if cv.oof_no_tta is not None:  # image competitions: what test-time augmentation bought
+        scores["tta_views"] = list(data.cfg.image.tta.views)
+        scores["cv_no_tta"] = metric(data.y[seen], cv.oof_no_tta[seen], data.task)
+        scores["folds_no_tta"] = [r.score_no_tta for r in cv.folds]
     if data.solution is not None:
         id_col, sol = data.cfg.data.id, data.solution
         if "Usage" in sol.columns:  # Kaggle solution files mark rows to ignore
@@ -146,6 +151,8 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
         pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col]).loc[sol[id_col]].to_numpy()
         y_sol = _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
         scores["holdout"] = metric(y_sol, cv.test[pos], data.task)
+        if cv.test_no_tta is not None:
+            scores["holdout_no_tta"] = metric(y_sol, cv.test_no_tta[pos], data.task)
     scores.update(n_train=int(len(data.train)), n_test=int(len(data.test)), seconds=round(seconds, 1))
     return scores
 
@@ -168,8 +175,12 @@ def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
     for member, score in scores.get("members", {}).items():
         log.info("  member %-12s OOF %s %.5g", member, m, score)
     log.info("OOF (cv): %s %.5g", m, scores["cv"])
+    if "cv_no_tta" in scores:
+        log.info("OOF without TTA: %s %.5g (TTA views: %s)", m, scores["cv_no_tta"], ", ".join(scores["tta_views"]))
     if "holdout" in scores:
         log.info("holdout: %s %.5g", m, scores["holdout"])
+    if "holdout_no_tta" in scores:
+        log.info("holdout without TTA: %s %.5g", m, scores["holdout_no_tta"])
     log.info("wall time %.1fs; outputs in %s", scores["seconds"], run_dir)
 
 

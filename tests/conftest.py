@@ -16,16 +16,28 @@ COMPS = ROOT / "competitions"
 FILES = ("train", "test", "sample_submission", "solution")
 
 
+IMAGE_COMPS = {"mnist"}  # image files named by the id column, in data/train and data/test
+
+
 def read_embedded(name: str) -> dict[str, pd.DataFrame]:
-    return {f: pd.read_csv(COMPS / name / "data" / f"{f}.csv.gz") for f in FILES}
+    text = {"id": str} if name in IMAGE_COMPS else None
+    return {f: pd.read_csv(COMPS / name / "data" / f"{f}.csv.gz", dtype=text) for f in FILES}
 
 
 def write_competition(dest: Path, name: str, frames: dict[str, pd.DataFrame]) -> Path:
-    """A copy of competitions/<name>/config.yaml with the given frames as its data; returns the config."""
+    """A copy of competitions/<name>/config.yaml with the given frames as its data (and, for image
+    competitions, the image files of their rows); returns the config."""
     (dest / "data").mkdir(parents=True, exist_ok=True)
     shutil.copy(COMPS / name / "config.yaml", dest / "config.yaml")
     for f, df in frames.items():
         df.to_csv(dest / "data" / f"{f}.csv.gz", index=False)
+    if name in IMAGE_COMPS:
+        for split in ("train", "test"):
+            (dest / "data" / split).mkdir(exist_ok=True)
+            for image_id in frames[split]["id"]:
+                src = COMPS / name / "data" / split / f"{image_id}.png"
+                if src.is_file():
+                    shutil.copy(src, dest / "data" / split / src.name)
     return dest / "config.yaml"
 
 

@@ -46,6 +46,31 @@ def make_tabular(src: Path, name: str, target: str, stratify: bool, sample_value
     print(f"{name}: train {len(train)} rows, test {len(test)} rows -> {out}")
 
 
+def make_images(src: Path, name: str, target: str) -> None:
+    """Pixel rows → real PNG files in Kaggle's image layout: train/<id>.png and test/<id>.png, with
+    train.csv (id, label), test.csv (id), sample_submission.csv and solution.csv."""
+    from PIL import Image
+
+    # The source is sorted by label: shuffle first, so ids say nothing about the label.
+    df = pd.read_csv(src).sample(frac=1.0, random_state=SEED).reset_index(drop=True)
+    pixels = [c for c in df.columns if c != target]
+    side = int(round(len(pixels) ** 0.5))
+    df = pd.concat([pd.Series([f"{i:05d}" for i in range(len(df))], name="id"), df], axis=1)
+    train, test = _split(df, target, stratify=True)
+    train, test = train.sort_values("id"), test.sort_values("id")
+    out = ROOT / "competitions" / name / "data"
+    for split, part in (("train", train), ("test", test)):
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for image_id, row in zip(part["id"], part[pixels].to_numpy(dtype=np.uint8)):
+            Image.fromarray(row.reshape(side, side), mode="L").save(folder / f"{image_id}.png", optimize=True)
+    _write(train[["id", target]], out / "train.csv.gz")
+    _write(test[["id"]], out / "test.csv.gz")
+    _write(pd.DataFrame({"id": test["id"], target: 0}), out / "sample_submission.csv.gz")
+    _write(test[["id", target]], out / "solution.csv.gz")
+    print(f"{name}: train {len(train)} images, test {len(test)} images ({side}x{side}) -> {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "datasets")
@@ -53,6 +78,7 @@ def main() -> None:
     make_tabular(args.shared / "diamonds.csv.gz", "diamonds", "price", stratify=False, sample_value=0.0)
     make_tabular(args.shared / "health_insurance.csv.gz", "health_insurance", "whi", stratify=True,
                  sample_value=0.5)
+    make_images(args.shared / "mnist_5k.csv.gz", "mnist", "label")
 
 
 if __name__ == "__main__":

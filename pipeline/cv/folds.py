@@ -74,7 +74,10 @@ def load_or_assign_folds(data, folds_dir: Path | None) -> pd.DataFrame:
     if folds_dir is not None:
         path = folds_dir / f"{folds_key(data)}.csv"
         if path.is_file():
-            return pd.read_csv(path)
+            id_col = data.cfg.data.id
+            # Ids read as the training file's ids were (text ids such as 00042 keep their zeros).
+            text = pd.api.types.is_object_dtype(data.train[id_col]) or pd.api.types.is_string_dtype(data.train[id_col])
+            return pd.read_csv(path, dtype={id_col: str} if text else None)
     folds = assign_folds(data)
     if folds_dir is not None:
         write_csv(folds, path)

@@ -28,6 +28,9 @@ class CVResult:
     test: np.ndarray
     folds: list[FoldResult]
     member_oof: dict[str, np.ndarray]  # each ensemble member's own OOF predictions (seeds, checkpoints)
+    # Image competitions: OOF and test predictions of the identity view alone (without TTA).
+    oof_no_tta: np.ndarray | None = None
+    test_no_tta: np.ndarray | None = None
 
 
 def fold_units(folds: pd.DataFrame, repeats: int):
@@ -49,6 +52,7 @@ def run_cv(data, folds: pd.DataFrame, run_dir: Path) -> CVResult:
     oof_sum, oof_count = np.zeros((n,) + shape), np.zeros(n)
     test_sum = np.zeros((len(data.test),) + shape)
     results, member_sum = [], {}
+    plain_sum, plain_test = np.zeros_like(oof_sum), np.zeros_like(test_sum)
     for i, (name, _, _, train_idx, valid_idx) in enumerate(units):
         fold_dir = run_dir / "folds" / name
         prefix = f"{name} ({i + 1}/{len(units)})"
@@ -66,11 +70,16 @@ def run_cv(data, folds: pd.DataFrame, run_dir: Path) -> CVResult:
         for member, (member_oof, _) in result.members.items():
             member_sum.setdefault(member, np.zeros_like(oof_sum))[result.valid_idx] += member_oof
         test_sum += result.test
+        if result.no_tta is not None:
+            plain_sum[result.valid_idx] += result.no_tta[0]
+            plain_test += result.no_tta[1]
         results.append(result)
     count = oof_count.reshape((n,) + (1,) * len(shape))
 
     def mean(total):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
+    plain = all(r.no_tta is not None for r in results)
     return CVResult(mean(oof_sum), oof_count, test_sum / len(units), results,
-                    {m: mean(total) for m, total in member_sum.items()})
+                    {m: mean(total) for m, total in member_sum.items()},
+                    mean(plain_sum) if plain else None, plain_test / len(units) if plain else None)

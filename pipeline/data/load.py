@@ -20,6 +20,7 @@ from ..errors import DataError
 from ..metrics import DEFAULT_METRIC, METRICS, get_metric
 from ..preprocessing.categorical import ENCODERS
 from ..preprocessing.numeric import SCALERS
+from .images import check_images, image_paths
 
 _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")
 
@@ -37,6 +38,7 @@ class CompetitionData:
     classes: list = field(default_factory=list)  # classification: label of each index
     columns: dict[str, dict] = field(default_factory=dict)  # feature → preprocessing plan
     paths: dict[str, Path] = field(default_factory=dict)
+    images: Optional[dict[str, np.ndarray]] = None  # "train" / "test" → image file paths, row-aligned
 
     @property
     def task(self) -> str:
@@ -50,12 +52,13 @@ def data_dir(cfg: Config, override: str | Path | None = None) -> Path:
     return d if d.is_absolute() else cfg.root / d
 
 
-def _read(path: Path, field_name: str) -> pd.DataFrame:
+def _read(path: Path, field_name: str, text_columns: tuple = ()) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found (config field {field_name}). "
                         f"Put the file there, fix {field_name}, or pass --data-dir.")
     try:
-        df = pd.read_csv(path)
+        # Image names such as 00042 must stay text, or they would lose their zeros.
+        df = pd.read_csv(path, dtype={c: str for c in text_columns} or None)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot be read as CSV ({first}). Check the file.") from None
@@ -114,7 +117,7 @@ def _positive_label(classes: list, given: Any, path: Path, target: str):
 
 
 def _resolve_features(cfg: Config, train: pd.DataFrame, paths: dict) -> list[str]:
-    reserved = {cfg.data.id, cfg.data.target, cfg.cv.group}
+    reserved = {cfg.data.id, cfg.data.target, cfg.cv.group, cfg.image.column}
     for name in list(cfg.features.columns) + list(cfg.features.drop) + list(cfg.features.include or []):
         if name not in train.columns:
             _need_column(train, name, paths["train"], f"features: {name}")
@@ -128,13 +131,14 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     d = cfg.data
     paths = {"train": base / d.train, "test": base / d.test,
              "sample_submission": base / d.sample_submission}
-    train = _read(paths["train"], "data.train")
-    test = _read(paths["test"], "data.test")
-    sample = _read(paths["sample_submission"], "data.sample_submission")
+    text = tuple(c for c in (cfg.image.column,) if c) + ((d.id,) if cfg.image.column else ())
+    train = _read(paths["train"], "data.train", text)
+    test = _read(paths["test"], "data.test", text)
+    sample = _read(paths["sample_submission"], "data.sample_submission", text[-1:])
     solution = None
     if d.solution and (base / d.solution).is_file():
         paths["solution"] = base / d.solution
-        solution = _read(paths["solution"], "data.solution")
+        solution = _read(paths["solution"], "data.solution", text[-1:])
 
     # Ids and target.
     for key in ("train", "test"):
@@ -172,6 +176,15 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
                                 f"{len(classes)}: {classes[:10]}. Set task: multiclass.")
             pos = _positive_label(classes, d.positive_label, paths["train"], d.target)
             classes = [c for c in classes if c != pos] + [pos]
+        if d.classes is not None:
+            declared = {str(c): c for c in d.classes}
+            outside = sorted({str(c) for c in classes} - set(declared))
+            if outside:
+                raise DataError(f"{paths['train']}: target {d.target!r} has labels {outside[:5]} outside "
+                                f"data.classes {list(d.classes)}. Fix the labels or the declared classes.")
+            if task == "multiclass":  # the declared order, matched to the file's values
+                by_str = {str(c): c for c in classes}
+                classes = [by_str[str(c)] for c in d.classes if str(c) in by_str]
         index = {c: i for i, c in enumerate(classes)}
         y = target.map(index).to_numpy(dtype=np.int64)
     metric = cfg.metric or DEFAULT_METRIC[task]
@@ -185,8 +198,18 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
         raise DataError(f"cv.scheme {scheme} needs cv.group, the column that holds each row's group.")
 
     # Features: declared missing values, types, consistency with test.
+    images = None
+    if cfg.image.column:
+        col = cfg.image.column
+        images = {}
+        for key, df, folder in (("train", train, cfg.image.train_dir), ("test", test, cfg.image.test_dir)):
+            _need_column(df, col, paths[key], "image.column")
+            if df[col].isna().any():
+                raise DataError(f"{paths[key]}: image column {col!r} is empty in {int(df[col].isna().sum())} rows.")
+            images[key] = image_paths(df[col], base / folder, cfg.image.extension)
+            check_images(images[key], paths[key], col)
     features = _resolve_features(cfg, train, paths)
-    if not features:
+    if not features and images is None:
         raise DataError(f"{paths['train']}: no feature columns are left after excluding id, target and "
                         f"features.drop.")
     missing_in_test = [c for c in features if c not in test.columns]
@@ -247,6 +270,13 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
                             + ". Expected one column, or one column per class.")
 
     resolved = cfg.to_dict()
+    if cfg.model.weights:  # relative to the config's folder, checked before any training
+        weights = Path(cfg.model.weights)
+        weights = weights if weights.is_absolute() else cfg.root / weights
+        if not weights.is_file():
+            raise DataError(f"model.weights {cfg.model.weights}: file not found (looked at {weights}). "
+                            f"Attach the backbone's weights file and set model.weights to its path.")
+        resolved["model"]["weights"] = str(weights)
     resolved.update(task=task, metric=metric)
     resolved["cv"]["scheme"] = scheme
     cols = resolved["features"]["columns"]
@@ -254,7 +284,7 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
         cols.setdefault(col, {})["type"] = plan["type"]
     rcfg = validate(resolved, str(cfg.path or "config"))
     rcfg._path = cfg.path
-    return CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths)
+    return CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images)
 
 
 def is_proba_submission(data: CompetitionData) -> bool:

@@ -9,6 +9,19 @@ from ..registry import Registry
 
 MODELS: Registry[str] = Registry("model")
 MODELS.register("mlp")("pipeline.models.mlp:build_mlp")
+MODELS.register("cnn")("pipeline.models.cnn:build_cnn")
+# tf_keras.applications backbones: name → (class, input preprocessing mode); see backbones.py.
+# "none": the network rescales 0-255 pixels itself.
+BACKBONES = {
+    "efficientnetb0": ("EfficientNetB0", "none"),
+    "mobilenetv2": ("MobileNetV2", "tf"),
+    "mobilenetv3small": ("MobileNetV3Small", "none"),
+    "mobilenetv3large": ("MobileNetV3Large", "none"),
+    "resnet50": ("ResNet50", "caffe"),
+}
+for _name in BACKBONES:
+    MODELS.register(_name)("pipeline.models.backbones:build_backbone")
+IMAGE_MODELS = {"cnn", *BACKBONES}
 
 
 def get_builder(name: str):

@@ -8,6 +8,8 @@ import tf_keras as keras
 
 from ..preprocessing.table import NUMERIC_INPUT, InputSpec
 
+IMAGE_INPUT = "image"  # float32 pixels in 0-255, (height, width, channels); models rescale inside
+
 
 def make_inputs(spec: InputSpec) -> dict[str, keras.Input]:
     inputs = {}
@@ -15,6 +17,8 @@ def make_inputs(spec: InputSpec) -> dict[str, keras.Input]:
         inputs[NUMERIC_INPUT] = keras.Input((spec.numeric_dim,), name=NUMERIC_INPUT, dtype="float32")
     for name, _, _ in spec.embeddings:
         inputs[name] = keras.Input((1,), name=name, dtype="int32")
+    if spec.image is not None:
+        inputs[IMAGE_INPUT] = keras.Input(spec.image, name=IMAGE_INPUT, dtype="float32")
     return inputs
 
 

@@ -19,23 +19,31 @@ def _norm(cfg, width: int, name: str):
     return None
 
 
-def build_mlp(spec, cfg, n_outputs: int) -> keras.Model:
-    """Dense → [norm] → activation → [dropout] blocks, then a linear head of ``n_outputs`` units."""
-    inputs = make_inputs(spec)
-    x = encode_inputs(inputs, spec)
-    for i, width in enumerate(cfg.hidden):
-        block = [keras.layers.Dense(width, kernel_initializer=cfg.initializer, name=f"dense_{i}")]
-        norm = _norm(cfg, width, f"{cfg.norm}_norm_{i}")
+def dense_blocks(x, widths: list[int], cfg, prefix: str = ""):
+    """Dense → [norm] → activation → [dropout] per width (the MLP body, also image models' heads)."""
+    for i, width in enumerate(widths):
+        block = [keras.layers.Dense(width, kernel_initializer=cfg.initializer, name=f"{prefix}dense_{i}")]
+        norm = _norm(cfg, width, f"{prefix}{cfg.norm}_norm_{i}")
         if norm is not None:
             block.append(norm)
-        block.append(keras.layers.Activation(cfg.activation, name=f"act_{i}"))
+        block.append(keras.layers.Activation(cfg.activation, name=f"{prefix}act_{i}"))
         if cfg.checkpoint:
-            x = Recompute(block, name=f"block_{i}")(x)
+            x = Recompute(block, name=f"{prefix}block_{i}")(x)
         else:
             for layer in block:
                 x = layer(x)
         if cfg.dropout:
-            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
+            x = keras.layers.Dropout(cfg.dropout, name=f"{prefix}dropout_{i}")(x)
+    return x
+
+
+def linear_head(x, n_outputs: int):
     # The head stays float32 under mixed precision.
-    out = keras.layers.Dense(n_outputs, dtype="float32", name="head")(x)
-    return keras.Model(inputs, out, name="mlp")
+    return keras.layers.Dense(n_outputs, dtype="float32", name="head")(x)
+
+
+def build_mlp(spec, cfg, n_outputs: int) -> keras.Model:
+    """Dense blocks over the encoded inputs, then a linear head of ``n_outputs`` units."""
+    inputs = make_inputs(spec)
+    x = dense_blocks(encode_inputs(inputs, spec), cfg.hidden, cfg)
+    return keras.Model(inputs, linear_head(x, n_outputs), name="mlp")

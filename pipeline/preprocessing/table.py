@@ -31,6 +31,11 @@ class InputSpec:
     numeric_dim: int
     # (input name, vocabulary size including the reserved index 0, embedding width)
     embeddings: list[tuple[str, int, int]] = field(default_factory=list)
+    image: tuple[int, int, int] | None = None  # (height, width, channels) of the image input, if any
+
+    @property
+    def tabular(self) -> bool:
+        return bool(self.numeric_dim or self.embeddings)
 
 
 def _to_nan(x):

@@ -79,8 +79,7 @@ class Snapshots(keras.callbacks.Callback):
     def __init__(self, net, swa_epochs: int | None = None, ema: bool = False, valid_ds=None):
         super().__init__()
         self.net, self.swa_epochs, self.ema, self.valid_ds = net, swa_epochs, ema, valid_ds
-
-    def on_train_begin(self, logs=None):
+        # State lives from here, not on_train_begin: a staged fit (head, then backbone) is one model.
         self.best, self.best_loss, self.best_epoch = None, np.inf, 0
         self.window = deque(maxlen=self.swa_epochs or 1)
 

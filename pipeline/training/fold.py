@@ -1,5 +1,8 @@
 """Train one fold: fit preprocessing on the fold's training rows, train, predict OOF and test, save.
 
+Image competitions predict every TTA view (``image.tta.views``) and average the probabilities; the
+identity view's predictions are kept beside them so the run reports what TTA bought.
+
 A fold trains ``train.seeds`` models (seed averaging); each contributes the weights named in
 ``train.checkpoints`` (best, last, swa). Every (seed, checkpoint) pair is a *member*; the fold's
 prediction is the mean of its members' predictions, and each member's predictions are kept so the
@@ -12,6 +15,7 @@ complete, so a killed run never leaves a fold that looks finished.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,7 +30,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ..data.datasets import make_dataset
-from ..errors import ConfigError, TrainingError
+from ..data.fold_inputs import FoldInputs
+from ..errors import ConfigError, DataError, TrainingError
 from ..metrics import get_metric
 from ..models import get_builder
 from ..models.heads import encode_labels, make_loss, output_size, to_prediction
@@ -53,9 +58,12 @@ class FoldResult:
     seconds: float
     member_scores: dict[str, float] = field(default_factory=dict)
     members: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name → (oof, test)
+    # Image competitions: (oof, test) of the identity view alone, i.e. without TTA.
+    no_tta: tuple[np.ndarray, np.ndarray] | None = None
+    score_no_tta: float | None = None
 
     def summary(self) -> dict:
-        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores")
+        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "score_no_tta")
         return {k: getattr(self, k) for k in keys}
 
     @classmethod
@@ -63,7 +71,9 @@ class FoldResult:
         meta = json.loads((fold_dir / RESULT_FILE).read_text())
         arrays = np.load(fold_dir / "predictions.npz")
         members = {m: (arrays[f"oof__{m}"], arrays[f"test__{m}"]) for m in meta["member_scores"]}
-        return cls(valid_idx=arrays["valid_idx"], oof=arrays["oof"], test=arrays["test"], members=members, **meta)
+        no_tta = (arrays["no_tta_oof"], arrays["no_tta_test"]) if "no_tta_oof" in arrays else None
+        return cls(valid_idx=arrays["valid_idx"], oof=arrays["oof"], test=arrays["test"], members=members,
+                   no_tta=no_tta, **meta)
 
     @staticmethod
     def is_complete(fold_dir: Path) -> bool:
@@ -81,6 +91,10 @@ def check_train_config(cfg, task: str) -> None:
     tc = cfg.train
     if tc.label_smoothing and task == "regression":
         raise ConfigError("train.label_smoothing applies to classification; this task is regression. Set it to 0.")
+    if cfg.model.weights:  # a weights file that does not fit the backbone fails here, before any output
+        from ..models.backbones import make_backbone
+
+        make_backbone(cfg.model.name, (*cfg.image.size, 3), cfg.model.weights)
     replicas = make_strategy(tc.strategy).num_replicas_in_sync
     if replicas > 1 and (tc.grad_accum_steps > 1 or tc.sam_rho or tc.lookahead_steps):
         raise ConfigError(f"train.grad_accum_steps, train.sam_rho and train.lookahead_steps run on one replica; "
@@ -108,6 +122,12 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     train_rows, valid_rows = data.train.iloc[train_idx], data.train.iloc[valid_idx]
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed).fit(train_rows)
     x = {"train": pre.transform(train_rows), "valid": pre.transform(valid_rows), "test": pre.transform(data.test)}
+    spec, images = pre.input_spec_, None
+    if data.images is not None:
+        images = {"train": data.images["train"][train_idx], "valid": data.images["train"][valid_idx],
+                  "test": data.images["test"]}
+        spec = dataclasses.replace(spec, image=(*cfg.image.size, cfg.image.channels))
+    inputs = FoldInputs(x, cfg, images, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
     y_train, y_valid = data.y[train_idx], data.y[valid_idx]
     target = None
     if task == "regression":
@@ -123,66 +143,118 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
         return target.inverse_transform(pred.reshape(-1, 1)).ravel() if target is not None else pred
 
     metric = get_metric(cfg.metric, task)
-    members, saved, best_epochs, epochs_run = {}, {}, [], []
-    for s in range(tc.seeds):
-        member_seed = seed + 1000 * s
-        tag = label if tc.seeds == 1 else f"{label} seed {s}"
-        weights, net, info = _train_model(data, pre, x, y_fit, member_seed, tag)
-        best_epochs.append(info["best_epoch"])
-        epochs_run.append(info["epochs"])
-        for ckpt in tc.checkpoints:
-            member = ckpt if tc.seeds == 1 else f"seed{s}_{ckpt}"
-            with precision_policy(tc.precision):
-                net.set_weights(weights[ckpt])
-                if ckpt == "swa":
-                    reestimate_batchnorm(net, make_dataset(x["train"], batch_size=tc.batch_size))
-                oof, test = (to_pred(net.predict(make_dataset(x[k], batch_size=tc.predict_batch_size), verbose=0))
-                             for k in ("valid", "test"))
-            if not (np.isfinite(oof).all() and np.isfinite(test).all()):
-                raise TrainingError(f"{tag}: the model predicts NaN/infinite values; no predictions were written. "
-                                    f"Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
-            members[member] = (oof, test)
-            saved[member] = (net, net.get_weights())  # after SWA's BatchNorm re-estimation
+    members, saved, best_epochs, epochs_run, identity = {}, {}, [], [], []
+    try:
+        for s in range(tc.seeds):
+            member_seed = seed + 1000 * s
+            tag = label if tc.seeds == 1 else f"{label} seed {s}"
+            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag)
+            best_epochs.append(info["best_epoch"])
+            epochs_run.append(info["epochs"])
+            for ckpt in tc.checkpoints:
+                member = ckpt if tc.seeds == 1 else f"seed{s}_{ckpt}"
+                with precision_policy(tc.precision):
+                    net.set_weights(weights[ckpt])
+                    if ckpt == "swa":
+                        reestimate_batchnorm(net, inputs.dataset("train"))
+                    views = {v: tuple(to_pred(net.predict(inputs.dataset(k, view=v), verbose=0))
+                                      for k in ("valid", "test")) for v in inputs.views}
+                    if "identity" not in views:
+                        views_plain = tuple(to_pred(net.predict(inputs.dataset(k), verbose=0)) for k in ("valid", "test"))
+                    else:
+                        views_plain = views["identity"]
+                # TTA: the mean of the views' probabilities (predictions for regression).
+                oof, test = (np.mean([p[i] for p in views.values()], axis=0) for i in (0, 1))
+                if not (np.isfinite(oof).all() and np.isfinite(test).all()):
+                    raise TrainingError(f"{tag}: the model predicts NaN/infinite values; no predictions were written. "
+                                        f"Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
+                members[member] = (oof, test)
+                identity.append(views_plain)
+                saved[member] = (net, net.get_weights())  # after SWA's BatchNorm re-estimation
+    except tf.errors.InvalidArgumentError as exc:
+        if images is None:
+            raise
+        first = str(exc).strip().splitlines()[0][:200]
+        raise DataError(f"{label}: an image could not be decoded or resized ({first}). "
+                        f"Check the files under image.train_dir / image.test_dir.") from None
+    finally:
+        inputs.close()
 
     oof = np.mean([m[0] for m in members.values()], axis=0)
     test = np.mean([m[1] for m in members.values()], axis=0)
     member_scores = {m: metric(y_valid, p[0], task) for m, p in members.items()}
+    no_tta = score_no_tta = None
+    if images is not None:
+        no_tta = tuple(np.mean([p[i] for p in identity], axis=0) for i in (0, 1))
+        score_no_tta = metric(y_valid, no_tta[0], task)
     result = FoldResult(name, np.asarray(valid_idx), oof, test, metric(y_valid, oof, task),
                         int(np.median(best_epochs)), int(max(epochs_run)), round(time.perf_counter() - start, 2),
-                        member_scores, members)
+                        member_scores, members, no_tta, score_no_tta)
     _save(fold_dir, saved, {"preprocessor": pre, "target": target, "task": task, "classes": data.classes,
-                           "features": list(data.columns)}, result)
+                           "features": list(data.columns), "image": cfg.image.model_dump() if images else None},
+          result)
     return result
 
 
-def _train_model(data, pre, x, y_fit, seed: int, label: str):
-    """One model: build under the precision policy and strategy, fit, return its snapshots."""
+def _stages(cfg, net) -> list[tuple[int, int | None]]:
+    """(epochs, trainable top backbone layers) per training stage. Backbones with head_epochs: the
+    head alone first (0 backbone layers), then ``model.unfreeze`` layers (None: all)."""
+    from ..models.backbones import has_backbone
+
+    if not has_backbone(net):
+        return [(cfg.train.epochs, None)]
+    head = cfg.model.head_epochs
+    rest = (cfg.train.epochs - head, cfg.model.unfreeze)
+    return [(head, 0), rest] if head else [rest]
+
+
+def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str):
+    """One model: build under the precision policy and strategy, fit (in stages for backbones),
+    return its snapshots."""
+    from ..models.backbones import BACKBONE_LAYER, has_backbone, set_trainable
+
     cfg, task, tc = data.cfg, data.task, data.cfg.train
     set_seed(seed, tc.deterministic)
     steps = math.ceil(len(y_fit["train"]) / tc.batch_size)
-    train_ds = make_dataset(x["train"], y_fit["train"], batch_size=tc.batch_size, shuffle=True, seed=seed,
-                            mixup_alpha=tc.mixup_alpha)
-    valid_ds = make_dataset(x["valid"], y_fit["valid"], batch_size=tc.predict_batch_size)
+    train_ds = inputs.dataset("train", y_fit["train"], training=True, seed=seed)
+    valid_ds = inputs.dataset("valid", y_fit["valid"])
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(task, len(data.classes)))
-        trainer = Trainer(net, grad_accum_steps=tc.grad_accum_steps, sam_rho=tc.sam_rho,
-                          lookahead_steps=tc.lookahead_steps, lookahead_alpha=tc.lookahead_alpha)
-        # The schedule counts optimizer steps: one per grad_accum_steps batches.
-        lr = make_schedule(tc, math.ceil(steps / tc.grad_accum_steps))
-        trainer.compile(optimizer=make_optimizer(tc, lr), loss=make_loss(task, tc),
-                        steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
-        trainer.build_optimizer()
+        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)))
     snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds)
-    callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
-                               snapshots=snapshots)
-    with precision_policy(tc.precision):
-        history = trainer.fit(train_ds, validation_data=valid_ds, epochs=tc.epochs, callbacks=callbacks, verbose=0)
-    guard = next(cb for cb in callbacks if isinstance(cb, NonFiniteLoss))
-    if guard.bad_epoch is not None:
-        raise TrainingError(f"{label}: the loss became NaN/infinite at epoch {guard.bad_epoch}; no predictions "
-                            f"were written. Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
-    info = {"best_epoch": snapshots.best_epoch or len(history.history["loss"]),
-            "epochs": len(history.history["loss"])}
+    done = 0
+    for stage_epochs, unfreeze in _stages(cfg, net):
+        stage_tc = tc.model_copy(update={"epochs": stage_epochs})
+        backbone_vars = None
+        if has_backbone(net):
+            n = set_trainable(net, unfreeze, pretrained=bool(cfg.model.weights))
+            log.info("%s: %d epochs with %d backbone layers trainable", label, stage_epochs, n)
+            if n and cfg.model.backbone_lr_mult < 1:
+                backbone_vars = net.get_layer(BACKBONE_LAYER).trainable_variables
+        with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
+            # The schedule counts optimizer steps: one per grad_accum_steps batches.
+            lr = make_schedule(stage_tc, math.ceil(steps / tc.grad_accum_steps))
+            backbone_opt = None
+            if backbone_vars:
+                slow_tc = stage_tc.model_copy(update={"lr": tc.lr * cfg.model.backbone_lr_mult})
+                backbone_opt = make_optimizer(slow_tc, make_schedule(slow_tc, math.ceil(steps / tc.grad_accum_steps)))
+            trainer = Trainer(net, grad_accum_steps=tc.grad_accum_steps, sam_rho=tc.sam_rho,
+                              lookahead_steps=tc.lookahead_steps, lookahead_alpha=tc.lookahead_alpha,
+                              backbone_variables=backbone_vars, backbone_optimizer=backbone_opt)
+            trainer.compile(optimizer=make_optimizer(stage_tc, lr), loss=make_loss(task, tc),
+                            steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
+            trainer.build_optimizer()
+        callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
+                                   snapshots=snapshots)
+        with precision_policy(tc.precision):
+            history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
+                                  epochs=done + stage_epochs, callbacks=callbacks, verbose=0)
+        guard = next(cb for cb in callbacks if isinstance(cb, NonFiniteLoss))
+        if guard.bad_epoch is not None:
+            raise TrainingError(f"{label}: the loss became NaN/infinite at epoch {guard.bad_epoch}; no predictions "
+                                f"were written. Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
+        # Early stopping in the head stage ends that stage only; the unfrozen stage still runs.
+        done += len(history.history.get("loss", []))
+    info = {"best_epoch": snapshots.best_epoch or done, "epochs": done}
     return snapshots.members(tc.checkpoints), net, info
 
 
@@ -196,6 +268,8 @@ def _save(fold_dir: Path, saved: dict, bundle: dict, result: FoldResult) -> None
         net.save(tmp / f"model_{member}.keras")
     joblib.dump(bundle, tmp / "preprocessing.joblib")
     arrays = {"valid_idx": result.valid_idx, "oof": result.oof, "test": result.test}
+    if result.no_tta is not None:
+        arrays["no_tta_oof"], arrays["no_tta_test"] = result.no_tta
     for member, (oof, test) in result.members.items():
         arrays[f"oof__{member}"], arrays[f"test__{member}"] = oof, test
     np.savez(tmp / "predictions.npz", **arrays)

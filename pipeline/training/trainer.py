@@ -14,13 +14,18 @@ import tf_keras as keras
 
 class Trainer(keras.Model):
     def __init__(self, net: keras.Model, *, grad_accum_steps: int = 1, sam_rho: float | None = None,
-                 lookahead_steps: int | None = None, lookahead_alpha: float = 0.5):
+                 lookahead_steps: int | None = None, lookahead_alpha: float = 0.5,
+                 backbone_variables: list | None = None, backbone_optimizer=None):
+        """backbone_variables / backbone_optimizer: a pretrained backbone's variables, updated by
+        their own optimizer (a lower learning rate than the head's)."""
         super().__init__(name="trainer")
         self.net = net
         self.grad_accum_steps = int(grad_accum_steps)
         self.sam_rho = sam_rho
         self.lookahead_steps = lookahead_steps
         self.lookahead_alpha = lookahead_alpha
+        self.backbone_optimizer = backbone_optimizer if backbone_variables else None
+        self._backbone = {v.ref() for v in backbone_variables or []}
         weights = net.trainable_variables
         self._step = tf.Variable(0, trainable=False, dtype=tf.int64)
         if self.grad_accum_steps > 1:
@@ -67,7 +72,23 @@ class Trainer(keras.Model):
         return loss, y_pred, grads
 
     def _apply(self, grads):
-        self.optimizer.apply_gradients(zip(grads, self.net.trainable_variables))
+        pairs = list(zip(grads, self.net.trainable_variables))
+        if self.backbone_optimizer is None:
+            self.optimizer.apply_gradients(pairs)
+        else:
+            slow = [(g, v) for g, v in pairs if v.ref() in self._backbone]
+            self.optimizer.apply_gradients([(g, v) for g, v in pairs if v.ref() not in self._backbone])
+            if self._loss_scaled:
+                # The head's LossScaleOptimizer skips steps whose gradients overflowed; so must this one.
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g, _ in slow])
+
+                def step():
+                    self.backbone_optimizer.apply_gradients(slow)
+                    return tf.constant(True)
+
+                tf.cond(finite, step, lambda: tf.constant(False))
+            else:
+                self.backbone_optimizer.apply_gradients(slow)
         if self.lookahead_steps:
             self._lookahead()
 
@@ -110,4 +131,7 @@ class Trainer(keras.Model):
     def build_optimizer(self):
         """Create the optimizer's slots up front: a step inside tf.cond must not create variables."""
         inner = self.optimizer.inner_optimizer if self._loss_scaled else self.optimizer
-        inner.build(self.net.trainable_variables)
+        head = [v for v in self.net.trainable_variables if v.ref() not in self._backbone]
+        inner.build(head)
+        if self.backbone_optimizer is not None:
+            self.backbone_optimizer.build([v for v in self.net.trainable_variables if v.ref() in self._backbone])
