@@ -162,6 +162,10 @@ def _log_plan(data: CompetitionData, run_dir: Path) -> None:
     kinds = pd.Series([p["type"] for p in data.columns.values()]).value_counts().to_dict()
     log.info("competition %s: %s, metric %s, %d train rows, %d test rows, features %s",
              cfg.name, data.task, cfg.metric, len(data.train), len(data.test), kinds)
+    if data.images is not None:
+        im = cfg.image
+        log.info("images: column %r, %dx%dx%d (%s), cache %s, TTA views %s", im.column, *im.size, im.channels,
+                 im.resize, im.cache, ", ".join(im.tta.views))
     log.info("cv %s: %d folds x %d repeat(s), seed %d; model %s %s; %d epochs, batch %d; run folder %s",
              cfg.cv.scheme, cfg.cv.folds, cfg.cv.repeats, cfg.cv.seed, cfg.model.name, cfg.model.hidden,
              cfg.train.epochs, cfg.train.batch_size, run_dir)

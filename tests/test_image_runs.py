@@ -41,7 +41,14 @@ def test_mnist_end_to_end_with_tta(tiny_comp, tmp_path):
     fold = result.run_dir / "folds" / "fold_0"
     model = keras.models.load_model(fold / "model_best.keras")
     assert [i.name for i in model.inputs] == ["image"] and model.inputs[0].shape[1:] == (28, 28, 1)
-    assert np.load(fold / "predictions.npz")["no_tta_oof"].shape[1] == 10
+    saved = np.load(fold / "predictions.npz")
+    assert saved["no_tta_oof"].shape[1] == 10
+    from pipeline.training import load_fold_predictor
+
+    train = pd.read_csv(cfg.parent / "data" / "train.csv.gz", dtype={"id": str})
+    rows = train.iloc[saved["valid_idx"]]
+    paths = [str(cfg.parent / "data" / "train" / f"{i}.png") for i in rows["id"]]
+    np.testing.assert_allclose(load_fold_predictor(fold)(rows, paths), saved["no_tta_oof"], atol=1e-5)
     # Identity-only TTA is exactly the plain prediction.
     plain = run_competition(cfg, TINY_CNN + ["image.tta.views=[identity]"], output_dir=tmp_path / "out",
                             run_name="r2").scores

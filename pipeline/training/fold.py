@@ -279,12 +279,23 @@ def _save(fold_dir: Path, saved: dict, bundle: dict, result: FoldResult) -> None
 
 
 def load_fold_predictor(fold_dir: Path):
-    """A function raw DataFrame → predictions (the mean over the fold's members), from a saved fold."""
+    """A function (raw DataFrame[, image file paths]) → predictions (the mean over the fold's
+    members; no TTA), from a saved fold."""
+    from ..config import ImageConfig
+    from ..data.images import batches, decoded_dataset
+
     bundle = joblib.load(fold_dir / "preprocessing.joblib")
     models = [keras.models.load_model(p) for p in sorted(fold_dir.glob("model_*.keras"))]
+    image_cfg = ImageConfig(**bundle["image"]) if bundle.get("image") else None
 
-    def predict(df):
-        x = make_dataset(bundle["preprocessor"].transform(df), batch_size=4096)
+    def predict(df, image_paths=None):
+        features = bundle["preprocessor"].transform(df)
+        if image_cfg is None:
+            x = make_dataset(features, batch_size=4096)
+        elif image_paths is None:
+            raise ValueError("this fold's model takes images: pass their file paths, one per row of df")
+        else:
+            x = batches(decoded_dataset(np.asarray(image_paths), image_cfg), features, None, image_cfg, batch_size=256)
         preds = []
         for model in models:
             pred = to_prediction(model.predict(x, verbose=0), bundle["task"])

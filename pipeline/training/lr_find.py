@@ -5,13 +5,15 @@ blows up; the curve is saved as a PNG.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 
 import numpy as np
 import tf_keras as keras
 
-from ..data.datasets import make_dataset
+from ..data.fold_inputs import FoldInputs
 from ..models import get_builder
 from ..models.heads import encode_labels, make_loss, output_size
 from ..preprocessing import TabularPreprocessor, make_target_transformer
@@ -92,9 +94,16 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
     y = encode_labels(y, task, len(data.classes), tc)
     n_batches = math.ceil(len(y) / tc.batch_size)
     steps = steps or max(100, n_batches)
-    ds = make_dataset(pre.transform(data.train), y, batch_size=tc.batch_size, shuffle=True, seed=tc.seed)
+    spec, images = pre.input_spec_, None
+    if data.images is not None:
+        images = {"train": data.images["train"]}
+        spec = dataclasses.replace(spec, image=(*cfg.image.size, cfg.image.channels))
+    # No cache: the sweep may stop part-way through a pass, which a file cache cannot take.
+    inputs = FoldInputs({"train": pre.transform(data.train)}, cfg.model_copy(
+        update={"image": cfg.image.model_copy(update={"cache": "none"})}), images)
+    ds = inputs.dataset("train", y, training=True, seed=tc.seed)
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(task, len(data.classes)))
+        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)))
         trainer = Trainer(net)
         # A constant-LR optimizer the sweep can set; steps_per_execution 1 so it sets every batch.
         trainer.compile(optimizer=make_optimizer(tc, min_lr), loss=make_loss(task, tc), steps_per_execution=1)
