@@ -24,6 +24,25 @@ sys.path.insert(0, str(ROOT))
 import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS first)
 
 
+def _clock():
+    import tf_keras as keras
+
+    class Clock(keras.callbacks.Callback):
+        """Seconds per epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t)
+
+    return Clock
+
+
 def throughput(epochs: int) -> None:
     import dataclasses
 
@@ -40,6 +59,7 @@ def throughput(epochs: int) -> None:
     from pipeline.training.optimizers import make_optimizer
     from pipeline.training.trainer import Trainer
 
+    Clock = _clock()
     data = load_competition(load_config("mnist"))
     cfg, tc = data.cfg, data.cfg.train
     idx = np.flatnonzero(assign_folds(data).fold.to_numpy() != 0)
@@ -67,17 +87,9 @@ def throughput(epochs: int) -> None:
         net = get_builder(cfg.model.name)(spec, cfg.model, output_size(data.task, len(data.classes)))
         trainer = Trainer(net)
         trainer.compile(optimizer=make_optimizer(tc, tc.lr), loss=make_loss(data.task, tc))
-        times = []
-
-        class Clock(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.t)
-
-        trainer.fit(make(), epochs=epochs, callbacks=[Clock()], verbose=0)
-        rates[name] = len(paths) / float(np.median(times[1:]))
+        clock = Clock()
+        trainer.fit(make(), epochs=epochs, callbacks=[clock], verbose=0)
+        rates[name] = len(paths) / float(np.median(clock.times[1:]))
     limit = rates["(b) in-memory tensor (compute only)"]
     print(f"\n== input pipeline: mnist fold 0, {len(paths)} training images, batch {tc.batch_size}, "
           f"images/s (median of epochs 2-{epochs})")

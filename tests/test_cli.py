@@ -48,7 +48,7 @@ def test_config_error_is_one_line_exit_2_and_traceback_only_with_debug(tmp_path)
     (["--comp", "nope"], r"error: --comp nope: no competition of that name"),
     (["--set", "cv.folds=1"], r"error: .*config.yaml with --set: cv.folds: Input should be greater than or equal to 2"),
     (["--set", "metric=gini"], r"unknown metric 'gini'. Valid:"),
-    (["--set", "model.name=resnet"], r"unknown model 'resnet'. Valid: \['mlp'\]"),
+    (["--set", "model.name=resnet"], r"unknown model 'resnet'. Valid: \[.*'mlp'.*'resnet50'"),
     (["--set", "preprocessing.numeric=zscore"], r"unknown numeric preprocessor 'zscore'"),
     (["--set", "train.epochs"], r"--set 'train.epochs': expected dotted.key=value"),
     (["--data-dir", "/nonexistent/dir"], r"error: /nonexistent/dir/train.csv.gz: file not found \(config field data.train\)"),

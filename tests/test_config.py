@@ -30,7 +30,7 @@ def test_unknown_set_key_names_nearest_valid_key():
     ("cv.scheme=loo", r"cv.scheme: Input should be 'auto', 'kfold', 'stratified', 'group' or "
                       r"'stratified_group'. Got 'loo'"),
     ("metric=gini", r"unknown metric 'gini'. Valid: \['accuracy', 'auc'"),
-    ("model.name=xgboost", r"unknown model 'xgboost'. Valid: \['mlp'\]"),
+    ("model.name=xgboost", r"unknown model 'xgboost'. Valid: \[.*'mlp'"),
     ("preprocessing.numeric=zscore", r"unknown numeric preprocessor 'zscore'. Valid: \['auto', 'minmax'"),
     ("preprocessing.categorical=hash", r"unknown categorical encoder 'hash'. Valid: \['auto', 'embedding'"),
     ("train.lr=-1", r"train.lr: Input should be greater than 0"),

@@ -116,3 +116,27 @@ def test_image_batches_identity_view_is_the_plain_pipeline(files, tmp_path):
     assert sorted(np.concatenate([b[1] for b in epoch]).tolist()) == list(range(9))
     for x, labels in epoch:
         np.testing.assert_array_equal(x["numeric"].numpy().ravel(), labels.numpy())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.name=cnn"], "model.name cnn is an image model but image.column is not set"),
+    (["train.cutmix_alpha=1.0"], "train.cutmix_alpha mixes image patches"),
+    (["model.head_epochs=3"], "model.weights and model.head_epochs apply to backbones"),
+    (["image.size=[28]"], "image.size: give \\[height, width\\]"),
+    (["image.tta.views=[identity, spin]"], "image.tta.views.1"),
+    (["image.augment.rotation=200"], "image.augment.rotation"),
+])
+def test_image_config_errors(overrides, message):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config("diamonds", overrides)
+
+
+def test_head_epochs_must_leave_epochs_for_the_unfrozen_stage():
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.head_epochs \(5\) must be below train.epochs \(5\)"):
+        load_config("mnist", ["model.name=mobilenetv2", "model.head_epochs=5", "train.epochs=5"])
