@@ -9,6 +9,7 @@ import argparse
 import sys
 
 import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+import pipeline.errors
 from pipeline.config import DEFAULT_COMPETITION
 from pipeline.errors import PipelineError
 
@@ -28,14 +29,43 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
     p.add_argument("--lr-find", action="store_true",
                    help="run the learning-rate range test for the configured model instead of training")
+    t = p.add_argument_group("tuning (an Optuna study around the CV; see the tune section of the config)")
+    t.add_argument("--tune", action="store_true", help="run or continue an Optuna study instead of one run")
+    t.add_argument("--trials", type=int, help="trials the study should hold (default: tune.trials)")
+    t.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    t.add_argument("--study", help="study name (default: <competition>-<model>)")
+    t.add_argument("--storage", help="RDB URL or journal file shared by workers (default: SQLite in outputs/)")
+    t.add_argument("--jobs", type=int, help="worker processes on the study")
+    k = p.add_argument_group("stacking")
+    k.add_argument("--stack", nargs="+", metavar="RUN", help="combine finished runs (their OOF) into a level-2 run")
+    k.add_argument("--stack-methods", nargs="+", metavar="METHOD",
+                   help="level-2 methods: linear hill rank keras (default: stack.methods)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for flag in ("trials", "jobs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            print(f"error: --{flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
     try:
-        if args.lr_find:
+        if args.tune and args.stack:
+            raise pipeline.errors.ConfigError("--tune and --stack are separate commands; give one of them")
+        if args.tune:
+            from pipeline.tuning import tune
+
+            tune(args.comp, args.overrides, trials=args.trials, timeout=args.timeout, study=args.study,
+                 storage=args.storage, jobs=args.jobs, data_dir=args.data_dir, output_dir=args.output_dir,
+                 params=args.params)
+        elif args.stack:
+            from pipeline.stacking import stack_runs
+
+            stack_runs(args.comp, args.stack, methods=args.stack_methods, run_name=args.run_name,
+                       data_dir=args.data_dir, output_dir=args.output_dir, overrides=args.overrides)
+        elif args.lr_find:
             from pipeline.runner import find_learning_rate
 
             find_learning_rate(args.comp, args.overrides, data_dir=args.data_dir, output_dir=args.output_dir,

@@ -186,6 +186,8 @@ class ModelConfig(_Section):
     head_epochs: int = Field(0, ge=0)  # backbones: first train the head alone for this many epochs
     unfreeze: Optional[int] = Field(None, ge=0)  # then unfreeze the top N backbone layers; None: all
     backbone_lr_mult: float = Field(0.1, gt=0, le=1)  # the backbone's learning rate / the head's
+    # scikit-learn models (hgb, linear): keyword arguments of the estimator, e.g. {max_iter: 500}.
+    params: dict[str, Any] = {}
 
     _known_model = field_validator("name")(_registered(MODELS))
 
@@ -260,6 +262,71 @@ class TrainConfig(_Section):
         return self
 
 
+class ParamSpec(_Section):
+    """One tuned parameter: ``tune.space.<dotted config key>``."""
+
+    type: Literal["float", "int", "categorical", "layers"]
+    low: Optional[float] = None  # float / int; layers: the smallest width
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[list[Any]] = None  # categorical
+    # layers (a list of widths such as model.hidden): a depth, then one width per layer, so the
+    # width of layer 3 exists only in trials whose depth is at least 3.
+    min_layers: int = Field(1, ge=1)
+    max_layers: int = Field(3, ge=1)
+    # Conditional: suggested only when the named parameters took one of the listed values.
+    when: Optional[dict[str, list[Any]]] = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs choices: [...]")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high, got low={self.low}, high={self.high}")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got {self.low}")
+        if self.type == "layers" and self.min_layers > self.max_layers:
+            raise ValueError("min_layers must not exceed max_layers")
+        return self
+
+
+class TuneConfig(_Section):
+    """``--tune``: an Optuna study whose objective is the CV score of this config."""
+
+    trials: int = Field(20, ge=1)
+    timeout: Optional[float] = Field(None, gt=0)  # seconds; no new trial starts after it
+    study: Optional[str] = None  # default: "<competition>-<model.name>"
+    # None: SQLite in outputs/<comp>/studies/<study>/; an RDB URL (postgresql://, mysql://,
+    # sqlite:///...); or a journal file (a path ending .log/.journal/.jsonl, or journal:PATH) that
+    # several processes or machines share, e.g. kept in a Kaggle dataset between sessions.
+    storage: Optional[str] = None
+    seed: int = 42  # TPE sampler seed
+    folds: Optional[int] = Field(None, ge=1)  # evaluate the first N folds only (speed)
+    max_epochs: Optional[int] = Field(None, ge=1)  # cap train.epochs in trials (speed)
+    # median / hyperband: per epoch on the first fold's validation loss; wilcoxon: across folds on
+    # the fold scores (Optuna's WilcoxonPruner).
+    pruner: Literal["none", "median", "hyperband", "wilcoxon"] = "median"
+    pruner_warmup_epochs: int = Field(3, ge=0)  # median: never prune before this many epochs
+    # Wilcoxon's one-sided exact p-value with every fold worse is 0.25 after 2 folds, 0.125 after 3
+    # and 0.0625 after 4: 0.3 stops a trial that is worse on its first 2 folds.
+    wilcoxon_p: float = Field(0.3, gt=0, lt=1)
+    # Each trial in its own process, so TensorFlow's memory does not grow from trial to trial.
+    # None: on for studies of 10 trials or more, and whenever jobs > 1.
+    isolate: Optional[bool] = None
+    jobs: int = Field(1, ge=1)  # worker processes on the study
+    space: dict[str, ParamSpec] = {}  # empty: the model family's default space
+
+
+class StackConfig(_Section):
+    """Level-2 over finished runs (``--stack RUN ...`` overrides runs)."""
+
+    runs: list[str] = []
+    # Each is fitted nested on the level-1 folds and reported; the best OOF one writes the outputs.
+    methods: list[Literal["linear", "hill", "rank", "keras"]] = ["linear", "hill"]
+
+
 class Config(_Section):
     name: str = ""
     task: Optional[Task] = None  # inferred from the target when not set
@@ -271,6 +338,8 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     image: ImageConfig = ImageConfig()
+    stack: StackConfig = StackConfig()
+    tune: TuneConfig = TuneConfig()
 
     _path: Optional[Path] = PrivateAttr(None)
 
@@ -350,6 +419,8 @@ def _schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
             value_type = ann.__args__[1]
             if isinstance(value_type, type) and issubclass(value_type, BaseModel):
                 paths += _schema_paths(value_type, path + ".*.")
+            else:  # a free mapping (model.params): any key below it
+                paths.append(path + ".*")
     return paths
 
 

@@ -102,7 +102,9 @@ def _check_resume(run_dir: Path, resolved: dict) -> None:
     if not saved_path.is_file():
         return
     saved = read_yaml(saved_path)
-    diffs = _diff(saved, resolved)
+    # Stacking and tuning settings do not change what a run trains.
+    diffs = _diff({k: v for k, v in saved.items() if k not in ("stack", "tune")},
+                  {k: v for k, v in resolved.items() if k not in ("stack", "tune")})
     if diffs:
         raise ConfigError(f"{saved_path}: run {run_dir.name!r} exists with a different config "
                           f"(differs at {', '.join(diffs[:3])}). Use another --run-name, "

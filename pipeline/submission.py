@@ -42,3 +42,24 @@ def make_submission(data, test_pred: np.ndarray) -> pd.DataFrame:
     id_col = data.cfg.data.id
     frame = format_predictions(data, data.test[id_col], test_pred)[data.sample_submission.columns]
     return frame.set_index(id_col).loc[data.sample_submission[id_col]].reset_index()
+
+
+def parse_predictions(data, frame: pd.DataFrame, source) -> np.ndarray:
+    """oof.csv / test_pred.csv rows → internal predictions (the inverse of format_predictions)."""
+    from .errors import DataError
+
+    cols = prediction_columns(data)
+    if data.task == "regression":
+        return frame[cols[0]].to_numpy(dtype=np.float64)
+    names = [f"p_{c}" for c in data.classes]
+    if all(n in frame.columns for n in names):
+        proba = frame[names].to_numpy(dtype=np.float64)
+    elif data.task == "binary" and cols[0] in frame.columns:
+        return frame[cols[0]].to_numpy(dtype=np.float64)
+    elif all(str(c) in map(str, frame.columns) for c in data.classes):
+        by_str = {str(c): c for c in frame.columns}
+        proba = frame[[by_str[str(c)] for c in data.classes]].to_numpy(dtype=np.float64)
+    else:
+        raise DataError(f"{source}: no probability columns for classes {data.classes} "
+                        f"(expected p_<class> or one column per class).")
+    return proba[:, 1] if data.task == "binary" else proba

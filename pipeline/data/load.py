@@ -20,7 +20,6 @@ from ..errors import DataError
 from ..metrics import DEFAULT_METRIC, METRICS, get_metric
 from ..preprocessing.categorical import ENCODERS
 from ..preprocessing.numeric import SCALERS
-from .images import check_images, image_paths
 
 _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")
 
@@ -200,6 +199,8 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     # Features: declared missing values, types, consistency with test.
     images = None
     if cfg.image.column:
+        from .images import check_images, image_paths  # TensorFlow loads only for image competitions
+
         col = cfg.image.column
         images = {}
         for key, df, folder in (("train", train, cfg.image.train_dir), ("test", test, cfg.image.test_dir)):

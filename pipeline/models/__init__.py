@@ -22,6 +22,9 @@ BACKBONES = {
 for _name in BACKBONES:
     MODELS.register(_name)("pipeline.models.backbones:build_backbone")
 IMAGE_MODELS = {"cnn", *BACKBONES}
+# scikit-learn level-1 models through the same CV (sklearn_models.py; a different builder contract).
+MODELS.register("hgb")("pipeline.models.sklearn_models:build_sklearn")
+MODELS.register("linear")("pipeline.models.sklearn_models:build_sklearn")
 
 
 def get_builder(name: str):

@@ -35,6 +35,8 @@ from ..errors import ConfigError, DataError, TrainingError
 from ..metrics import get_metric
 from ..models import get_builder
 from ..models.heads import encode_labels, make_loss, output_size, to_prediction
+from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
+from ..models.sklearn_models import predict as sklearn_predict
 from ..preprocessing import TabularPreprocessor, make_target_transformer
 from .callbacks import NonFiniteLoss, Snapshots, make_callbacks, reestimate_batchnorm
 from .devices import make_strategy, precision_policy
@@ -95,6 +97,13 @@ def check_train_config(cfg, task: str) -> None:
         from ..models.backbones import make_backbone
 
         make_backbone(cfg.model.name, (*cfg.image.size, 3), cfg.model.weights)
+    if cfg.model.name in SKLEARN_MODELS:
+        try:
+            build_sklearn(cfg.model.name, task, dict(cfg.model.params), [], {}, 0).get_params()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.params {dict(cfg.model.params)} do not fit model.name {cfg.model.name}: "
+                              f"{exc}") from None
+        return
     replicas = make_strategy(tc.strategy).num_replicas_in_sync
     if replicas > 1 and (tc.grad_accum_steps > 1 or tc.sam_rho or tc.lookahead_steps):
         raise ConfigError(f"train.grad_accum_steps, train.sam_rho and train.lookahead_steps run on one replica; "
@@ -109,10 +118,11 @@ def member_names(train_cfg) -> list[str]:
 
 
 def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path,
-             seed: int, label: str | None = None) -> FoldResult:
+             seed: int, label: str | None = None, callbacks: list | None = None) -> FoldResult:
     """Train on ``train_idx`` rows of ``data.train``; score and predict ``valid_idx`` and test.
 
-    ``label`` prefixes the progress lines (default: ``name``).
+    ``label`` prefixes the progress lines (default: ``name``). ``callbacks``: extra Keras callbacks
+    for every model of the fold (tuning's pruning).
     """
     label = label or name
     cfg, task, tc = data.cfg, data.task, data.cfg.train
@@ -143,12 +153,14 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
         return target.inverse_transform(pred.reshape(-1, 1)).ravel() if target is not None else pred
 
     metric = get_metric(cfg.metric, task)
+    if cfg.model.name in SKLEARN_MODELS:
+        return _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, seed, start)
     members, saved, best_epochs, epochs_run, identity = {}, {}, [], [], []
     try:
         for s in range(tc.seeds):
             member_seed = seed + 1000 * s
             tag = label if tc.seeds == 1 else f"{label} seed {s}"
-            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag)
+            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag, callbacks or [])
             best_epochs.append(info["best_epoch"])
             epochs_run.append(info["epochs"])
             for ckpt in tc.checkpoints:
@@ -196,6 +208,31 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     return result
 
 
+def _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, seed, start) -> FoldResult:
+    """A scikit-learn model on the same fold, preprocessing and target transform as a Keras one."""
+    cfg, task = data.cfg, data.task
+    matrices = {k: to_matrix(v)[0] for k, v in x.items()}
+    cats = to_matrix(x["train"])[1]
+    names = sorted(k for k in x["train"] if k != "numeric")
+    vocab = {c: dict((e[0], e[1]) for e in pre.input_spec_.embeddings)[n] for c, n in zip(cats, names)}
+    y_train = data.y[train_idx]
+    if target is not None:
+        y_train = target.transform(y_train.reshape(-1, 1)).ravel()
+    model = build_sklearn(cfg.model.name, task, dict(cfg.model.params), cats, vocab, seed)
+    model.fit(matrices["train"], y_train)
+    oof, test = (sklearn_predict(model, matrices[k], task) for k in ("valid", "test"))
+    if target is not None:
+        oof, test = (target.inverse_transform(p.reshape(-1, 1)).ravel() for p in (oof, test))
+    metric = get_metric(cfg.metric, task)
+    score = metric(data.y[valid_idx], oof, task)
+    result = FoldResult(name, np.asarray(valid_idx), oof, test, score, 0, int(np.max(getattr(model, "n_iter_", 0))),
+                        round(time.perf_counter() - start, 2), {"best": score}, {"best": (oof, test)})
+    _save(fold_dir, {"best": (model, None)}, {"preprocessor": pre, "target": target, "task": task,
+                                             "classes": data.classes, "features": list(data.columns),
+                                             "image": None}, result)
+    return result
+
+
 def _stages(cfg, net) -> list[tuple[int, int | None]]:
     """(epochs, trainable top backbone layers) per training stage. Backbones with head_epochs: the
     head alone first (0 backbone layers), then ``model.unfreeze`` layers (None: all)."""
@@ -208,7 +245,7 @@ def _stages(cfg, net) -> list[tuple[int, int | None]]:
     return [(head, 0), rest] if head else [rest]
 
 
-def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str):
+def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, extra_callbacks: list):
     """One model: build under the precision policy and strategy, fit (in stages for backbones),
     return its snapshots."""
     from ..models.backbones import BACKBONE_LAYER, has_backbone, set_trainable
@@ -244,7 +281,7 @@ def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str):
                             steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
             trainer.build_optimizer()
         callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
-                                   snapshots=snapshots)
+                                   snapshots=snapshots) + list(extra_callbacks)
         with precision_policy(tc.precision):
             history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
                                   epochs=done + stage_epochs, callbacks=callbacks, verbose=0)
@@ -264,6 +301,9 @@ def _save(fold_dir: Path, saved: dict, bundle: dict, result: FoldResult) -> None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for member, (net, weights) in saved.items():
+        if weights is None:  # a scikit-learn estimator
+            joblib.dump(net, tmp / f"model_{member}.joblib")
+            continue
         net.set_weights(weights)
         net.save(tmp / f"model_{member}.keras")
     joblib.dump(bundle, tmp / "preprocessing.joblib")
@@ -286,10 +326,16 @@ def load_fold_predictor(fold_dir: Path):
 
     bundle = joblib.load(fold_dir / "preprocessing.joblib")
     models = [keras.models.load_model(p) for p in sorted(fold_dir.glob("model_*.keras"))]
+    estimators = [joblib.load(p) for p in sorted(fold_dir.glob("model_*.joblib"))]
     image_cfg = ImageConfig(**bundle["image"]) if bundle.get("image") else None
 
     def predict(df, image_paths=None):
         features = bundle["preprocessor"].transform(df)
+        if estimators:
+            preds = [sklearn_predict(m, to_matrix(features)[0], bundle["task"]) for m in estimators]
+            if bundle["target"] is not None:
+                preds = [bundle["target"].inverse_transform(p.reshape(-1, 1)).ravel() for p in preds]
+            return np.mean(preds, axis=0)
         if image_cfg is None:
             x = make_dataset(features, batch_size=4096)
         elif image_paths is None:

@@ -1,0 +1,135 @@
+"""Tuning and stacking benchmark (run by hand, not in CI), each part measured side by side in one run.
+
+    python bench/tuning.py [--part pruning --part memory --part workers --part stack]
+
+pruning: the same number of trials of the MLP on health_insurance with no pruner, the median
+         pruner (per epoch, first fold) and the Wilcoxon pruner (across folds): wall time, best
+         value and pruned count side by side.
+memory:  30 trials in this process vs 30 trials each in its own worker process: the tuning
+         process's resident memory after trials 1, 10, 20 and 30.
+workers: trials finished in a fixed time by 1 and by 2 worker processes on one study (journal file).
+stack:   on diamonds and health_insurance: the default Keras run, HistGradientBoosting and the linear
+         model through the same CV, and their stack (OOF and holdout, each member and each method).
+Studies and runs go to outputs/bench/ (removed and rebuilt on each run of a part).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS first)
+
+OUT = ROOT / "outputs" / "bench"
+
+
+def _trials(summary):
+    import optuna
+
+    from pipeline.tuning.study import make_storage
+
+    return optuna.load_study(study_name=summary["study"], storage=make_storage(summary["storage"])).trials
+
+
+def pruning(trials: int) -> None:
+    from pipeline.tuning import tune
+
+    common = ["train.epochs=20", "train.seeds=1", "tune.folds=3", "tune.isolate=false"]
+    rows = []
+    for pruner in ("none", "median", "wilcoxon"):
+        out = OUT / "pruning" / pruner
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        s = tune("health_insurance", common + [f"tune.pruner={pruner}"], trials=trials, output_dir=out, study="p")
+        rows.append((pruner, time.perf_counter() - t, s["best_value"], s["complete"], s["pruned"]))
+    print(f"\n== pruning: health_insurance MLP, {trials} trials, 20 epochs, first 3 folds (AUC, maximize)")
+    print(f"{'pruner':10s}{'wall s':>9s}{'best AUC':>10s}{'complete':>10s}{'pruned':>8s}{'time vs none':>14s}")
+    for p, wall, best, c, pr in rows:
+        print(f"{p:10s}{wall:9.1f}{best:10.5f}{c:10d}{pr:8d}{wall / rows[0][1]:14.2f}")
+
+
+def memory(trials: int) -> None:
+    from pipeline.tuning import tune
+    from pipeline.tuning.objective import rss_mb
+
+    common = ["train.epochs=3", "tune.folds=1", "tune.pruner=none", "cv.folds=5"]
+    print(f"\n== memory: {trials} trials (diamonds MLP, 3 epochs, 1 fold); resident MB of the tuning process")
+    for isolate in ("false", "true"):
+        out = OUT / "memory" / isolate
+        shutil.rmtree(out, ignore_errors=True)
+        before = rss_mb()
+        s = tune("diamonds", common + [f"tune.isolate={isolate}"], trials=trials, output_dir=out, study="m")
+        after = rss_mb()
+        per_trial = [t.user_attrs.get("rss_mb") for t in sorted(_trials(s), key=lambda t: t.number)]
+        marks = [per_trial[i - 1] for i in (1, 10, 20, 30) if i <= len(per_trial)]
+        label = "own process per trial" if isolate == "true" else "all in this process"
+        print(f"{label:24s} tuning process: {before:.0f} MB before, {after:.0f} MB after "
+              f"(x {after / before:.2f}); trial process after trials 1/10/20/30: {marks}")
+
+
+def workers(seconds: float) -> None:
+    from pipeline.tuning import tune
+
+    common = ["train.epochs=5", "tune.folds=1", "tune.pruner=none"]
+    print(f"\n== workers: trials finished in {seconds:.0f} s on one study (health_insurance MLP, 5 epochs, 1 fold)")
+    counts = {}
+    for jobs in (1, 2):
+        out = OUT / "workers" / str(jobs)
+        shutil.rmtree(out, ignore_errors=True)
+        s = tune("health_insurance", common + ["tune.isolate=true"], trials=1000, timeout=seconds, jobs=jobs,
+                 output_dir=out, study="w", storage=str(out / "study.log"))
+        counts[jobs] = s["complete"] + s["pruned"]
+        print(f"{jobs} worker process(es): {counts[jobs]} trials finished")
+    print(f"ratio 2 workers / 1 worker: {counts[2] / max(1, counts[1]):.2f}")
+
+
+def stack() -> None:
+    from pipeline import run_competition
+    from pipeline.stacking import stack_runs
+
+    for comp, methods in (("diamonds", ["linear", "hill"]), ("health_insurance", ["linear", "hill", "rank"])):
+        out = OUT / "stack"
+        shutil.rmtree(out / comp, ignore_errors=True)
+        t = time.perf_counter()
+        runs = {"keras": [], "hgb": ["model.name=hgb"], "linear": ["model.name=linear"]}
+        for name, overrides in runs.items():
+            run_competition(comp, overrides, output_dir=out, run_name=name)
+        s = stack_runs(comp, list(runs), methods=methods, output_dir=out, run_name="stack").scores
+        print(f"\n== stack: {comp} ({s['metric']}, {s['direction']}), {time.perf_counter() - t:.0f} s in all")
+        print(f"{'':24s}{'OOF':>10s}{'holdout':>10s}")
+        for m in runs:
+            print(f"{'member ' + m:24s}{s['members'][m]:10.5g}{s['members_holdout'][m]:10.5g}")
+        for m, e in s["methods"].items():
+            print(f"{'stack ' + m:24s}{e['cv']:10.5g}{e['holdout']:10.5g}  {e.get('weights', e.get('coef', ''))}")
+        sign = 1 if s["direction"] == "maximize" else -1
+        best_member = max(s["members"].values(), key=lambda v: sign * v)
+        beats = sign * (s["cv"] - best_member) > 0
+        print(f"chosen: {s['method']}; stack OOF {s['cv']:.5g} vs best member {best_member:.5g}: "
+              f"{'beats every member' if beats else 'does NOT beat every member'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", action="append", choices=["pruning", "memory", "workers", "stack"])
+    parser.add_argument("--trials", type=int, default=12, help="pruning: trials per pruner")
+    parser.add_argument("--memory-trials", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=120)
+    args = parser.parse_args()
+    parts = args.part or ["pruning", "memory", "workers", "stack"]
+    if "stack" in parts:
+        stack()
+    if "pruning" in parts:
+        pruning(args.trials)
+    if "workers" in parts:
+        workers(args.seconds)
+    if "memory" in parts:
+        memory(args.memory_trials)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""scikit-learn level-1 models run through the same CV as the Keras models: HistGradientBoosting
+and a linear model (Ridge / logistic regression). Same folds, same per-fold preprocessing, same
+outputs, so a stack can mix a neural net with a GBDT.
+
+Both take the TabularPreprocessor's output: the numeric block (scaled numerics, one-hot and ordinal
+codes) and one integer code column per embedded categorical. HistGradientBoosting treats those
+codes as categories natively; the linear model one-hot encodes them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from ..preprocessing.table import NUMERIC_INPUT
+
+SKLEARN_MODELS = {"hgb", "linear"}
+HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's limit on a categorical feature's levels
+
+
+def to_matrix(features: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Model inputs → one float matrix, and the indexes of its category-code columns."""
+    blocks, cats = [], []
+    if NUMERIC_INPUT in features:
+        blocks.append(features[NUMERIC_INPUT].astype(np.float64))
+    width = blocks[0].shape[1] if blocks else 0
+    for name in sorted(k for k in features if k != NUMERIC_INPUT):
+        blocks.append(features[name].astype(np.float64).reshape(-1, 1))
+        cats.append(width)
+        width += 1
+    return np.hstack(blocks), cats
+
+
+def build_sklearn(name: str, task: str, params: dict, cat_columns: list[int], vocab: dict[int, int], seed: int):
+    """An unfitted estimator; ``vocab``: category column → number of codes."""
+    if name == "hgb":
+        cats = [c for c in cat_columns if vocab[c] <= HGB_MAX_CATEGORIES]
+        mask = cats or None
+        cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+        return cls(categorical_features=mask, random_state=seed, **params)
+    if task == "regression":
+        model = Ridge(**{"alpha": 1.0, **params})
+    else:
+        model = LogisticRegression(**{"C": 1.0, "max_iter": 2000, **params})
+    if not cat_columns:
+        return model
+    onehot = ColumnTransformer([("cats", OneHotEncoder(handle_unknown="ignore"), cat_columns)],
+                               remainder="passthrough")
+    return make_pipeline(onehot, model)
+
+
+def predict(model, x: np.ndarray, task: str) -> np.ndarray:
+    """Regression value, P(positive) or class probabilities (the metrics' internal forms)."""
+    if task == "regression":
+        return model.predict(x)
+    proba = model.predict_proba(x)
+    return proba[:, 1] if task == "binary" else proba

@@ -1,0 +1,139 @@
+"""The objective of a study: one trial = the competition's CV (optionally the first N folds and a
+cap on epochs) with the trial's parameters, through the same fit_fold as every run.
+
+Pruning reports: per epoch, the first fold's validation loss (median / Hyperband); per fold, the
+fold's score (Wilcoxon). A trial's fold models go to a scratch folder removed after the trial:
+a study keeps scores, not models (rerun the best parameters with ``--params best.yaml``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from ..config import apply_overrides, load_config, validate
+from ..data import load_competition
+from ..metrics import get_metric
+from .space import resolve_space, suggest
+
+log = logging.getLogger("pipeline")
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MB; peak when /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def epoch_pruning_callback(trial, direction: str):
+    """Reports the first fold's val_loss each epoch and stops a trial the pruner rejects.
+
+    Written here rather than optuna_integration.TFKerasPruningCallback because the study's
+    direction is the metric's (AUC is maximized) while the loss is minimized: a maximizing study
+    gets the negated loss, so "better" means the same thing to the pruner at every step.
+    """
+    import optuna
+    import tf_keras as keras
+
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    class EpochPruning(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("val_loss")
+            if loss is None or not np.isfinite(loss):
+                return
+            trial.report(sign * float(loss), step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch + 1}: val_loss {loss:.5g}")
+
+    return EpochPruning()
+
+
+class Objective:
+    """Picklable: worker processes rebuild it from its arguments."""
+
+    def __init__(self, comp, overrides, data_dir, output_dir, study_dir: Path):
+        self.comp, self.overrides, self.data_dir = comp, list(overrides or []), data_dir
+        self.output_dir, self.study_dir = output_dir, Path(study_dir)
+
+    def config(self, params: dict):
+        base = load_config(self.comp, self.overrides)
+        raw = apply_overrides(base.to_dict(), params, "tune.space")
+        if base.tune.max_epochs:
+            raw["train"]["epochs"] = min(raw["train"]["epochs"], base.tune.max_epochs)
+            head = raw["model"].get("head_epochs") or 0
+            raw["model"]["head_epochs"] = min(head, raw["train"]["epochs"] - 1)
+        cfg = validate(raw, f"{base.path} + trial parameters")
+        cfg._path = base.path
+        return cfg
+
+    def __call__(self, trial):
+        import optuna
+
+        try:
+            return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # Optuna marks the trial FAIL; keep the reason with it
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {first}")
+            log.info("trial %d: FAIL (%s: %s)", trial.number, type(exc).__name__, first)
+            raise
+
+    def _evaluate(self, trial):
+        import optuna
+
+        from ..cv.folds import load_or_assign_folds
+        from ..cv.loop import fold_units
+        from ..models.sklearn_models import SKLEARN_MODELS
+        from ..outputs import OUTPUT_ROOT
+        from ..training.fold import check_train_config, fit_fold
+
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
+        base = load_config(self.comp, self.overrides)
+        params = suggest(trial, resolve_space(base, base.task or "regression"))
+        cfg = self.config(params)  # a combination the config refuses fails this trial only
+        data = load_competition(cfg, self.data_dir)
+        check_train_config(data.cfg, data.task)
+        tc = data.cfg.tune
+        root = Path(self.output_dir) if self.output_dir is not None else OUTPUT_ROOT
+        folds = load_or_assign_folds(data, root / data.cfg.name / "folds")
+        units = list(fold_units(folds, data.cfg.cv.repeats))[: tc.folds or None]
+        metric = get_metric(data.cfg.metric, data.task)
+        scratch = self.study_dir / "trials" / f"{trial.number:05d}-{os.getpid()}"
+        log.info("trial %d: %s", trial.number, params)
+        scores, oof_parts = [], []
+        try:
+            for i, (name, _, _, train_idx, valid_idx) in enumerate(units):
+                callbacks = []
+                if i == 0 and tc.pruner in ("median", "hyperband") and data.cfg.model.name not in SKLEARN_MODELS:
+                    callbacks.append(epoch_pruning_callback(trial, metric.direction))
+                result = fit_fold(data, name, train_idx, valid_idx, scratch / name, seed=data.cfg.train.seed + i,
+                                  label=f"trial {trial.number} {name}", callbacks=callbacks)
+                scores.append(result.score)
+                oof_parts.append((valid_idx, result.oof))
+                if tc.pruner == "wilcoxon":
+                    trial.report(result.score, step=i)
+                    if trial.should_prune():
+                        trial.set_user_attr("fold_scores", scores)
+                        raise optuna.TrialPruned(f"after {i + 1} folds: {np.round(scores, 5).tolist()}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            trial.set_user_attr("rss_mb", round(rss_mb(), 1))
+        trial.set_user_attr("fold_scores", scores)
+        idx = np.concatenate([v for v, _ in oof_parts])
+        oof = np.concatenate([p for _, p in oof_parts])
+        value = metric(data.y[idx], oof, data.task)
+        log.info("trial %d: %s %.5g (folds %s)", trial.number, metric.name, value, np.round(scores, 5).tolist())
+        return value

@@ -1,0 +1,98 @@
+"""Search spaces: ``tune.space`` in the config (or a default per model family) → Optuna suggestions
+→ config overrides, and the overrides back as a YAML overlay that a normal run accepts.
+
+Parameters are named by the dotted config key they set (``train.lr``); a ``layers`` parameter
+(``model.hidden``) is suggested as ``model.hidden.depth`` then ``model.hidden.width_<i>`` for each
+layer, which is Optuna's define-by-run way of conditional parameters.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import ParamSpec, _check_key
+from ..errors import ConfigError
+from ..models import BACKBONES
+
+_LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+DEFAULT_SPACES: dict[str, dict[str, dict]] = {
+    "mlp": {
+        "train.lr": _LR,
+        "model.hidden": {"type": "layers", "low": 32, "high": 512, "log": True, "min_layers": 1, "max_layers": 3},
+        "model.dropout": {"type": "float", "low": 0.0, "high": 0.4},
+        "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
+        "train.batch_size": {"type": "categorical", "choices": [128, 256, 512]},
+    },
+    "cnn": {
+        "train.lr": _LR,
+        "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "train.label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
+        "image.augment.rotation": {"type": "float", "low": 0.0, "high": 20.0},
+    },
+    "backbone": {
+        "train.lr": _LR,
+        "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "model.backbone_lr_mult": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+    },
+    "hgb": {
+        "model.params.learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "model.params.max_leaf_nodes": {"type": "int", "low": 8, "high": 128, "log": True},
+        "model.params.min_samples_leaf": {"type": "int", "low": 5, "high": 100, "log": True},
+        "model.params.l2_regularization": {"type": "float", "low": 1e-6, "high": 10.0, "log": True},
+    },
+    "linear_regression": {"model.params.alpha": {"type": "float", "low": 1e-3, "high": 1e3, "log": True}},
+    "linear_classification": {"model.params.C": {"type": "float", "low": 1e-3, "high": 1e2, "log": True}},
+}
+
+
+def resolve_space(cfg, task: str) -> dict[str, ParamSpec]:
+    """The configured space, or the model family's default; every key checked against the schema."""
+    if cfg.tune.space:
+        space = dict(cfg.tune.space)
+    else:
+        family = cfg.model.name
+        if family in BACKBONES:
+            family = "backbone"
+        elif family == "linear":
+            family = "linear_regression" if task == "regression" else "linear_classification"
+        space = {k: ParamSpec(**v) for k, v in DEFAULT_SPACES[family].items()}
+    for key, spec in space.items():
+        _check_key(key, f"tune.space.{key}")
+        for other in (spec.when or {}):
+            if other not in space:
+                raise ConfigError(f"tune.space.{key}.when: {other!r} is not a parameter of the space "
+                                  f"{sorted(space)}.")
+    return space
+
+
+def suggest(trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """One trial's config overrides (dotted key → value). Works with a FixedTrial for replays."""
+    values: dict[str, Any] = {}
+    for key, spec in space.items():
+        if spec.when and any(values.get(k) not in allowed for k, allowed in spec.when.items()):
+            continue
+        values[key] = _suggest_one(trial, key, spec)
+    return values
+
+
+def _suggest_one(trial, key: str, spec: ParamSpec):
+    if spec.type == "categorical":
+        return trial.suggest_categorical(key, spec.choices)
+    if spec.type == "float":
+        return trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=None if spec.log else spec.step)
+    if spec.type == "int":
+        return trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log,
+                                 step=int(spec.step or 1) if not spec.log else 1)
+    depth = trial.suggest_int(f"{key}.depth", spec.min_layers, spec.max_layers)
+    return [trial.suggest_int(f"{key}.width_{i}", int(spec.low), int(spec.high), log=spec.log) for i in range(depth)]
+
+
+def overlay(overrides: dict[str, Any]) -> dict:
+    """Dotted overrides → the nested YAML overlay ``--params`` reads."""
+    out: dict = {}
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out

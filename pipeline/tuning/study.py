@@ -1,0 +1,262 @@
+"""``python run.py --comp X --tune``: create or continue an Optuna study, run its trials (in this
+process or one worker process per trial), then write the best parameters as a config overlay, the
+summary and the plots.
+
+Studies live in a storage Optuna shares between processes and machines: SQLite under
+``outputs/<comp>/studies/<study>/`` by default, any RDB URL, or a journal file. A killed study
+continues where it stopped: ``trials`` counts every trial the study already has. Trials that raise
+are recorded as FAIL with the reason and the study goes on; a worker process that dies (killed,
+out of memory) has its trial marked FAIL by the parent.
+
+Parallel workers are processes on one storage, never a scheduler of our own: ``--jobs J`` starts J
+of them here, and any other machine may run the same command on the same storage.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..config import DEFAULT_COMPETITION, load_config
+from ..errors import ConfigError
+from ..logs import run_logging
+from ..metrics import METRICS, DEFAULT_METRIC
+from ..outputs import OUTPUT_ROOT, atomic_path, ensure_writable, write_json, write_yaml
+from .objective import Objective, rss_mb
+from .space import overlay, resolve_space, suggest
+
+log = logging.getLogger("pipeline")
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+ISOLATE_FROM = 10  # trials: longer studies run each trial in its own process by default
+
+
+def quiet_experimental() -> None:
+    """WilcoxonPruner, heartbeats, TPE's group option and the matplotlib plots are marked experimental
+    by Optuna; we chose them knowingly, so their warnings would only be noise in every run."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="The number of trials is too small to compute importances")
+
+
+def make_storage(spec: str):
+    """A storage spec string → an Optuna storage (each process builds its own from the string)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if spec.startswith("journal:") or spec.endswith((".log", ".journal", ".jsonl")):
+        path = spec.removeprefix("journal:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    if "://" not in spec:
+        raise ConfigError(f"tune.storage {spec!r}: give an RDB URL (sqlite:///path.db, postgresql://...) or a "
+                          f"journal file (a path ending .log, or journal:PATH)")
+    # Heartbeats let a restarted study find trials whose worker died and mark them FAIL.
+    return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180)
+
+
+def _sampler_and_pruner(cfg):
+    import optuna
+
+    tc = cfg.tune
+    sampler = optuna.samplers.TPESampler(seed=tc.seed, multivariate=True, group=True)
+    if tc.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tc.pruner_warmup_epochs)
+    elif tc.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tc.max_epochs or cfg.train.epochs)
+    elif tc.pruner == "wilcoxon":
+        pruner = optuna.pruners.WilcoxonPruner(p_threshold=tc.wilcoxon_p)
+    else:
+        pruner = optuna.pruners.NopPruner()
+    return sampler, pruner
+
+
+def open_study(cfg, study_name: str, storage: str):
+    import optuna
+
+    sampler, pruner = _sampler_and_pruner(cfg)
+    direction = METRICS.get(cfg.metric or DEFAULT_METRIC[cfg.task or "regression"]).direction
+    return optuna.create_study(study_name=study_name, storage=make_storage(storage), sampler=sampler, pruner=pruner,
+                               direction=direction, load_if_exists=True)
+
+
+def _count(study, states=FINISHED + ("RUNNING",)) -> int:
+    return sum(t.state.name in states for t in study.get_trials(deepcopy=False))
+
+
+def _run_trials(objective, study, n: int, timeout: float | None, stop_at: int) -> None:
+    """Run up to ``n`` trials here, stopping once the study holds ``stop_at`` trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    # Enqueued (WAITING) trials are not yet trials of the count: they run within it.
+    stop = optuna.study.MaxTrialsCallback(stop_at, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                                           TrialState.RUNNING))
+    study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
+
+
+def _worker(comp, overrides, data_dir, output_dir, study_dir, study_name, storage, stop_at, cfg_dict) -> None:
+    """One trial in a fresh process (spawned: no TensorFlow state is inherited)."""
+    import optuna
+
+    import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+    from ..config import validate
+    from ..logs import run_logging as logging_to
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_experimental()
+    cfg = validate(cfg_dict, "tune worker")
+    study = open_study(cfg, study_name, storage)
+    if _count(study) >= stop_at:
+        return
+    with logging_to(Path(study_dir) / "tune.log"):
+        _run_trials(Objective(comp, overrides, data_dir, output_dir, Path(study_dir)), study, 1, None, stop_at)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study) -> int:
+    """Trials left RUNNING by a process of this machine that is gone (a killed study, a worker
+    that died) become FAIL with the reason, so the study can continue past them."""
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid, host = t.user_attrs.get("pid"), t.user_attrs.get("host")
+        if pid is not None and host == socket.gethostname() and not _alive(pid):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"its process {pid} is gone")
+            study.tell(t.number, state=TrialState.FAIL)
+            log.info("trial %d: FAIL (its process %d is gone)", t.number, pid)
+            n += 1
+    return n
+
+
+def _taken(study, active) -> int:
+    """Trials finished, running elsewhere, or about to run in our live workers (one each)."""
+    pids = {p.pid for p in active}
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state.name in FINISHED for t in trials)
+    elsewhere = sum(t.state.name == "RUNNING" and t.user_attrs.get("pid") not in pids for t in trials)
+    return finished + elsewhere + len(active)
+
+
+def _run_isolated(args: tuple, study, trials: int, jobs: int, timeout: float | None) -> None:
+    ctx = mp.get_context("spawn")
+    start, active = time.monotonic(), []
+    while True:
+        expired = timeout is not None and time.monotonic() - start > timeout
+        while not expired and len(active) < jobs and _taken(study, active) < trials:
+            p = ctx.Process(target=_worker, args=args)
+            p.start()
+            active.append(p)
+        if not active:
+            break
+        time.sleep(0.2)
+        for p in [p for p in active if not p.is_alive()]:
+            p.join()
+            active.remove(p)
+            if p.exitcode != 0:
+                fail_dead_trials(study)
+            log.info("parent process memory after a trial: %.0f MB", rss_mb())
+
+
+def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int | None = None,
+         timeout: float | None = None, study: str | None = None, storage: str | None = None, jobs: int | None = None,
+         data_dir=None, output_dir=None, params=None) -> dict:
+    """Run (or continue) a study; returns its summary (also written as summary.json)."""
+    import optuna
+
+    cfg = load_config(comp, overrides, params)
+    tc = cfg.tune
+    trials = trials or tc.trials
+    timeout = timeout or tc.timeout
+    jobs = jobs or tc.jobs
+    name = study or tc.study or f"{cfg.name}-{cfg.model.name}"
+    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    study_dir = root / cfg.name / "studies" / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or tc.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    resolve_space(cfg, cfg.task or "regression")  # a bad space fails before any trial
+    isolate = tc.isolate if tc.isolate is not None else (trials >= ISOLATE_FROM or jobs > 1)
+    if jobs > 1 and not isolate:
+        raise ConfigError("tune.jobs > 1 runs trials in worker processes; set tune.isolate=true (or leave it unset)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_experimental()
+    objective = Objective(comp, overrides, data_dir, output_dir, study_dir)
+    with run_logging(study_dir / "tune.log"):
+        the_study = open_study(cfg, name, storage)
+        fail_dead_trials(the_study)
+        done = _count(the_study, FINISHED)
+        log.info("study %s (%s): %d trials wanted, %d already finished; storage %s; pruner %s; %s", name,
+                 the_study.direction.name.lower(), trials, done, storage, tc.pruner,
+                 f"{jobs} worker process(es), one process per trial" if isolate else "trials in this process")
+        if isolate:
+            args = (comp, list(overrides or []) if not isinstance(overrides, dict) else overrides, data_dir,
+                    output_dir, str(study_dir), name, storage, trials, cfg.to_dict())
+            _run_isolated(args, the_study, trials, jobs, timeout)
+        elif done < trials:
+            _run_trials(objective, the_study, trials - done, timeout, trials)
+        summary = summarize(the_study, cfg, objective, study_dir, storage)
+    return summary
+
+
+def summarize(study, cfg, objective: Objective, study_dir: Path, storage: str) -> dict:
+    import optuna
+
+    counts = {s: sum(t.state.name == s for t in study.trials) for s in FINISHED}
+    summary = {"study": study.study_name, "storage": storage, "direction": study.direction.name.lower(),
+               "trials": len(study.trials), **{s.lower(): n for s, n in counts.items()}}
+    if counts["COMPLETE"] == 0:
+        log.info("study %s: no complete trial yet (%s)", study.study_name, counts)
+        write_json(summary, study_dir / "summary.json")
+        return summary
+    best = study.best_trial
+    overrides = suggest(optuna.trial.FixedTrial(best.params), resolve_space(cfg, cfg.task or "regression"))
+    best_yaml = write_yaml(overlay(overrides), study_dir / "best.yaml")
+    summary.update(best_value=best.value, best_trial=best.number, best_params=overrides, best_yaml=str(best_yaml))
+    summary["plots"] = _plots(study, study_dir)
+    write_json(summary, study_dir / "summary.json")
+    log.info("best value %.5g (trial %d); trials: %d complete, %d pruned, %d failed", best.value, best.number,
+             counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
+    log.info("best params: %s", overrides)
+    log.info("run them: python run.py --comp %s --params %s", cfg.name, best_yaml)
+    log.info("dashboard: optuna-dashboard %s", storage if "://" in storage else storage.removeprefix("journal:"))
+    return summary
+
+
+def _plots(study, study_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ov
+
+    written = []
+    for name, plot in (("history", ov.plot_optimization_history), ("importances", ov.plot_param_importances)):
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError) as exc:  # importances need 2+ complete trials varying a parameter
+            log.info("plot %s skipped: %s", name, exc)
+            continue
+        fig = (ax[0] if hasattr(ax, "__len__") else ax).figure
+        fig.tight_layout()
+        path = study_dir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        written.append(str(path))
+    return written
