@@ -121,3 +121,20 @@ def test_stack_mismatches_are_refused(two_runs, tmp_path):
     oof = pd.read_csv(comp / "shuffled" / "oof.csv")
     oof.iloc[::-1].to_csv(comp / "shuffled" / "oof.csv", index=False)
     refused(DataError, r"--stack shuffled: oof.csv ids do not line up with the training rows", ["mlp", "shuffled"])
+
+
+@pytest.mark.parametrize("name, model", [("diamonds", "hgb"), ("diamonds", "linear"), ("health_insurance", "linear")])
+def test_sklearn_members_run_through_the_same_cv(tiny_comp, tmp_path, name, model):
+    from pipeline import run_competition
+    from pipeline.training import load_fold_predictor
+
+    cfg = tiny_comp(name, train_rows=300, test_rows=60)
+    result = run_competition(cfg, [f"model.name={model}", "cv.folds=2"], output_dir=tmp_path, run_name="r")
+    assert np.isfinite(result.scores["cv"]) and np.isfinite(result.scores["holdout"])
+    fold = result.run_dir / "folds" / "fold_0"
+    assert (fold / "model_best.joblib").is_file() and not list(fold.glob("*.keras"))
+    saved = np.load(fold / "predictions.npz")
+    train = pd.read_csv(cfg.parent / "data" / "train.csv.gz")
+    np.testing.assert_allclose(load_fold_predictor(fold)(train.iloc[saved["valid_idx"]]), saved["oof"], rtol=1e-6)
+    with pytest.raises(ConfigError, match=f"model.params .* do not fit model.name {model}"):
+        run_competition(cfg, [f"model.name={model}", "model.params={nonsense: 1}"], output_dir=tmp_path)
