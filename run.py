@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--storage", help="RDB URL or journal file shared by workers (default: SQLite in outputs/)")
     t.add_argument("--jobs", type=int, help="worker processes on the study")
     k = p.add_argument_group("stacking")
-    k.add_argument("--stack", nargs="+", metavar="RUN", help="combine finished runs (their OOF) into a level-2 run")
+    k.add_argument("--stack", nargs="*", metavar="RUN",
+                   help="combine finished runs (their OOF) into a level-2 run; no RUN: the config's stack.runs")
     k.add_argument("--stack-methods", nargs="+", metavar="METHOD",
                    help="level-2 methods: linear hill rank keras (default: stack.methods)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             print(f"error: --{flag} must be at least 1, got {value}", file=sys.stderr)
             return 2
     try:
-        if args.tune and args.stack:
+        if args.tune and args.stack is not None:
             raise pipeline.errors.ConfigError("--tune and --stack are separate commands; give one of them")
         if args.tune:
             from pipeline.tuning import tune
@@ -60,10 +61,10 @@ def main(argv=None) -> int:
             tune(args.comp, args.overrides, trials=args.trials, timeout=args.timeout, study=args.study,
                  storage=args.storage, jobs=args.jobs, data_dir=args.data_dir, output_dir=args.output_dir,
                  params=args.params)
-        elif args.stack:
+        elif args.stack is not None:
             from pipeline.stacking import stack_runs
 
-            stack_runs(args.comp, args.stack, methods=args.stack_methods, run_name=args.run_name,
+            stack_runs(args.comp, args.stack or None, methods=args.stack_methods, run_name=args.run_name,
                        data_dir=args.data_dir, output_dir=args.output_dir, overrides=args.overrides)
         elif args.lr_find:
             from pipeline.runner import find_learning_rate

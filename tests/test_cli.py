@@ -76,5 +76,6 @@ def test_malformed_yaml_via_cli(tmp_path, capsys):
 
 def test_help_lists_the_contract():
     proc = cli("--help")
-    for flag in ("--comp", "--run-name", "--set", "--data-dir", "--output-dir", "--smoke", "--debug", "--params"):
+    for flag in ("--comp", "--run-name", "--set", "--data-dir", "--output-dir", "--smoke", "--debug", "--params",
+                 "--tune", "--trials", "--timeout", "--study", "--storage", "--jobs", "--stack", "--stack-methods"):
         assert flag in proc.stdout

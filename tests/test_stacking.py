@@ -81,11 +81,14 @@ def test_stack_two_runs_end_to_end(two_runs):
     oof = pd.read_csv(st / "oof.csv")
     folds = pd.read_csv(out / "health_insurance" / "mlp" / "folds.csv")
     assert (oof["fold"] == folds["fold"]).all() and len(oof) == 400
-    # A stack is a run: it can itself be a member (same folds, same ids).
-    from pipeline.stacking import stack_runs
-
-    again = stack_runs(cfg, ["st", "hgb"], output_dir=out, run_name="st2", methods=["hill"])
-    assert again.scores["members"]["st"] == scores["cv"]
+    # A stack is a run: it can itself be a member (same folds, same ids); the config section works too.
+    raw = yaml.safe_load(cfg.read_text())
+    raw["stack"] = {"runs": ["st", "hgb"], "methods": ["hill"]}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert run.main(["--comp", str(cfg), "--stack", "--output-dir", str(out), "--run-name", "st2"]) == 0
+    again = json.loads((out / "health_insurance" / "st2" / "scores.json").read_text())
+    assert again["members"]["st"] == scores["cv"] and set(again["methods"]) == {"hill"}
+    assert run.main(["--comp", str(cfg), "--stack", "--tune"]) == 2
 
 
 @pytest.mark.slow
