@@ -54,22 +54,32 @@ def pruning(trials: int) -> None:
 
 
 def memory(trials: int) -> None:
+    """Each mode in a fresh process of its own, so neither inherits the other's memory."""
+    import subprocess
+
+    print(f"\n== memory: {trials} trials (diamonds MLP, 3 epochs, 1 fold); resident MB of the tuning process")
+    for isolate in ("false", "true"):
+        proc = subprocess.run([sys.executable, __file__, "--memory-mode", isolate, "--memory-trials", str(trials)],
+                              capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")]
+        print(lines[-1].removeprefix("MEMORY ") if lines else f"failed: {proc.stderr[-500:]}")
+
+
+def memory_one(isolate: str, trials: int) -> None:
     from pipeline.tuning import tune
     from pipeline.tuning.objective import rss_mb
 
     common = ["train.epochs=3", "tune.folds=1", "tune.pruner=none", "cv.folds=5"]
-    print(f"\n== memory: {trials} trials (diamonds MLP, 3 epochs, 1 fold); resident MB of the tuning process")
-    for isolate in ("false", "true"):
-        out = OUT / "memory" / isolate
-        shutil.rmtree(out, ignore_errors=True)
-        before = rss_mb()
-        s = tune("diamonds", common + [f"tune.isolate={isolate}"], trials=trials, output_dir=out, study="m")
-        after = rss_mb()
-        per_trial = [t.user_attrs.get("rss_mb") for t in sorted(_trials(s), key=lambda t: t.number)]
-        marks = [per_trial[i - 1] for i in (1, 10, 20, 30) if i <= len(per_trial)]
-        label = "own process per trial" if isolate == "true" else "all in this process"
-        print(f"{label:24s} tuning process: {before:.0f} MB before, {after:.0f} MB after "
-              f"(x {after / before:.2f}); trial process after trials 1/10/20/30: {marks}")
+    out = OUT / "memory" / isolate
+    shutil.rmtree(out, ignore_errors=True)
+    before = rss_mb()
+    s = tune("diamonds", common + [f"tune.isolate={isolate}"], trials=trials, output_dir=out, study="m")
+    after = rss_mb()
+    per_trial = [t.user_attrs.get("rss_mb") for t in sorted(_trials(s), key=lambda t: t.number)]
+    marks = [per_trial[i - 1] for i in (1, 10, 20, 30) if i <= len(per_trial)]
+    label = "own process per trial" if isolate == "true" else "all in this process"
+    print(f"MEMORY {label:22s} tuning process {before:.0f} MB before, {after:.0f} MB after {len(per_trial)} trials; "
+          f"the trial's process after trials 1/10/20/30: {marks} MB", flush=True)
 
 
 def workers(seconds: float) -> None:
@@ -119,7 +129,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12, help="pruning: trials per pruner")
     parser.add_argument("--memory-trials", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--memory-mode", choices=["false", "true"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_mode:
+        memory_one(args.memory_mode, args.memory_trials)
+        return
     parts = args.part or ["pruning", "memory", "workers", "stack"]
     if "stack" in parts:
         stack()
