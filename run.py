@@ -41,6 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="combine finished runs (their OOF) into a level-2 run; no RUN: the config's stack.runs")
     k.add_argument("--stack-methods", nargs="+", metavar="METHOD",
                    help="level-2 methods: linear hill rank keras (default: stack.methods)")
+    e = p.add_argument_group("export (TFLite)")
+    e.add_argument("--export", nargs="*", metavar="ARTIFACT",
+                   help="after the run (or for --export-run), write TFLite artifacts: float32 float16 dynamic int8 "
+                        "(no ARTIFACT: the config's export.artifacts)")
+    e.add_argument("--export-run", metavar="RUN", help="export an already finished run instead of training")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return p.parse_args(argv)
 
@@ -55,7 +60,12 @@ def main(argv=None) -> int:
     try:
         if args.tune and args.stack is not None:
             raise pipeline.errors.ConfigError("--tune and --stack are separate commands; give one of them")
-        if args.tune:
+        if args.export_run:
+            from pipeline.export import export_run
+
+            export_run(args.comp, args.export_run, args.export or None, overrides=args.overrides,
+                       data_dir=args.data_dir, output_dir=args.output_dir)
+        elif args.tune:
             from pipeline.tuning import tune
 
             tune(args.comp, args.overrides, trials=args.trials, timeout=args.timeout, study=args.study,
@@ -72,8 +82,14 @@ def main(argv=None) -> int:
             find_learning_rate(args.comp, args.overrides, data_dir=args.data_dir, output_dir=args.output_dir,
                                params=args.params)
         else:
-            pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name, data_dir=args.data_dir,
-                                     output_dir=args.output_dir, params=args.params, smoke=args.smoke)
+            result = pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name,
+                                              data_dir=args.data_dir, output_dir=args.output_dir, params=args.params,
+                                              smoke=args.smoke)
+            if args.export is not None:
+                from pipeline.export import export_run
+
+                export_run(args.comp, result.run_dir.name, args.export or None, overrides=args.overrides,
+                           data_dir=args.data_dir, output_dir=args.output_dir)
     except PipelineError as exc:
         if args.debug:
             raise

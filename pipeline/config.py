@@ -319,6 +319,18 @@ class TuneConfig(_Section):
     space: dict[str, ParamSpec] = {}  # empty: the model family's default space
 
 
+class ExportConfig(_Section):
+    """``--export`` / ``--export-run``: TFLite artifacts of a finished run's fold model."""
+
+    artifacts: list[Literal["float32", "float16", "dynamic", "int8"]] = ["float32", "float16", "dynamic", "int8"]
+    fold: int = Field(0, ge=0)  # which fold's model (its validation rows are its OOF rows)
+    int8_io: bool = True  # full-INT8 inputs/outputs (False: float in, float out around the INT8 body)
+    allow_float_fallback: bool = True  # ops with no integer kernel stay float instead of failing
+    representative_rows: int = Field(500, ge=1)  # calibration rows, drawn from the fold's training rows
+    latency_runs: int = Field(50, ge=5)
+    seed: int = 0
+
+
 class StackConfig(_Section):
     """Level-2 over finished runs (``--stack RUN ...`` overrides runs)."""
 
@@ -340,6 +352,7 @@ class Config(_Section):
     image: ImageConfig = ImageConfig()
     stack: StackConfig = StackConfig()
     tune: TuneConfig = TuneConfig()
+    export: ExportConfig = ExportConfig()
 
     _path: Optional[Path] = PrivateAttr(None)
 

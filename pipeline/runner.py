@@ -103,8 +103,8 @@ def _check_resume(run_dir: Path, resolved: dict) -> None:
         return
     saved = read_yaml(saved_path)
     # Stacking and tuning settings do not change what a run trains.
-    diffs = _diff({k: v for k, v in saved.items() if k not in ("stack", "tune")},
-                  {k: v for k, v in resolved.items() if k not in ("stack", "tune")})
+    diffs = _diff({k: v for k, v in saved.items() if k not in ("stack", "tune", "export")},
+                  {k: v for k, v in resolved.items() if k not in ("stack", "tune", "export")})
     if diffs:
         raise ConfigError(f"{saved_path}: run {run_dir.name!r} exists with a different config "
                           f"(differs at {', '.join(diffs[:3])}). Use another --run-name, "

@@ -1,0 +1,178 @@
+"""``python run.py --comp X --export int8 ...`` / ``--export-run RUN``: convert a finished run's
+fold model to TFLite artifacts, run each in LiteRT, and write ``<run>/export/``:
+the .tflite files, ``preprocessing.json`` (serving without this pipeline), ``export_report.json``
+and ``report.md`` (one row per artifact: size, gzip size, latency, metric and its delta against
+the float Keras model, agreement with it). The folder appears whole or not at all.
+
+The exported model is one fold's first member (``export.fold``): its OOF rows are that fold's
+validation rows, so the report's OOF metric is out-of-sample for it, as is the holdout.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import DEFAULT_COMPETITION, load_config
+from ..data import load_competition
+from ..errors import ConfigError, DataError
+from ..logs import run_logging
+from ..metrics import get_metric
+from ..outputs import OUTPUT_ROOT, ensure_writable
+from .prep_json import describe
+from .tflite import PTQ_KINDS, LiteModel, convert
+
+log = logging.getLogger("pipeline")
+ARTIFACTS = PTQ_KINDS  # compression artifacts (QAT, pruning, clustering, distillation, low-rank): not yet
+
+
+def _arrays(inputs, split: str) -> dict[str, np.ndarray]:
+    """A split's model inputs as arrays (images decoded through the same pipeline as training)."""
+    batches = list(inputs.dataset(split))
+    return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+
+
+def _agreement(task, ref, pred) -> float:
+    if task == "regression":
+        return float(np.corrcoef(ref, pred)[0, 1])
+    if task == "binary":
+        return float(np.mean((ref > 0.5) == (pred > 0.5)))
+    return float(np.mean(ref.argmax(1) == pred.argmax(1)))
+
+
+def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, artifacts=None, *, overrides=None,
+               data_dir=None, output_dir=None) -> Path:
+    import joblib
+    import tf_keras as keras
+
+    from ..data.fold_inputs import FoldInputs
+    from ..models.heads import to_prediction
+    from ..runner import _encode_labels
+
+    cfg = load_config(comp, overrides)
+    ec = cfg.export
+    artifacts = list(artifacts or ec.artifacts)
+    for a in artifacts:
+        if a not in ARTIFACTS:
+            raise ConfigError(f"--export {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
+    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    if not run:
+        raise ConfigError("--export needs a finished run: --export-run RUN (or train one with --run-name and --export)")
+    run_dir = root / cfg.name / run
+    if not (run_dir / "scores.json").is_file():
+        raise DataError(f"--export-run {run}: {run_dir} is not a finished run (no scores.json).")
+    fold_dir = run_dir / "folds" / f"fold_{ec.fold}"
+    models = sorted(fold_dir.glob("model_*.keras"))
+    if not models:
+        raise DataError(f"--export-run {run}: {fold_dir} holds no Keras model (model_*.keras); scikit-learn runs "
+                        f"and runs without fold {ec.fold} cannot be exported to TFLite.")
+    data = load_competition(cfg, data_dir)
+    bundle = joblib.load(fold_dir / "preprocessing.joblib")
+    pre, target, task = bundle["preprocessor"], bundle["target"], bundle["task"]
+    valid_idx = np.load(fold_dir / "predictions.npz")["valid_idx"]
+    train_idx = np.setdiff1d(np.arange(len(data.train)), valid_idx)
+    rng = np.random.default_rng(ec.seed)
+    rep_idx = np.sort(rng.choice(train_idx, size=min(ec.representative_rows, len(train_idx)), replace=False))
+    sol = data.solution
+    hold_pos = None
+    if sol is not None:
+        id_col = data.cfg.data.id
+        hold_pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col].astype(str)).loc[
+            sol[id_col].astype(str)].to_numpy()
+    frames = {"rep": data.train.iloc[rep_idx], "valid": data.train.iloc[valid_idx]}
+    images = None
+    if data.images is not None:
+        images = {"rep": data.images["train"][rep_idx], "valid": data.images["train"][valid_idx]}
+    if hold_pos is not None:
+        frames["holdout"] = data.test.iloc[hold_pos]
+        if images is not None:
+            images["holdout"] = data.images["test"][hold_pos]
+    inputs = FoldInputs({k: pre.transform(v) for k, v in frames.items()}, data.cfg, images)
+    x = {k: _arrays(inputs, k) for k in frames}
+    if not len(next(iter(x["rep"].values()))):
+        raise DataError(f"export: no training rows for the representative set of fold {ec.fold}.")
+    y = {"valid": data.y[valid_idx]}
+    if hold_pos is not None:
+        y["holdout"] = _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
+    metric = get_metric(data.cfg.metric, task)
+
+    def finish(raw):
+        pred = to_prediction(raw, task)
+        return target.inverse_transform(pred.reshape(-1, 1)).ravel() if target is not None else pred
+
+    model = keras.models.load_model(models[0])
+    export_dir = run_dir / "export"
+    tmp = export_dir.with_name("export.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with run_logging(tmp / "export.log"):
+            ref = {k: finish(model.predict(x[k], verbose=0, batch_size=1024)) for k in y}
+            report = {"run": run, "fold": ec.fold, "model": models[0].name, "metric": metric.name,
+                      "float_keras": {k: metric(y[k], ref[k], task) for k in y}, "artifacts": []}
+            log.info("export of %s fold %d (%s): float Keras %s", run, ec.fold, models[0].name,
+                     {k: round(v, 5) for k, v in report["float_keras"].items()})
+            for kind in artifacts:
+                content = convert(model, kind, x["rep"], int8_io=ec.int8_io, allow_float_fallback=ec.allow_float_fallback)
+                path = tmp / f"{kind}.tflite"
+                path.write_bytes(content)
+                row = {"artifact": kind, "file": path.name, "bytes": len(content),
+                       "gzip_bytes": len(gzip.compress(content, mtime=0))}
+                for xnn in (True, False):
+                    lite = LiteModel(content, threads=1, xnnpack=xnn)
+                    tag = "xnnpack" if xnn else "no_delegate"
+                    row[f"latency_ms_1_{tag}"] = lite.latency_ms(x["valid"], 1, ec.latency_runs)
+                    row[f"latency_ms_256_{tag}"] = lite.latency_ms(x["valid"], 256, max(5, ec.latency_runs // 5))
+                    if xnn:
+                        row["delegated_nodes"] = lite.delegated_nodes()
+                        row["dtypes"] = lite.dtypes()
+                        for k in y:
+                            pred = finish(lite.predict(x[k]))
+                            row[k] = metric(y[k], pred, task)
+                            row[f"{k}_delta"] = row[k] - report["float_keras"][k]
+                            row[f"{k}_agreement"] = _agreement(task, ref[k], pred)
+                report["artifacts"].append(row)
+                log.info("  %-8s %8d bytes (gzip %d), %s", kind, row["bytes"], row["gzip_bytes"],
+                         {k: round(row[k], 5) for k in y})
+            prep = describe(pre, {c: s.missing_values for c, s in data.cfg.features.columns.items()
+                                  if s.missing_values})
+            if data.images is not None:
+                prep["image"] = {"column": data.cfg.image.column, "size": data.cfg.image.size,
+                                 "channels": data.cfg.image.channels, "resize": data.cfg.image.resize,
+                                 "pixels": "float32 0-255; the model rescales inside"}
+            prep["output"] = {"task": task, "classes": [str(c) for c in data.classes],
+                              "activation": {"binary": "sigmoid", "multiclass": "softmax"}.get(task, "none"),
+                              "target_transform": None if target is None else "inverse of the saved target scaler"}
+            (tmp / "preprocessing.json").write_text(json.dumps(prep, indent=1))
+            (tmp / "export_report.json").write_text(json.dumps(report, indent=2))
+            (tmp / "report.md").write_text(table(report))
+            print(table(report))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(export_dir, ignore_errors=True)
+    tmp.rename(export_dir)
+    return export_dir
+
+
+def table(report: dict) -> str:
+    keys = [k for k in ("valid", "holdout") if k in report["float_keras"]]
+    head = ["artifact", "bytes", "gzip", "ms/1 (xnn)", "ms/256 (xnn)", "ms/1 (no del.)", "ms/256 (no del.)",
+            "delegated"] + [f"{k} {report['metric']}" for k in keys] + [f"{k} delta" for k in keys] + \
+           [f"{k} agree" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = ["float Keras"] + [""] * 7 + [f"{report['float_keras'][k]:.5g}" for k in keys] + [""] * (2 * len(keys))
+    lines.append("| " + " | ".join(ref) + " |")
+    for r in report["artifacts"]:
+        cells = [r["artifact"], str(r["bytes"]), str(r["gzip_bytes"])]
+        cells += [f"{r[f'latency_ms_{b}_{t}']:.3f}" for t in ("xnnpack", "no_delegate") for b in (1, 256)]
+        cells.append(str(r["delegated_nodes"]))
+        cells += [f"{r[k]:.5g}" for k in keys] + [f"{r[f'{k}_delta']:+.2g}" for k in keys]
+        cells += [f"{r[f'{k}_agreement']:.4f}" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
