@@ -322,13 +322,29 @@ class TuneConfig(_Section):
 class ExportConfig(_Section):
     """``--export`` / ``--export-run``: TFLite artifacts of a finished run's fold model."""
 
-    artifacts: list[Literal["float32", "float16", "dynamic", "int8"]] = ["float32", "float16", "dynamic", "int8"]
+    # Post-training: float32 float16 dynamic int8. Compressed, then INT8: qat, prune, prune24 (2:4),
+    # cluster, pqat (pruning-preserving QAT), cqat (cluster-preserving QAT), lowrank, distill.
+    artifacts: list[Literal["float32", "float16", "dynamic", "int8", "qat", "prune", "prune24", "cluster", "pqat",
+                            "cqat", "lowrank", "distill"]] = ["float32", "float16", "dynamic", "int8"]
     fold: int = Field(0, ge=0)  # which fold's model (its validation rows are its OOF rows)
     int8_io: bool = True  # full-INT8 inputs/outputs (False: float in, float out around the INT8 body)
     allow_float_fallback: bool = True  # ops with no integer kernel stay float instead of failing
     representative_rows: int = Field(500, ge=1)  # calibration rows, drawn from the fold's training rows
     latency_runs: int = Field(50, ge=5)
     seed: int = 0
+    finetune_epochs: int = Field(3, ge=1)  # fine-tuning after QAT / pruning / clustering / low-rank
+    finetune_lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(256, ge=1)
+    sparsity: float = 0.5  # prune / pqat target, in (0, 1)
+    clusters: int = Field(16, ge=2)  # cluster / cqat: unique weights per layer
+    rank: Optional[int] = Field(None, ge=1)  # lowrank: fixed rank, or by retained energy
+    energy: float = Field(0.9, gt=0, le=1)
+    teacher_run: Optional[str] = None  # distill: the teacher (its same-fold models); None: this run's fold
+    student_hidden: list[int] = [32]  # distill: the student's widths (MLP) ...
+    student_filters: list[int] = [16, 32]  # ... or conv blocks (CNN)
+    student_epochs: int = Field(30, ge=1)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.3, ge=0, le=1)  # weight of the labels; 1 - alpha on the teacher's soft targets
 
 
 class StackConfig(_Section):

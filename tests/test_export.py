@@ -108,3 +108,71 @@ def test_float_io_int8_and_bad_export_inputs(tiny_comp, tmp_path):
     # A failed export leaves the previous export folder as it was, and no partial one.
     assert sorted(p.name for p in (tmp_path / "health_insurance" / "r" / "export").iterdir()) == before
     assert not (tmp_path / "health_insurance" / "r" / "export.partial").exists()
+
+
+COMPRESSED = ["qat", "prune", "prune24", "cluster", "pqat", "cqat", "lowrank", "distill"]
+COMPRESS_OPTS = ["export.latency_runs=5", "export.representative_rows=50", "export.finetune_epochs=1",
+                 "export.student_epochs=3", "export.clusters=8", "export.sparsity=0.6",
+                 "export.student_hidden=[8]", "export.student_filters=[4, 8]"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("comp, overrides", [
+    ("diamonds", ["train.epochs=3", "cv.folds=2", "model.hidden=[32, 16]", "train.seeds=1"]),  # with embeddings
+    ("mnist", ["train.epochs=2", "cv.folds=2", "model.filters=[8, 16]", "model.convs_per_block=1",
+               "model.hidden=[16]", "image.tta.views=[identity]"]),
+])
+def test_compressed_artifacts_convert_run_and_keep_their_structure(tiny_comp, tmp_path, comp, overrides):
+    from pipeline import run_competition
+    from pipeline.export import export_run
+
+    cfg = tiny_comp(comp, train_rows=160, test_rows=40)
+    run_competition(cfg, overrides, output_dir=tmp_path, run_name="r")
+    out = export_run(cfg, "r", COMPRESSED, overrides=overrides + COMPRESS_OPTS, output_dir=tmp_path)
+    rows = {r["artifact"]: r for r in json.loads((out / "export_report.json").read_text())["artifacts"]}
+    assert set(rows) == set(COMPRESSED) and all((out / f"{a}.tflite").is_file() for a in COMPRESSED)
+    for r in rows.values():
+        assert np.isfinite(r["valid"]) and r["dtypes"]["out:head"] == "int8"
+    assert rows["prune"]["sparsity"] >= 0.6 - 0.02
+    assert rows["prune24"]["two_four"] and rows["prune24"]["sparsity"] >= 0.45
+    assert rows["cluster"]["max_unique_weights"] <= 8
+    assert rows["lowrank"]["params"] <= rows["lowrank"]["float_params"]
+    assert rows["distill"]["student_params"] < rows["distill"]["ensemble_float32_bytes"] / 4
+
+
+def test_distillation_loss_uses_the_teachers_soft_targets():
+    import tensorflow as tf
+
+    from pipeline.export.compress import distillation_loss
+
+    logits = tf.constant([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    y = np.eye(3, dtype=np.float32)[[0, 1]]
+    teacher_a = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]], np.float32)
+    teacher_b = np.array([[0.1, 0.1, 0.8], [0.8, 0.1, 0.1]], np.float32)
+    only_teacher = distillation_loss("multiclass", temperature=2.0, alpha=0.0)
+    only_labels = distillation_loss("multiclass", temperature=2.0, alpha=1.0)
+    a = float(only_teacher(np.hstack([y, teacher_a]), logits))
+    b = float(only_teacher(np.hstack([y, teacher_b]), logits))
+    assert b > a > 0  # a teacher that disagrees with the student costs more
+    assert float(only_labels(np.hstack([y, teacher_a]), logits)) == pytest.approx(
+        float(only_labels(np.hstack([y, teacher_b]), logits)))  # alpha=1: the teacher plays no part
+    # A student that matches the teacher at temperature T has zero soft loss.
+    matched = tf.math.log(tf.constant(teacher_a)) * 1.0
+    assert float(only_teacher(np.hstack([y, teacher_a]), matched)) == pytest.approx(0, abs=1e-4)
+    reg = distillation_loss("regression", 1.0, 0.5)
+    assert float(reg(np.array([[1.0, 3.0]], np.float32), tf.constant([[3.0]]))) == pytest.approx(0.5 * 4)
+
+
+def test_two_four_and_sparsity_helpers():
+    from pipeline.export.compress import is_two_four
+
+    k = np.array([[1, 0, 0, 2], [0, 3, 4, 0]], dtype=np.float32).T  # (inputs 4, outputs 2)
+    assert is_two_four(k)
+    k[2, 0] = 5.0
+    assert not is_two_four(k)
+    conv = np.zeros((3, 3, 8, 2), np.float32)  # Conv2D: blocks run along the input channels
+    conv[..., 0:2, :] = 1.0
+    conv[..., 4:6, :] = 1.0
+    assert is_two_four(conv)
+    conv[1, 1, 2, 0] = 1.0
+    assert not is_two_four(conv)

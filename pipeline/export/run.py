@@ -28,7 +28,8 @@ from .prep_json import describe
 from .tflite import PTQ_KINDS, LiteModel, convert
 
 log = logging.getLogger("pipeline")
-ARTIFACTS = PTQ_KINDS  # compression artifacts (QAT, pruning, clustering, distillation, low-rank): not yet
+COMPRESSED = ("qat", "prune", "prune24", "cluster", "pqat", "cqat", "lowrank", "distill")
+ARTIFACTS = PTQ_KINDS + COMPRESSED
 
 
 def _arrays(inputs, split: str) -> dict[str, np.ndarray]:
@@ -60,6 +61,8 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     for a in artifacts:
         if a not in ARTIFACTS:
             raise ConfigError(f"--export {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
+    if {"prune", "pqat"} & set(artifacts) and not 0 < ec.sparsity < 1:
+        raise ConfigError(f"export.sparsity must be in (0, 1) (the share of weights set to zero), got {ec.sparsity}")
     root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
     if not run:
         raise ConfigError("--export needs a finished run: --export-run RUN (or train one with --run-name and --export)")
@@ -85,9 +88,14 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
         hold_pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col].astype(str)).loc[
             sol[id_col].astype(str)].to_numpy()
     frames = {"rep": data.train.iloc[rep_idx], "valid": data.train.iloc[valid_idx]}
+    needs_training = bool(set(artifacts) & set(COMPRESSED))
+    if needs_training:
+        frames["train"] = data.train.iloc[train_idx]
     images = None
     if data.images is not None:
         images = {"rep": data.images["train"][rep_idx], "valid": data.images["train"][valid_idx]}
+        if needs_training:
+            images["train"] = data.images["train"][train_idx]
     if hold_pos is not None:
         frames["holdout"] = data.test.iloc[hold_pos]
         if images is not None:
@@ -117,12 +125,24 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
                       "float_keras": {k: metric(y[k], ref[k], task) for k in y}, "artifacts": []}
             log.info("export of %s fold %d (%s): float Keras %s", run, ec.fold, models[0].name,
                      {k: round(v, 5) for k, v in report["float_keras"].items()})
+            ctx = None
+            if needs_training:
+                ctx = _TrainContext(data, x["train"], data.y[train_idx], target, task, fold_dir, root, ec)
             for kind in artifacts:
-                content = convert(model, kind, x["rep"], int8_io=ec.int8_io, allow_float_fallback=ec.allow_float_fallback)
+                extra = {}
+                if kind in COMPRESSED:
+                    log.info("  %s: compressing and fine-tuning on %d training rows", kind, len(train_idx))
+                    # A fresh copy each time: compression wraps (and fine-tunes) the layers in place.
+                    compressed, extra = ctx.make(kind, keras.models.load_model(models[0]))
+                    content = convert(compressed, "int8", x["rep"], int8_io=ec.int8_io,
+                                      allow_float_fallback=ec.allow_float_fallback)
+                else:
+                    content = convert(model, kind, x["rep"], int8_io=ec.int8_io,
+                                      allow_float_fallback=ec.allow_float_fallback)
                 path = tmp / f"{kind}.tflite"
                 path.write_bytes(content)
                 row = {"artifact": kind, "file": path.name, "bytes": len(content),
-                       "gzip_bytes": len(gzip.compress(content, mtime=0))}
+                       "gzip_bytes": len(gzip.compress(content, mtime=0)), **extra}
                 for xnn in (True, False):
                     lite = LiteModel(content, threads=1, xnnpack=xnn)
                     tag = "xnnpack" if xnn else "no_delegate"
@@ -158,6 +178,119 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     shutil.rmtree(export_dir, ignore_errors=True)
     tmp.rename(export_dir)
     return export_dir
+
+
+class _TrainContext:
+    """What compression needs: the fold's training rows as model inputs and fitted labels."""
+
+    def __init__(self, data, x, y, target, task, fold_dir: Path, root: Path, ec):
+        from ..models.heads import encode_labels, make_loss
+
+        self.data, self.x, self.task, self.fold_dir, self.root, self.ec = data, x, task, fold_dir, root, ec
+        self.y_raw = y
+        y_fit = target.transform(y.reshape(-1, 1)).ravel() if target is not None else y
+        self.y = encode_labels(y_fit, task, len(data.classes), data.cfg.train)
+        self.y_fit = y_fit
+        self.loss = make_loss(task, data.cfg.train)
+
+    def make(self, kind: str, model):
+        from . import compress as c
+
+        ec, x, y, loss = self.ec, self.x, self.y, self.loss
+        if kind == "qat":
+            return c.qat(model, x, y, loss, ec), {}
+        if kind in ("prune", "prune24", "pqat"):
+            m_by_n = (2, 4) if kind == "prune24" else None
+            out = c.pqat(model, x, y, loss, ec, ec.sparsity) if kind == "pqat" else \
+                c.prune(model, x, y, loss, ec, ec.sparsity, m_by_n)
+            pruned = out if kind != "pqat" else None
+            extra = {"target_sparsity": 0.5 if m_by_n else ec.sparsity}
+            if pruned is not None:
+                extra["sparsity"] = c.kernel_sparsity(pruned)
+                if m_by_n:  # a layer with fewer than 4 input channels (a grayscale first conv) stays dense
+                    ok, eligible = c.two_four_layers(pruned)
+                    extra.update(two_four=ok == eligible, two_four_layers=f"{ok}/{eligible}")
+            return out, extra
+        if kind in ("cluster", "cqat"):
+            out = c.cqat(model, x, y, loss, ec, ec.clusters) if kind == "cqat" else c.cluster(model, x, y, loss, ec,
+                                                                                              ec.clusters)
+            extra = {"clusters": ec.clusters}
+            if kind == "cluster":
+                extra["max_unique_weights"] = max(len(np.unique(l.kernel.numpy())) for l in out.layers
+                                                  if c._compressible(l))
+            return out, extra
+        if kind == "lowrank":
+            out, ranks = c.low_rank(model, x, y, loss, ec, ec.rank, ec.energy)
+            return out, {"ranks": ranks, "params": int(out.count_params()), "float_params": int(model.count_params())}
+        return self.distill(model)
+
+    def teacher_dir(self) -> Path:
+        if not self.ec.teacher_run:
+            return self.fold_dir
+        d = self.root / self.data.cfg.name / self.ec.teacher_run / "folds" / self.fold_dir.name
+        if not list(d.glob("model_*.keras")):
+            raise DataError(f"export.teacher_run {self.ec.teacher_run}: {d} holds no Keras model for this fold.")
+        return d
+
+    def distill(self, model):
+        """A smaller student of the same family, trained on the teacher's soft targets and the labels."""
+        import tf_keras as keras
+
+        from ..models import get_builder
+        from ..models.heads import output_size
+        from ..training.fold import load_fold_predictor
+        from .compress import distillation_loss
+
+        tdir = self.teacher_dir()
+        predict = load_fold_predictor(tdir)
+        rows = self.data.train.iloc[self._train_positions()]
+        images = None if self.data.images is None else self.data.images["train"][self._train_positions()]
+        soft = predict(rows, images) if images is not None else predict(rows)
+        task = self.task
+        if task == "regression":
+            import joblib
+
+            bundle_target = joblib.load(tdir / "preprocessing.joblib")["target"]
+            soft = bundle_target.transform(soft.reshape(-1, 1)).ravel() if bundle_target is not None else soft
+            packed = np.column_stack([self.y_fit, soft]).astype(np.float32)
+        elif task == "binary":
+            packed = np.column_stack([self.y_raw, soft]).astype(np.float32)
+        else:
+            packed = np.hstack([np.eye(len(self.data.classes))[self.y_raw], soft]).astype(np.float32)
+        cfg = self.data.cfg
+        student_cfg = cfg.model.model_copy(update={"hidden": self.ec.student_hidden, "filters": self.ec.student_filters})
+        spec = model_spec(model)
+        keras.utils.set_random_seed(self.ec.seed)
+        student = get_builder(cfg.model.name)(spec, student_cfg, output_size(task, len(self.data.classes)))
+        student.compile(keras.optimizers.Adam(cfg.train.lr),
+                        loss=distillation_loss(task, self.ec.temperature, self.ec.alpha))
+        student.fit(self.x, packed, epochs=self.ec.student_epochs, batch_size=cfg.train.batch_size, verbose=0)
+        teacher_bytes = sum(p.stat().st_size for p in tdir.glob("model_*.keras"))
+        run_dir = self.fold_dir.parent.parent
+        ensemble_params = sum(keras.models.load_model(p).count_params() for p in (run_dir / "folds").glob("*/model_*.keras"))
+        teacher_score = json.loads((tdir / "result.json").read_text())["score"]
+        return student, {"student_params": int(student.count_params()), "teacher": str(tdir),
+                         "teacher_fold_score": teacher_score,
+                         "teacher_members_bytes": teacher_bytes, "ensemble_float32_bytes": int(4 * ensemble_params),
+                         "temperature": self.ec.temperature, "alpha": self.ec.alpha}
+
+    def _train_positions(self):
+        valid = np.load(self.fold_dir / "predictions.npz")["valid_idx"]
+        return np.setdiff1d(np.arange(len(self.data.train)), valid)
+
+
+def model_spec(model):
+    """The InputSpec a saved model was built from, read off its inputs and embedding layers."""
+    from ..preprocessing.table import InputSpec
+
+    shapes = {t.name.split(":")[0]: t.shape for t in model.inputs}
+    embeddings = []
+    for name in shapes:
+        if name.startswith("cat__"):
+            emb = model.get_layer(f"emb_{name}")
+            embeddings.append((name, emb.input_dim, emb.output_dim))
+    image = tuple(shapes["image"][1:]) if "image" in shapes else None
+    return InputSpec(int(shapes["numeric"][1]) if "numeric" in shapes else 0, embeddings, image)
 
 
 def table(report: dict) -> str:
