@@ -141,7 +141,8 @@ def test_study_opens_in_optuna_dashboard(tiny_comp, tmp_path):
 def test_bad_search_space(tiny_comp, tmp_path):
     cfg = comp_with_space(tiny_comp, {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}})
     with pytest.raises(ConfigError, match="tune.space.train.learning_rate: unknown key 'train.learning_rate'"):
-        tune(cfg, HGB, trials=1, output_dir=tmp_path)
+        tune(cfg, HGB, trials=1, output_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # nothing written
     cfg = comp_with_space(tiny_comp, {"train.lr": {"type": "float", "low": 1e-2, "high": 1e-4}})
     with pytest.raises(ConfigError, match="low < high"):
         tune(cfg, HGB, trials=1, output_dir=tmp_path)

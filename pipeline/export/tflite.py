@@ -114,10 +114,16 @@ class LiteModel:
             times.append(time.perf_counter() - t)
         return float(np.median(times) * 1000)
 
-    def delegated_nodes(self) -> int:
-        """Nodes of the execution plan replaced by a delegate (XNNPACK) kernel."""
-        try:
-            ops = self.interpreter._get_ops_details()  # no public accessor for the execution plan
-        except AttributeError:
-            return -1
-        return sum("DELEGATE" in str(op.get("op_name", "")).upper() for op in ops)
+    def plan(self) -> tuple[int, int]:
+        """(nodes in the execution plan, of which delegate kernels). LiteRT has no public accessor
+        for the plan, so this reads the interpreter's op details."""
+        ops = self.interpreter._get_ops_details()
+        return len(ops), sum("DELEGATE" in str(op.get("op_name", "")).upper() for op in ops)
+
+
+def delegated_nodes(content: bytes) -> tuple[int, int]:
+    """(model nodes taken over by XNNPACK, model nodes in all): the plan without the delegate
+    against the plan with it, where each delegate kernel stands for the nodes it replaced."""
+    plain, _ = LiteModel(content, xnnpack=False).plan()
+    total, delegates = LiteModel(content, xnnpack=True).plan()
+    return plain - (total - delegates), plain

@@ -186,11 +186,11 @@ def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int 
     timeout = timeout or tc.timeout
     jobs = jobs or tc.jobs
     name = study or tc.study or f"{cfg.name}-{cfg.model.name}"
+    resolve_space(cfg, cfg.task or "regression")  # a bad space fails before anything is written
     root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
     study_dir = root / cfg.name / "studies" / name
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or tc.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    resolve_space(cfg, cfg.task or "regression")  # a bad space fails before any trial
     isolate = tc.isolate if tc.isolate is not None else (trials >= ISOLATE_FROM or jobs > 1)
     if jobs > 1 and not isolate:
         raise ConfigError("tune.jobs > 1 runs trials in worker processes; set tune.isolate=true (or leave it unset)")
