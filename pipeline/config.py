@@ -340,9 +340,9 @@ class ExportConfig(_Section):
     rank: Optional[int] = Field(None, ge=1)  # lowrank: fixed rank, or by retained energy
     energy: float = Field(0.9, gt=0, le=1)
     teacher_run: Optional[str] = None  # distill: the teacher (its same-fold models); None: this run's fold
-    student_hidden: list[int] = [32]  # distill: the student's widths (MLP) ...
-    student_filters: list[int] = [16, 32]  # ... or conv blocks (CNN)
-    student_epochs: int = Field(30, ge=1)
+    student_hidden: list[int] = [64, 32]  # distill: the student's widths (MLP) ...
+    student_filters: list[int] = [16, 32, 64, 64]  # ... or conv blocks (CNN)
+    student_epochs: int = Field(60, ge=1)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1)  # weight of the labels; 1 - alpha on the teacher's soft targets
 

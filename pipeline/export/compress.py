@@ -51,18 +51,19 @@ def qat(model, x, y, loss, ec, scheme=None):
 
     qk = _tfmot().quantization.keras
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import \
-        NoOpQuantizeConfig
+        Default8BitOutputQuantizeConfig
 
     def annotate(layer):
         if _compressible(layer):
             return qk.quantize_annotate_layer(layer)
         if isinstance(layer, keras.layers.Rescaling):
-            # The CNN's input scaling sits in the quantized graph's path; tfmot has no config for it.
-            return qk.quantize_annotate_layer(layer, NoOpQuantizeConfig())
+            # The CNN's input scaling: tfmot has no config for it; its output gets a fake-quant range
+            # like any activation, so the converter knows the first conv's input scale.
+            return qk.quantize_annotate_layer(layer, Default8BitOutputQuantizeConfig())
         return layer
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
-    with qk.quantize_scope({"NoOpQuantizeConfig": NoOpQuantizeConfig}):
+    with qk.quantize_scope({"Default8BitOutputQuantizeConfig": Default8BitOutputQuantizeConfig}):
         q = qk.quantize_apply(annotated, scheme) if scheme is not None else qk.quantize_apply(annotated)
     return fine_tune(q, x, y, loss, ec.finetune_lr, ec.finetune_epochs, ec.batch_size)
 
