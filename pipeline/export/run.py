@@ -25,7 +25,7 @@ from ..logs import run_logging
 from ..metrics import get_metric
 from ..outputs import OUTPUT_ROOT, ensure_writable
 from .prep_json import describe
-from .tflite import PTQ_KINDS, LiteModel, convert, delegated_nodes
+from .tflite import PTQ_KINDS, LiteModel, convert, delegation
 
 log = logging.getLogger("pipeline")
 COMPRESSED = ("qat", "prune", "prune24", "cluster", "pqat", "cqat", "lowrank", "distill")
@@ -155,8 +155,7 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
                     row[f"latency_ms_1_{tag}"] = lite.latency_ms(x["valid"], 1, ec.latency_runs)
                     row[f"latency_ms_256_{tag}"] = lite.latency_ms(x["valid"], 256, max(5, ec.latency_runs // 5))
                     if xnn:
-                        done, nodes = delegated_nodes(content)
-                        row["delegated_nodes"], row["nodes"] = done, nodes
+                        row.update(delegation(content))
                         row["dtypes"] = lite.dtypes()
                         for k in y:
                             pred = finish(lite.predict(x[k]))
@@ -303,7 +302,7 @@ def model_spec(model):
 def table(report: dict) -> str:
     keys = [k for k in ("valid", "holdout") if k in report["float_keras"]]
     head = ["artifact", "bytes", "gzip", "ms/1 (xnn)", "ms/256 (xnn)", "ms/1 (no del.)", "ms/256 (no del.)",
-            "delegated"] + [f"{k} {report['metric']}" for k in keys] + [f"{k} delta" for k in keys] + \
+            "XNNPACK nodes"] + [f"{k} {report['metric']}" for k in keys] + [f"{k} delta" for k in keys] + \
            [f"{k} agree" for k in keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = ["float Keras"] + [""] * 7 + [f"{report['float_keras'][k]:.5g}" for k in keys] + [""] * (2 * len(keys))
@@ -311,7 +310,8 @@ def table(report: dict) -> str:
     for r in report["artifacts"]:
         cells = [r["artifact"], str(r["bytes"]), str(r["gzip_bytes"])]
         cells += [f"{r[f'latency_ms_{b}_{t}']:.3f}" for t in ("xnnpack", "no_delegate") for b in (1, 256)]
-        cells.append(f"{r['delegated_nodes']}/{r['nodes']}")
+        whole = r["delegated_nodes"] is not None
+        cells.append(f"{r['nodes']}/{r['nodes']}" if whole else f"part ({r['xnnpack_partitions']} partitions)")
         cells += [f"{r[k]:.5g}" for k in keys] + [f"{r[f'{k}_delta']:+.2g}" for k in keys]
         cells += [f"{r[f'{k}_agreement']:.4f}" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")

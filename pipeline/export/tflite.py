@@ -114,16 +114,19 @@ class LiteModel:
             times.append(time.perf_counter() - t)
         return float(np.median(times) * 1000)
 
-    def plan(self) -> tuple[int, int]:
-        """(nodes in the execution plan, of which delegate kernels). LiteRT has no public accessor
-        for the plan, so this reads the interpreter's op details."""
-        ops = self.interpreter._get_ops_details()
-        return len(ops), sum("DELEGATE" in str(op.get("op_name", "")).upper() for op in ops)
 
 
-def delegated_nodes(content: bytes) -> tuple[int, int]:
-    """(model nodes taken over by XNNPACK, model nodes in all): the plan without the delegate
-    against the plan with it, where each delegate kernel stands for the nodes it replaced."""
-    plain, _ = LiteModel(content, xnnpack=False).plan()
-    total, delegates = LiteModel(content, xnnpack=True).plan()
-    return plain - (total - delegates), plain
+def delegation(content: bytes) -> dict:
+    """How XNNPACK took the model: its partitions (delegate kernels, appended to the node list once
+    the interpreter has run) and whether a single partition spans the model's inputs to its outputs,
+    i.e. every node was delegated. LiteRT has no public accessor for this; it reads op details."""
+    m = LiteModel(content, xnnpack=True)
+    m.runner(**{k: np.zeros([1, *v["shape"][1:]], v["dtype"]) for k, v in m.inputs.items()})
+    ops = m.interpreter._get_ops_details()
+    delegates = [o for o in ops if "DELEGATE" in str(o.get("op_name", "")).upper()]
+    nodes = len(ops) - len(delegates)
+    model_in = {d["index"] for d in m.interpreter.get_input_details()}
+    model_out = {d["index"] for d in m.interpreter.get_output_details()}
+    whole = (len(delegates) == 1 and model_out <= set(delegates[0]["outputs"])
+             and model_in <= set(delegates[0]["inputs"]))
+    return {"nodes": nodes, "xnnpack_partitions": len(delegates), "delegated_nodes": nodes if whole else None}
