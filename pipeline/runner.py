@@ -130,6 +130,16 @@ def _encode_labels(data: CompetitionData, values: pd.Series, path) -> np.ndarray
     return values.astype(str).map(index).to_numpy(dtype=np.int64)
 
 
+def holdout_labels(data: CompetitionData) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the test set, encoded labels) of the solution file's scored rows."""
+    id_col, sol = data.cfg.data.id, data.solution
+    if "Usage" in sol.columns:  # Kaggle solution files mark rows to ignore
+        sol = sol[sol["Usage"] != "Ignored"]
+    pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col].astype(str)).loc[
+        sol[id_col].astype(str)].to_numpy()
+    return pos, _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
+
+
 def _scores(data: CompetitionData, cv, seconds: float) -> dict:
     metric = get_metric(data.cfg.metric, data.task)
     seen = cv.oof_count > 0
@@ -147,11 +157,7 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
         scores["cv_no_tta"] = metric(data.y[seen], cv.oof_no_tta[seen], data.task)
         scores["folds_no_tta"] = [r.score_no_tta for r in cv.folds]
     if data.solution is not None:
-        id_col, sol = data.cfg.data.id, data.solution
-        if "Usage" in sol.columns:  # Kaggle solution files mark rows to ignore
-            sol = sol[sol["Usage"] != "Ignored"]
-        pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col]).loc[sol[id_col]].to_numpy()
-        y_sol = _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
+        pos, y_sol = holdout_labels(data)
         scores["holdout"] = metric(y_sol, cv.test[pos], data.task)
         if cv.test_no_tta is not None:
             scores["holdout_no_tta"] = metric(y_sol, cv.test_no_tta[pos], data.task)

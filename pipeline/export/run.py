@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..config import DEFAULT_COMPETITION, load_config
 from ..data import load_competition
@@ -53,7 +52,7 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
 
     from ..data.fold_inputs import FoldInputs
     from ..models.heads import to_prediction
-    from ..runner import _encode_labels
+    from ..runner import holdout_labels
 
     cfg = load_config(comp, overrides)
     ec = cfg.export
@@ -81,12 +80,9 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     train_idx = np.setdiff1d(np.arange(len(data.train)), valid_idx)
     rng = np.random.default_rng(ec.seed)
     rep_idx = np.sort(rng.choice(train_idx, size=min(ec.representative_rows, len(train_idx)), replace=False))
-    sol = data.solution
-    hold_pos = None
-    if sol is not None:
-        id_col = data.cfg.data.id
-        hold_pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col].astype(str)).loc[
-            sol[id_col].astype(str)].to_numpy()
+    hold_pos = hold_y = None
+    if data.solution is not None:
+        hold_pos, hold_y = holdout_labels(data)
     frames = {"rep": data.train.iloc[rep_idx], "valid": data.train.iloc[valid_idx]}
     needs_training = bool(set(artifacts) & set(COMPRESSED))
     if needs_training:
@@ -106,7 +102,7 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
         raise DataError(f"export: no training rows for the representative set of fold {ec.fold}.")
     y = {"valid": data.y[valid_idx]}
     if hold_pos is not None:
-        y["holdout"] = _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
+        y["holdout"] = hold_y
     metric = get_metric(data.cfg.metric, task)
 
     def finish(raw):

@@ -80,14 +80,10 @@ def load_member(data, comp_dir: Path, run: str) -> Member:
 
 
 def _holdout(data, metric, pred):
-    from ..runner import _encode_labels
+    from ..runner import holdout_labels
 
-    id_col, sol = data.cfg.data.id, data.solution
-    if "Usage" in sol.columns:
-        sol = sol[sol["Usage"] != "Ignored"]
-    pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col].astype(str)).loc[sol[id_col].astype(str)]
-    y = _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
-    return metric(y, pred[pos.to_numpy()], data.task)
+    pos, y = holdout_labels(data)
+    return metric(y, pred[pos], data.task)
 
 
 def stack_runs(comp: str | Path = DEFAULT_COMPETITION, runs: list[str] | None = None, *,

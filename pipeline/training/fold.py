@@ -211,8 +211,8 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
 def _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, seed, start) -> FoldResult:
     """A scikit-learn model on the same fold, preprocessing and target transform as a Keras one."""
     cfg, task = data.cfg, data.task
-    matrices = {k: to_matrix(v)[0] for k, v in x.items()}
-    cats = to_matrix(x["train"])[1]
+    converted = {k: to_matrix(v) for k, v in x.items()}
+    matrices, cats = {k: m for k, (m, _) in converted.items()}, converted["train"][1]
     names = sorted(k for k in x["train"] if k != "numeric")
     vocab = {c: dict((e[0], e[1]) for e in pre.input_spec_.embeddings)[n] for c, n in zip(cats, names)}
     y_train = data.y[train_idx]
