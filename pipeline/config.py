@@ -329,6 +329,9 @@ class ExportConfig(_Section):
     fold: int = Field(0, ge=0)  # which fold's model (its validation rows are its OOF rows)
     int8_io: bool = True  # full-INT8 inputs/outputs (False: float in, float out around the INT8 body)
     allow_float_fallback: bool = True  # ops with no integer kernel stay float instead of failing
+    # INT8 weight scales per output channel (more accurate) or one per tensor (smaller file:
+    # diamonds' MLP 0.28 instead of 0.34 of float32, at RMSE +1.15% instead of +0.87%).
+    per_channel: bool = True
     representative_rows: int = Field(500, ge=1)  # calibration rows, drawn from the fold's training rows
     latency_runs: int = Field(50, ge=5)
     seed: int = 0

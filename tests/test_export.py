@@ -180,3 +180,18 @@ def test_two_four_and_sparsity_helpers():
     assert is_two_four(conv)
     conv[1, 1, 2, 0] = 1.0
     assert not is_two_four(conv)
+
+
+def test_per_tensor_int8_is_smaller():
+    from pipeline.config import ModelConfig
+    from pipeline.export.tflite import LiteModel, convert
+    from pipeline.models import get_builder
+    from pipeline.preprocessing.table import InputSpec
+
+    model = get_builder("mlp")(InputSpec(6, [("cat__a", 5, 3)]), ModelConfig(hidden=[64, 32]), 1)
+    rng = np.random.default_rng(0)
+    rep = {"numeric": rng.normal(size=(64, 6)).astype(np.float32), "cat__a": rng.integers(0, 5, (64, 1)).astype(np.int32)}
+    channel, tensor = (convert(model, "int8", rep, per_channel=p) for p in (True, False))
+    assert len(tensor) < len(channel)
+    ref = model.predict(rep, verbose=0).ravel()
+    assert np.corrcoef(ref, LiteModel(tensor).predict(rep).ravel())[0, 1] > 0.95

@@ -137,10 +137,10 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
                     # A fresh copy each time: compression wraps (and fine-tunes) the layers in place.
                     compressed, extra = ctx.make(kind, keras.models.load_model(models[0]))
                     content = convert(compressed, "int8", x["rep"], int8_io=ec.int8_io,
-                                      allow_float_fallback=ec.allow_float_fallback)
+                                      allow_float_fallback=ec.allow_float_fallback, per_channel=ec.per_channel)
                 else:
                     content = convert(model, kind, x["rep"], int8_io=ec.int8_io,
-                                      allow_float_fallback=ec.allow_float_fallback)
+                                      allow_float_fallback=ec.allow_float_fallback, per_channel=ec.per_channel)
                 path = tmp / f"{kind}.tflite"
                 path.write_bytes(content)
                 row = {"artifact": kind, "file": path.name, "bytes": len(content),

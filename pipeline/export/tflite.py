@@ -19,7 +19,7 @@ PTQ_KINDS = ("float32", "float16", "dynamic", "int8")
 
 
 def convert(model, kind: str, representative: dict[str, np.ndarray] | None = None, int8_io: bool = True,
-            allow_float_fallback: bool = True) -> bytes:
+            allow_float_fallback: bool = True, per_channel: bool = True) -> bytes:
     """``representative``: preprocessed training rows (input name → array), INT8 calibration."""
     import tensorflow as tf
 
@@ -47,6 +47,8 @@ def convert(model, kind: str, representative: dict[str, np.ndarray] | None = Non
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
+        # The converter's only switch for per-tensor weight scales is this private attribute.
+        conv._experimental_disable_per_channel = not per_channel
     elif kind != "float32":
         raise ConfigError(f"export: unknown conversion {kind!r}. Valid: {list(PTQ_KINDS)}")
     try:
