@@ -329,10 +329,17 @@ class ExportConfig(_Section):
     fold: int = Field(0, ge=0)  # which fold's model (its validation rows are its OOF rows)
     int8_io: bool = True  # full-INT8 inputs/outputs (False: float in, float out around the INT8 body)
     allow_float_fallback: bool = True  # ops with no integer kernel stay float instead of failing
-    # INT8 weight scales per output channel (more accurate) or one per tensor (smaller file:
-    # diamonds' MLP 0.28 instead of 0.34 of float32, at RMSE +1.15% instead of +0.87%).
-    per_channel: bool = True
+    # INT8 weight scales per output channel, or one per tensor (a smaller file: per-channel scales
+    # and zero points take 12 bytes a channel, a third of a small MLP's INT8 file). None: per tensor
+    # for models without convolutions (equalized, they lose no more), per channel for CNNs.
+    per_channel: Optional[bool] = None
+    # Float-exact rescaling before INT8 (pipeline/export/equalize.py): embeddings to the numeric
+    # range, cross-layer equalization of Dense pairs.
+    equalize: bool = True
     representative_rows: int = Field(500, ge=1)  # calibration rows, drawn from the fold's training rows
+    # Calibration clips numeric inputs to these percentiles of the fold's training rows (and 100
+    # minus it), so a few outliers do not widen the input's INT8 range for every row. 0: min/max.
+    calibration_percentile: float = Field(0.1, ge=0, lt=50)
     latency_runs: int = Field(50, ge=5)
     seed: int = 0
     finetune_epochs: int = Field(3, ge=1)  # fine-tuning after QAT / pruning / clustering / low-rank
@@ -343,9 +350,11 @@ class ExportConfig(_Section):
     rank: Optional[int] = Field(None, ge=1)  # lowrank: fixed rank, or by retained energy
     energy: float = Field(0.9, gt=0, le=1)
     teacher_run: Optional[str] = None  # distill: the teacher (its same-fold models); None: this run's fold
-    student_hidden: list[int] = [64, 32]  # distill: the student's widths (MLP) ...
-    student_filters: list[int] = [16, 32, 64, 64]  # ... or conv blocks (CNN)
-    student_epochs: int = Field(60, ge=1)
+    # distill: the student's Dense widths and conv filters (None: half the teacher's), trained for
+    # student_epochs (None: train.epochs) with the competition's optimizer, schedule and augmentation.
+    student_hidden: Optional[list[int]] = None
+    student_filters: Optional[list[int]] = None
+    student_epochs: Optional[int] = Field(None, ge=1)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1)  # weight of the labels; 1 - alpha on the teacher's soft targets
 

@@ -72,6 +72,9 @@ def test_every_artifact_converts_runs_and_agrees(tiny_comp, tmp_path, comp, over
         assert int8["in:image"] == "int8" and int8["out:head"] == "int8"
     assert rows["float32"]["dtypes"]["out:head"] == "float32"
     assert rows["int8"]["bytes"] < rows["float32"]["bytes"]
+    # export.per_channel unset: one weight scale per tensor for the MLP, per channel for the CNN.
+    assert report["int8"] == {"per_channel": comp == "mnist", "equalize": True, "calibration_percentile": 0.1}
+    assert 0 < rows["int8"]["delegated_nodes"] <= rows["int8"]["nodes"]
     prep = json.loads((out / "preprocessing.json").read_text())
     assert prep["output"]["task"] == ("regression" if comp == "diamonds" else "multiclass")
     assert (comp == "mnist") == ("image" in prep)
@@ -86,10 +89,13 @@ def test_float_io_int8_and_bad_export_inputs(tiny_comp, tmp_path):
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=60)
     run_competition(cfg, FAST_RUN, output_dir=tmp_path, run_name="r")
-    out = export_run(cfg, "r", ["int8"], overrides=["export.int8_io=false", "export.latency_runs=5"],
+    out = export_run(cfg, "r", ["int8"], overrides=["export.int8_io=false", "export.latency_runs=5",
+                                                     "export.equalize=false", "export.per_channel=true"],
                      output_dir=tmp_path)
-    dtypes = json.loads((out / "export_report.json").read_text())["artifacts"][0]["dtypes"]
+    report = json.loads((out / "export_report.json").read_text())
+    dtypes = report["artifacts"][0]["dtypes"]
     assert dtypes["in:numeric"] == "float32" and dtypes["out:head"] == "float32"
+    assert report["int8"]["equalize"] is False and report["int8"]["per_channel"] is True
 
     def refused(exc, pattern, **kw):
         with pytest.raises(exc, match=pattern):
@@ -142,6 +148,7 @@ def test_compressed_artifacts_convert_run_and_keep_their_structure(tiny_comp, tm
     assert rows["cluster"]["max_unique_weights"] <= 8
     assert rows["lowrank"]["params"] <= rows["lowrank"]["float_params"]
     assert rows["distill"]["student_params"] < rows["distill"]["ensemble_float32_bytes"] / 4
+    assert rows["distill"]["student_hidden"] == [8] and rows["distill"]["student_epochs"] == 3
 
 
 def test_distillation_loss_uses_the_teachers_soft_targets():
@@ -195,3 +202,83 @@ def test_per_tensor_int8_is_smaller():
     assert len(tensor) < len(channel)
     ref = model.predict(rep, verbose=0).ravel()
     assert np.corrcoef(ref, LiteModel(tensor).predict(rep).ravel())[0, 1] > 0.95
+
+
+def _tiny_mlp(activation="relu", embedding_scale=0.02, seed=0):
+    """An MLP over 6 standardized numerics and two entity embeddings, with small embedding values
+    (as trained ones are) and rows to calibrate on."""
+    import tf_keras as keras
+
+    from pipeline.config import ModelConfig
+    from pipeline.models import get_builder
+    from pipeline.preprocessing.table import InputSpec
+
+    keras.utils.set_random_seed(seed)
+    model = get_builder("mlp")(InputSpec(6, [("cat__a", 5, 3), ("cat__b", 7, 4)]),
+                               ModelConfig(hidden=[32, 16], activation=activation), 1)
+    rng = np.random.default_rng(seed)
+    for name in ("emb_cat__a", "emb_cat__b"):
+        layer = model.get_layer(name)
+        layer.set_weights([rng.normal(size=layer.get_weights()[0].shape).astype(np.float32) * embedding_scale])
+    # The next layer reads the embeddings with larger weights (so they matter as much as the
+    # numerics), and its channels get very different ranges, as training leaves them.
+    k, b = model.get_layer("dense_0").get_weights()
+    k[6:] /= 10 * embedding_scale
+    model.get_layer("dense_0").set_weights([k * rng.uniform(0.05, 3, k.shape[1]), b])
+    rows = {"numeric": rng.normal(size=(256, 6)).astype(np.float32),
+            "cat__a": rng.integers(0, 5, (256, 1)).astype(np.int32), "cat__b": rng.integers(0, 7, (256, 1)).astype(np.int32)}
+    return model, rows
+
+
+def test_equalization_keeps_the_float_model_and_helps_int8():
+    from pipeline.export.equalize import cross_layer, equalize
+    from pipeline.export.tflite import LiteModel, convert
+
+    model, rows = _tiny_mlp()
+    ref = model.predict(rows, verbose=0).ravel()
+    raw_int8 = LiteModel(convert(model, "int8", rows, per_channel=False)).predict(rows).ravel()
+    equalize(model, rows)
+    np.testing.assert_allclose(model.predict(rows, verbose=0).ravel(), ref, rtol=1e-4, atol=1e-5 * np.ptp(ref))
+    # Embedding columns now span the numeric block's range (within it, touching one end) ...
+    lo, hi = rows["numeric"].min(), rows["numeric"].max()
+    for name in ("emb_cat__a", "emb_cat__b"):
+        table = model.get_layer(name).get_weights()[0]
+        assert (table.min(0) >= lo - 1e-4).all() and (table.max(0) <= hi + 1e-4).all()
+        assert np.minimum(np.abs(table.min(0) - lo), np.abs(table.max(0) - hi)).max() < 1e-3
+    # ... and each equalized Dense pair has matching weight ranges per channel.
+    k1, k2 = model.get_layer("dense_1").get_weights()[0], model.get_layer("head").get_weights()[0]
+    np.testing.assert_allclose(np.abs(k1).max(0), np.abs(k2).max(1), rtol=1e-4)
+    k0 = model.get_layer("dense_0").get_weights()[0]
+    np.testing.assert_allclose(np.abs(k0).max(0), np.abs(k1).max(1), rtol=0.05)
+    # The INT8 model (one scale per tensor) follows the float one much more closely.
+    eq_int8 = LiteModel(convert(model, "int8", rows, per_channel=False)).predict(rows).ravel()
+    assert np.mean((eq_int8 - ref) ** 2) < 0.5 * np.mean((raw_int8 - ref) ** 2)
+
+    # GELU is not positively homogeneous: no Dense pair may be rescaled through it.
+    gelu, rows = _tiny_mlp("gelu")
+    before = [w.copy() for w in gelu.get_weights()]
+    assert cross_layer(gelu) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, gelu.get_weights()))
+
+
+def test_delegated_node_count_and_export_helpers():
+    from pipeline.config import ExportConfig, ModelConfig
+    from pipeline.export.run import clip_to_percentiles, has_conv, student_widths
+    from pipeline.export.tflite import convert, delegation
+    from pipeline.models import get_builder
+    from pipeline.preprocessing.table import InputSpec
+
+    model, rows = _tiny_mlp()
+    d = delegation(convert(model, "int8", rows))
+    # XNNPACK takes the reshapes, the concatenation and the Dense layers, not the int32 gathers.
+    assert d["xnnpack_partitions"] == 1 and d["nodes"] == 2 * 2 + 1 + 3 and d["delegated_nodes"] == d["nodes"] - 2
+    plain = get_builder("mlp")(InputSpec(6, []), ModelConfig(hidden=[8]), 1)
+    d = delegation(convert(plain, "float32"))
+    assert d["delegated_nodes"] == d["nodes"] == 2
+    assert not has_conv(model)
+    assert has_conv(get_builder("cnn")(InputSpec(0, [], (28, 28, 1)), ModelConfig(filters=[4, 8], hidden=[8]), 10))
+    train = np.column_stack([np.arange(1000.0), np.zeros(1000)])
+    clipped = clip_to_percentiles(np.array([[-5.0, 1.0], [2000.0, -1.0]]), train, 1.0)
+    np.testing.assert_allclose(clipped, [[9.99, 0.0], [989.01, 0.0]])
+    assert student_widths(ModelConfig(hidden=[256, 128], filters=[32, 64]), ExportConfig()) == ([128, 64], [16, 32])
+    assert student_widths(ModelConfig(), ExportConfig(student_hidden=[8], student_filters=[4])) == ([8], [4])

@@ -23,6 +23,8 @@ from ..errors import ConfigError, DataError
 from ..logs import run_logging
 from ..metrics import get_metric
 from ..outputs import OUTPUT_ROOT, ensure_writable
+from ..preprocessing.table import NUMERIC_INPUT
+from .equalize import equalize
 from .prep_json import describe
 from .tflite import PTQ_KINDS, LiteModel, convert, delegation
 
@@ -100,6 +102,10 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     x = {k: _arrays(inputs, k) for k in frames}
     if not len(next(iter(x["rep"].values()))):
         raise DataError(f"export: no training rows for the representative set of fold {ec.fold}.")
+    if ec.calibration_percentile and NUMERIC_INPUT in x["rep"]:
+        x["rep"][NUMERIC_INPUT] = clip_to_percentiles(x["rep"][NUMERIC_INPUT], x["train"][NUMERIC_INPUT] if needs_training
+                                                      else pre.transform(data.train.iloc[train_idx])[NUMERIC_INPUT],
+                                                      ec.calibration_percentile)
     y = {"valid": data.y[valid_idx]}
     if hold_pos is not None:
         y["holdout"] = hold_y
@@ -116,6 +122,17 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
     model = keras.models.load_model(models[0])
+    per_channel = ec.per_channel if ec.per_channel is not None else has_conv(model)
+
+    def int8_start():
+        """A fresh copy of the fold model for an INT8 artifact (compression changes it in place)."""
+        fresh = keras.models.load_model(models[0])
+        return equalize(fresh, x["rep"]) if ec.equalize else fresh
+
+    def to_int8(m):
+        return convert(m, "int8", x["rep"], int8_io=ec.int8_io, allow_float_fallback=ec.allow_float_fallback,
+                       per_channel=per_channel)
+
     export_dir = run_dir / "export"
     tmp = export_dir.with_name("export.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -124,23 +141,28 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
         with run_logging(tmp / "export.log"):
             ref = {k: finish(model.predict(x[k], verbose=0, batch_size=1024)) for k in y}
             report = {"run": run, "fold": ec.fold, "model": models[0].name, "metric": metric.name,
+                      "int8": {"per_channel": per_channel, "equalize": ec.equalize,
+                               "calibration_percentile": ec.calibration_percentile},
                       "float_keras": {k: metric(y[k], ref[k], task) for k in y}, "artifacts": []}
             log.info("export of %s fold %d (%s): float Keras %s", run, ec.fold, models[0].name,
                      {k: round(v, 5) for k, v in report["float_keras"].items()})
             ctx = None
             if needs_training:
-                ctx = _TrainContext(data, x["train"], data.y[train_idx], target, task, fold_dir, root, ec)
+                ctx = _TrainContext(data, inputs, x["train"], data.y[train_idx], target, task, fold_dir, root, ec)
             for kind in artifacts:
                 extra = {}
-                if kind in COMPRESSED:
+                if kind == "distill":  # a new model: equalized once trained
+                    log.info("  distill: training a student on %d rows", len(train_idx))
+                    student, extra = ctx.distill(model)
+                    content = to_int8(equalize(student, x["rep"]) if ec.equalize else student)
+                elif kind in COMPRESSED:
                     log.info("  %s: compressing and fine-tuning on %d training rows", kind, len(train_idx))
-                    # A fresh copy each time: compression wraps (and fine-tunes) the layers in place.
-                    compressed, extra = ctx.make(kind, keras.models.load_model(models[0]))
-                    content = convert(compressed, "int8", x["rep"], int8_io=ec.int8_io,
-                                      allow_float_fallback=ec.allow_float_fallback, per_channel=ec.per_channel)
+                    compressed, extra = ctx.make(kind, int8_start())
+                    content = to_int8(compressed)
+                elif kind == "int8":
+                    content = to_int8(int8_start())
                 else:
-                    content = convert(model, kind, x["rep"], int8_io=ec.int8_io,
-                                      allow_float_fallback=ec.allow_float_fallback, per_channel=ec.per_channel)
+                    content = convert(model, kind)
                 path = tmp / f"{kind}.tflite"
                 path.write_bytes(content)
                 row = {"artifact": kind, "file": path.name, "bytes": len(content),
@@ -185,10 +207,11 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
 class _TrainContext:
     """What compression needs: the fold's training rows as model inputs and fitted labels."""
 
-    def __init__(self, data, x, y, target, task, fold_dir: Path, root: Path, ec):
+    def __init__(self, data, inputs, x, y, target, task, fold_dir: Path, root: Path, ec):
         from ..models.heads import encode_labels, make_loss
 
         self.data, self.x, self.task, self.fold_dir, self.root, self.ec = data, x, task, fold_dir, root, ec
+        self.inputs = inputs  # FoldInputs: the "train" split with the competition's augmentation
         self.y_raw = y
         y_fit = target.transform(y.reshape(-1, 1)).ravel() if target is not None else y
         self.y = encode_labels(y_fit, task, len(data.classes), data.cfg.train)
@@ -221,10 +244,8 @@ class _TrainContext:
                 extra["max_unique_weights"] = max(len(np.unique(l.kernel.numpy())) for l in out.layers
                                                   if c._compressible(l))
             return out, extra
-        if kind == "lowrank":
-            out, ranks = c.low_rank(model, x, y, loss, ec, ec.rank, ec.energy)
-            return out, {"ranks": ranks, "params": int(out.count_params()), "float_params": int(model.count_params())}
-        return self.distill(model)
+        out, ranks = c.low_rank(model, x, y, loss, ec, ec.rank, ec.energy)
+        return out, {"ranks": ranks, "params": int(out.count_params()), "float_params": int(model.count_params())}
 
     def teacher_dir(self) -> Path:
         if not self.ec.teacher_run:
@@ -235,12 +256,17 @@ class _TrainContext:
         return d
 
     def distill(self, model):
-        """A smaller student of the same family, trained on the teacher's soft targets and the labels."""
+        """A smaller student of the same family, trained like the fold models (the competition's
+        optimizer, schedule, batch size and augmentation) on the teacher's soft targets and the labels."""
+        import math
+
         import tf_keras as keras
 
         from ..models import get_builder
         from ..models.heads import output_size
         from ..training.fold import load_fold_predictor
+        from ..training.optimizers import make_optimizer
+        from ..training.schedules import make_schedule
         from .compress import distillation_loss
 
         tdir = self.teacher_dir()
@@ -259,26 +285,53 @@ class _TrainContext:
             packed = np.column_stack([self.y_raw, soft]).astype(np.float32)
         else:
             packed = np.hstack([np.eye(len(self.data.classes))[self.y_raw], soft]).astype(np.float32)
-        cfg = self.data.cfg
-        student_cfg = cfg.model.model_copy(update={"hidden": self.ec.student_hidden, "filters": self.ec.student_filters})
+        cfg, ec = self.data.cfg, self.ec
+        hidden, filters = student_widths(cfg.model, ec)
+        student_cfg = cfg.model.model_copy(update={"hidden": hidden, "filters": filters})
         spec = model_spec(model)
-        keras.utils.set_random_seed(self.ec.seed)
+        keras.utils.set_random_seed(ec.seed)
         student = get_builder(cfg.model.name)(spec, student_cfg, output_size(task, len(self.data.classes)))
-        student.compile(keras.optimizers.Adam(cfg.train.lr),
-                        loss=distillation_loss(task, self.ec.temperature, self.ec.alpha))
-        student.fit(self.x, packed, epochs=self.ec.student_epochs, batch_size=cfg.train.batch_size, verbose=0)
+        # Soft targets ride along with the labels through the training dataset, so Mixup/CutMix mix
+        # both alike; image augmentation changes the view, not the teacher's target for the image.
+        tc = cfg.train.model_copy(update={"epochs": ec.student_epochs or cfg.train.epochs})
+        lr = make_schedule(tc, math.ceil(len(packed) / tc.batch_size))
+        student.compile(make_optimizer(tc, lr), loss=distillation_loss(task, ec.temperature, ec.alpha),
+                        steps_per_execution=tc.steps_per_execution)
+        student.fit(self.inputs.dataset("train", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
         teacher_bytes = sum(p.stat().st_size for p in tdir.glob("model_*.keras"))
         run_dir = self.fold_dir.parent.parent
         ensemble_params = sum(keras.models.load_model(p).count_params() for p in (run_dir / "folds").glob("*/model_*.keras"))
         teacher_score = json.loads((tdir / "result.json").read_text())["score"]
-        return student, {"student_params": int(student.count_params()), "teacher": str(tdir),
-                         "teacher_fold_score": teacher_score,
+        return student, {"student_params": int(student.count_params()), "student_hidden": hidden,
+                         "student_filters": filters if spec.image is not None else None, "teacher": str(tdir),
+                         "teacher_fold_score": teacher_score, "student_epochs": tc.epochs,
                          "teacher_members_bytes": teacher_bytes, "ensemble_float32_bytes": int(4 * ensemble_params),
-                         "temperature": self.ec.temperature, "alpha": self.ec.alpha}
+                         "temperature": ec.temperature, "alpha": ec.alpha}
 
     def _train_positions(self):
         valid = np.load(self.fold_dir / "predictions.npz")["valid_idx"]
         return np.setdiff1d(np.arange(len(self.data.train)), valid)
+
+
+def student_widths(model_cfg, ec) -> tuple[list[int], list[int]]:
+    """The student's Dense widths and conv filters: as configured, or half the teacher's."""
+    half = lambda widths: [max(4, w // 2) for w in widths]  # noqa: E731
+    return (list(ec.student_hidden) if ec.student_hidden is not None else half(model_cfg.hidden),
+            list(ec.student_filters) if ec.student_filters is not None else half(model_cfg.filters))
+
+
+def has_conv(model) -> bool:
+    """Whether the model (or a backbone inside it) has convolutions."""
+    for layer in model.layers:
+        if "Conv" in type(layer).__name__ or (hasattr(layer, "layers") and has_conv(layer)):
+            return True
+    return False
+
+
+def clip_to_percentiles(rows: np.ndarray, train: np.ndarray, percentile: float) -> np.ndarray:
+    """Calibration rows with each column clipped to [p, 100 - p] percentiles of the training rows."""
+    lo, hi = np.percentile(train, [percentile, 100 - percentile], axis=0)
+    return np.clip(rows, lo, hi).astype(rows.dtype)
 
 
 def model_spec(model):
@@ -306,8 +359,7 @@ def table(report: dict) -> str:
     for r in report["artifacts"]:
         cells = [r["artifact"], str(r["bytes"]), str(r["gzip_bytes"])]
         cells += [f"{r[f'latency_ms_{b}_{t}']:.3f}" for t in ("xnnpack", "no_delegate") for b in (1, 256)]
-        whole = r["delegated_nodes"] is not None
-        cells.append(f"{r['nodes']}/{r['nodes']}" if whole else f"part ({r['xnnpack_partitions']} partitions)")
+        cells.append(f"{r['delegated_nodes']}/{r['nodes']} ({r['xnnpack_partitions']} part.)")
         cells += [f"{r[k]:.5g}" for k in keys] + [f"{r[f'{k}_delta']:+.2g}" for k in keys]
         cells += [f"{r[f'{k}_agreement']:.4f}" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")

@@ -119,16 +119,25 @@ class LiteModel:
 
 
 def delegation(content: bytes) -> dict:
-    """How XNNPACK took the model: its partitions (delegate kernels, appended to the node list once
-    the interpreter has run) and whether a single partition spans the model's inputs to its outputs,
-    i.e. every node was delegated. LiteRT has no public accessor for this; it reads op details."""
+    """How XNNPACK took the model: its partitions and how many of the model's nodes run inside them.
+
+    LiteRT has no public accessor for this. After the first run the op details list every original
+    node and, appended, one DELEGATE node per partition with the tensors it reads. A node runs
+    inside a partition when all its inputs are read by a partition or made inside one, and no
+    partition reads its outputs (those are made outside, by the node itself)."""
     m = LiteModel(content, xnnpack=True)
     m.runner(**{k: np.zeros([1, *v["shape"][1:]], v["dtype"]) for k, v in m.inputs.items()})
     ops = m.interpreter._get_ops_details()
-    delegates = [o for o in ops if "DELEGATE" in str(o.get("op_name", "")).upper()]
-    nodes = len(ops) - len(delegates)
-    model_in = {d["index"] for d in m.interpreter.get_input_details()}
-    model_out = {d["index"] for d in m.interpreter.get_output_details()}
-    whole = (len(delegates) == 1 and model_out <= set(delegates[0]["outputs"])
-             and model_in <= set(delegates[0]["inputs"]))
-    return {"nodes": nodes, "xnnpack_partitions": len(delegates), "delegated_nodes": nodes if whole else None}
+    is_delegate = ["DELEGATE" in str(o.get("op_name", "")).upper() for o in ops]
+    delegates = [o for o, d in zip(ops, is_delegate) if d]
+    nodes = [o for o, d in zip(ops, is_delegate) if not d]
+    read = {int(t) for d in delegates for t in d["inputs"]}
+    made_inside = set()
+    inside = 0
+    for node in nodes:  # op details come in execution order
+        ins = {int(t) for t in node["inputs"] if t >= 0}
+        outs = {int(t) for t in node["outputs"]}
+        if delegates and ins <= read | made_inside and not outs & read:
+            made_inside |= outs
+            inside += 1
+    return {"nodes": len(nodes), "xnnpack_partitions": len(delegates), "delegated_nodes": inside}
