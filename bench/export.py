@@ -41,6 +41,9 @@ def check(comp: str, report: dict, output_dir: Path) -> None:
         a, b = i8[f"latency_ms_1_{tag}"], f32[f"latency_ms_1_{tag}"]
         print(f"single-sample latency {tag}: INT8 {a:.4f} ms vs float32 {b:.4f} ms -> INT8 is "
               f"{'faster' if a < b else 'SLOWER'} (x {a / b:.2f})")
+    for name in ("float32", "int8"):
+        r = rows[name]
+        print(f"XNNPACK took {r['delegated_nodes']} of {name}'s {r['nodes']} nodes ({r['xnnpack_partitions']} partition(s))")
     if "distill" in rows:
         d = rows["distill"]
         teacher = d["teacher_fold_score"]

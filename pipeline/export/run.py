@@ -124,10 +124,8 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     model = keras.models.load_model(models[0])
     per_channel = ec.per_channel if ec.per_channel is not None else has_conv(model)
 
-    def int8_start():
-        """A fresh copy of the fold model for an INT8 artifact (compression changes it in place)."""
-        fresh = keras.models.load_model(models[0])
-        return equalize(fresh, x["rep"]) if ec.equalize else fresh
+    def for_int8(m):
+        return equalize(m, x["rep"]) if ec.equalize else m
 
     def to_int8(m):
         return convert(m, "int8", x["rep"], int8_io=ec.int8_io, allow_float_fallback=ec.allow_float_fallback,
@@ -154,13 +152,21 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
                 if kind == "distill":  # a new model: equalized once trained
                     log.info("  distill: training a student on %d rows", len(train_idx))
                     student, extra = ctx.distill(model)
-                    content = to_int8(equalize(student, x["rep"]) if ec.equalize else student)
+                    content = to_int8(for_int8(student))
+                elif kind == "lowrank":
+                    # Equalized after: a truncated SVD of rescaled weights would minimize the wrong error.
+                    log.info("  lowrank: factorizing and fine-tuning on %d training rows", len(train_idx))
+                    compressed, extra = ctx.make(kind, keras.models.load_model(models[0]))
+                    content = to_int8(for_int8(compressed))
                 elif kind in COMPRESSED:
+                    # Equalized first: QAT learns its ranges, pruning and clustering keep their
+                    # zeros and shared values, on the rescaled weights. A fresh copy each time, as
+                    # compression changes the layers in place.
                     log.info("  %s: compressing and fine-tuning on %d training rows", kind, len(train_idx))
-                    compressed, extra = ctx.make(kind, int8_start())
+                    compressed, extra = ctx.make(kind, for_int8(keras.models.load_model(models[0])))
                     content = to_int8(compressed)
                 elif kind == "int8":
-                    content = to_int8(int8_start())
+                    content = to_int8(for_int8(keras.models.load_model(models[0])))
                 else:
                     content = convert(model, kind)
                 path = tmp / f"{kind}.tflite"
@@ -219,9 +225,12 @@ class _TrainContext:
         self.loss = make_loss(task, data.cfg.train)
 
     def make(self, kind: str, model):
+        import tf_keras as keras
+
         from . import compress as c
 
         ec, x, y, loss = self.ec, self.x, self.y, self.loss
+        keras.utils.set_random_seed(ec.seed)  # the same artifact from the same run, every time
         if kind == "qat":
             return c.qat(model, x, y, loss, ec), {}
         if kind in ("prune", "prune24", "pqat"):

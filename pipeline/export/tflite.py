@@ -123,21 +123,22 @@ def delegation(content: bytes) -> dict:
 
     LiteRT has no public accessor for this. After the first run the op details list every original
     node and, appended, one DELEGATE node per partition with the tensors it reads. A node runs
-    inside a partition when all its inputs are read by a partition or made inside one, and no
-    partition reads its outputs (those are made outside, by the node itself)."""
+    inside a partition when all its inputs are read by that partition or made inside it, and the
+    partition does not read its outputs (those would be made outside, by the node itself)."""
     m = LiteModel(content, xnnpack=True)
     m.runner(**{k: np.zeros([1, *v["shape"][1:]], v["dtype"]) for k, v in m.inputs.items()})
     ops = m.interpreter._get_ops_details()
     is_delegate = ["DELEGATE" in str(o.get("op_name", "")).upper() for o in ops]
     delegates = [o for o, d in zip(ops, is_delegate) if d]
     nodes = [o for o, d in zip(ops, is_delegate) if not d]
-    read = {int(t) for d in delegates for t in d["inputs"]}
-    made_inside = set()
-    inside = 0
-    for node in nodes:  # op details come in execution order
-        ins = {int(t) for t in node["inputs"] if t >= 0}
-        outs = {int(t) for t in node["outputs"]}
-        if delegates and ins <= read | made_inside and not outs & read:
-            made_inside |= outs
-            inside += 1
-    return {"nodes": len(nodes), "xnnpack_partitions": len(delegates), "delegated_nodes": inside}
+    inside = set()
+    for partition in delegates:
+        read = {int(t) for t in partition["inputs"]}
+        made = set()
+        for i, node in enumerate(nodes):  # op details come in execution order
+            ins = {int(t) for t in node["inputs"] if t >= 0}
+            outs = {int(t) for t in node["outputs"]}
+            if i not in inside and ins <= read | made and not outs & read:
+                made |= outs
+                inside.add(i)
+    return {"nodes": len(nodes), "xnnpack_partitions": len(delegates), "delegated_nodes": len(inside)}
