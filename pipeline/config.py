@@ -340,7 +340,7 @@ class ExportConfig(_Section):
     # Calibration clips numeric inputs to these percentiles of the fold's training rows (and 100
     # minus it), so a few outliers do not widen the input's INT8 range for every row. 0: min/max.
     calibration_percentile: float = Field(0.1, ge=0, lt=50)
-    latency_runs: int = Field(50, ge=5)
+    latency_runs: int = Field(50, ge=5)  # timed 1-row calls per artifact and delegate (256 rows: a fifth)
     seed: int = 0
     finetune_epochs: int = Field(3, ge=1)  # fine-tuning after QAT / pruning / clustering / low-rank
     finetune_lr: float = Field(1e-4, gt=0)
