@@ -1,4 +1,5 @@
 """Command line: python run.py [--comp NAME] [--run-name RUN] [--set key=value ...] [--smoke] ...
+(train), or --tune, --stack, --export-run, --predict RUN --input CSV, --lr-find.
 
 Parses arguments and hands them to pipeline.run_competition; any input error ends with one line on
 stderr and exit code 2 (a traceback only with --debug).
@@ -10,8 +11,12 @@ import sys
 
 import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 import pipeline.errors
-from pipeline.config import DEFAULT_COMPETITION
+from pipeline.config_files import DEFAULT_COMPETITION
 from pipeline.errors import PipelineError
+
+# The artifact names without importing TensorFlow (help must be quick); a test keeps them equal.
+ARTIFACTS = ("float32", "float16", "dynamic", "int8", "qat", "prune", "prune24", "cluster", "pqat", "cqat",
+             "lowrank", "distill")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,9 +48,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="level-2 methods: linear hill rank keras (default: stack.methods)")
     e = p.add_argument_group("export (TFLite)")
     e.add_argument("--export", nargs="*", metavar="ARTIFACT",
-                   help="after the run (or for --export-run), write TFLite artifacts: float32 float16 dynamic int8 "
-                        "(no ARTIFACT: the config's export.artifacts)")
+                   help="after the run (or for --export-run), write TFLite artifacts: "
+                        f"{' '.join(ARTIFACTS)} (no ARTIFACT: the config's export.artifacts)")
     e.add_argument("--export-run", metavar="RUN", help="export an already finished run instead of training")
+    r = p.add_argument_group("prediction with a finished run")
+    r.add_argument("--predict", metavar="RUN", help="predict new rows with a finished run (a name of --comp's runs "
+                                                      "or a run folder): the mean of its fold models")
+    r.add_argument("--input", metavar="CSV", help="the rows to predict (the training file's feature columns and id)")
+    r.add_argument("--out", metavar="CSV", help="where to write the predictions (default: <input>.pred.csv)")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return p.parse_args(argv)
 
@@ -58,9 +68,16 @@ def main(argv=None) -> int:
             print(f"error: --{flag} must be at least 1, got {value}", file=sys.stderr)
             return 2
     try:
-        if args.tune and args.stack is not None:
-            raise pipeline.errors.ConfigError("--tune and --stack are separate commands; give one of them")
-        if args.export_run:
+        commands = [f for f, on in (("--tune", args.tune), ("--stack", args.stack is not None),
+                                     ("--export-run", bool(args.export_run)), ("--predict", bool(args.predict)),
+                                     ("--lr-find", args.lr_find)) if on]
+        if len(commands) > 1:
+            raise pipeline.errors.ConfigError(f"{' and '.join(commands)} are separate commands; give one of them")
+        if args.predict:
+            from pipeline.predict import predict_file
+
+            predict_file(args.comp, args.predict, args.input, args.out, output_dir=args.output_dir)
+        elif args.export_run:
             from pipeline.export import export_run
 
             export_run(args.comp, args.export_run, args.export or None, overrides=args.overrides,
@@ -70,12 +87,13 @@ def main(argv=None) -> int:
 
             tune(args.comp, args.overrides, trials=args.trials, timeout=args.timeout, study=args.study,
                  storage=args.storage, jobs=args.jobs, data_dir=args.data_dir, output_dir=args.output_dir,
-                 params=args.params)
+                 params=args.params, smoke=args.smoke)
         elif args.stack is not None:
             from pipeline.stacking import stack_runs
 
             stack_runs(args.comp, args.stack or None, methods=args.stack_methods, run_name=args.run_name,
-                       data_dir=args.data_dir, output_dir=args.output_dir, overrides=args.overrides)
+                       data_dir=args.data_dir, output_dir=args.output_dir, overrides=args.overrides,
+                       params=args.params)
         elif args.lr_find:
             from pipeline.runner import find_learning_rate
 
@@ -88,7 +106,7 @@ def main(argv=None) -> int:
             if args.export is not None:
                 from pipeline.export import export_run
 
-                export_run(args.comp, result.run_dir.name, args.export or None, overrides=args.overrides,
+                export_run(args.comp, result.run_dir, args.export or None, overrides=args.overrides,
                            data_dir=args.data_dir, output_dir=args.output_dir)
     except PipelineError as exc:
         if args.debug:

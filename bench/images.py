@@ -48,7 +48,7 @@ def throughput(epochs: int) -> None:
 
     import tf_keras as keras
 
-    from pipeline.config import load_config
+    from pipeline.config_files import load_config
     from pipeline.cv.folds import assign_folds
     from pipeline.data import load_competition
     from pipeline.data.datasets import make_dataset

@@ -21,7 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import run_competition  # noqa: E402  (sets TF_USE_LEGACY_KERAS first)
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config_files import load_config  # noqa: E402
 from pipeline.data import load_competition  # noqa: E402
 from pipeline.metrics import get_metric  # noqa: E402
 

@@ -40,7 +40,7 @@ RECIPES = {
 def epoch_times(comp: str, overrides: list[str], epochs: int = 4) -> float:
     import tf_keras as keras
 
-    from pipeline.config import load_config
+    from pipeline.config_files import load_config
     from pipeline.cv.folds import assign_folds
     from pipeline.data import load_competition
     from pipeline.data.datasets import make_dataset

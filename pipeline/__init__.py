@@ -11,7 +11,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .config import load_config  # noqa: E402
+from .config_files import load_config  # noqa: E402
 from .errors import ConfigError, DataError, PipelineError, TrainingError  # noqa: E402
 
 
@@ -22,4 +22,12 @@ def run_competition(*args, **kwargs):
     return _run(*args, **kwargs)
 
 
-__all__ = ["run_competition", "load_config", "PipelineError", "ConfigError", "DataError", "TrainingError"]
+def load_run(run, output_dir=None, competition=None):
+    """A finished run (``pipeline.runs.Run``): ``load_run("outputs/diamonds/r1").predict(df)``."""
+    from .predict import load_run as _load
+
+    return _load(run, output_dir, competition)
+
+
+__all__ = ["run_competition", "load_run", "load_config", "PipelineError", "ConfigError", "DataError",
+           "TrainingError"]

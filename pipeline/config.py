@@ -1,42 +1,26 @@
-"""The config schema, loading, ``--set`` overrides and validation.
+"""The config schema and its validation.
 
-A competition is ``competitions/NAME/config.yaml`` (data beside it in ``data/``) or
-``competitions/NAME.yaml``. Every section has defaults, so a config names only what differs; the run
-writes the fully resolved config (inferred task, metric, CV scheme and column types filled in).
+Every section has defaults, so a config names only what differs; a run writes the fully resolved
+config (inferred task, metric, CV scheme and column types filled in). ``validate`` turns a dict
+into a Config or raises one ConfigError line naming the source, the dotted field, the allowed
+values and what was given.
 
-Everything is validated before any data is loaded. Each error names the file, the dotted field, the
-allowed values and what was given, in one line.
+This module knows the shape of a config only. Reading files, overlays and ``--set`` live in
+config_files.py, and names that refer to registries (metrics, models, scalers, encoders) are
+checked there against the registries themselves, so this module imports none of them.
 """
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
 
 from .errors import ConfigError
-from .metrics import METRICS
-from .models import BACKBONES, IMAGE_MODELS, MODELS
-from .preprocessing.categorical import ENCODERS
-from .preprocessing.numeric import SCALERS
-
-COMPETITIONS_DIR = Path(__file__).resolve().parents[1] / "competitions"
-DEFAULT_COMPETITION = "diamonds"
 
 Task = Literal["regression", "binary", "multiclass"]
-
-
-def _registered(registry):
-    """A field validator: the value must be a name in ``registry`` (None passes)."""
-    def check(value):
-        if value is not None:
-            registry.get(value)  # unknown → ConfigError listing the valid names
-        return value
-    return check
 
 
 class _Section(BaseModel):
@@ -102,8 +86,6 @@ class PreprocessingConfig(_Section):
     target_log1p: bool = False  # regression only
     target_standardize: bool = True  # regression only
 
-    _known_numeric = field_validator("numeric")(_registered(SCALERS))
-    _known_categorical = field_validator("categorical")(_registered(ENCODERS))
 
 
 TTA_VIEWS = ("identity", "hflip", "vflip", "shift_left", "shift_right", "shift_up", "shift_down",
@@ -188,8 +170,6 @@ class ModelConfig(_Section):
     backbone_lr_mult: float = Field(0.1, gt=0, le=1)  # the backbone's learning rate / the head's
     # scikit-learn models (hgb, linear): keyword arguments of the estimator, e.g. {max_iter: 500}.
     params: dict[str, Any] = {}
-
-    _known_model = field_validator("name")(_registered(MODELS))
 
     @field_validator("hidden", "filters", "tabular_hidden")
     @classmethod
@@ -345,7 +325,7 @@ class ExportConfig(_Section):
     finetune_epochs: int = Field(3, ge=1)  # fine-tuning after QAT / pruning / clustering / low-rank
     finetune_lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(256, ge=1)
-    sparsity: float = 0.5  # prune / pqat target, in (0, 1)
+    sparsity: float = Field(0.5, gt=0, lt=1)  # prune / pqat: the share of weights set to zero
     clusters: int = Field(16, ge=2)  # cluster / cqat: unique weights per layer
     rank: Optional[int] = Field(None, ge=1)  # lowrank: fixed rank, or by retained energy
     energy: float = Field(0.9, gt=0, le=1)
@@ -370,7 +350,7 @@ class StackConfig(_Section):
 class Config(_Section):
     name: str = ""
     task: Optional[Task] = None  # inferred from the target when not set
-    metric: Optional[str] = None  # default per task: rmse, auc, logloss
+    metric: Optional[str] = None  # default per task: rmse, auc, logloss (pipeline/metrics.py)
     data: DataConfig
     cv: CVConfig = CVConfig()
     features: FeaturesConfig = FeaturesConfig()
@@ -384,26 +364,11 @@ class Config(_Section):
 
     _path: Optional[Path] = PrivateAttr(None)
 
-    _known_metric = field_validator("metric")(_registered(METRICS))
-
     @model_validator(mode="after")
-    def _image_model(self):
-        image_model = self.model.name in IMAGE_MODELS
-        if image_model and not self.image.column:
-            raise ValueError(f"model.name {self.model.name} is an image model but image.column is not set; "
-                             f"set it to the column holding the image file names, or use model.name=mlp")
-        if self.image.column and not image_model:
-            raise ValueError(f"image.column is set but model.name {self.model.name} has no image branch; "
-                             f"use one of {sorted(IMAGE_MODELS)}")
-        if self.model.name not in BACKBONES and (self.model.weights or self.model.head_epochs):
-            raise ValueError(f"model.weights and model.head_epochs apply to backbones {sorted(BACKBONES)}, "
-                             f"not model.name {self.model.name}")
+    def _consistent(self):
         if self.model.head_epochs >= self.train.epochs:
             raise ValueError(f"model.head_epochs ({self.model.head_epochs}) must be below train.epochs "
                              f"({self.train.epochs})")
-        if self.model.name in BACKBONES and self.model.backbone_lr_mult < 1 and self.train.ema:
-            raise ValueError("train.ema is not supported with a backbone learning-rate multiplier; "
-                             "set model.backbone_lr_mult=1 or train.ema=false")
         if self.train.cutmix_alpha and not self.image.column:
             raise ValueError("train.cutmix_alpha mixes image patches; this competition has no image.column")
         return self
@@ -422,32 +387,8 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-# ----------------------------------------------------------------------------- locating configs
 
-
-def list_competitions(competitions_dir: Path = COMPETITIONS_DIR) -> list[str]:
-    names = [p.parent.name for p in competitions_dir.glob("*/config.yaml")]
-    names += [p.stem for p in competitions_dir.glob("*.yaml")]
-    return sorted(names)
-
-
-def find_config(comp: str, competitions_dir: Path = COMPETITIONS_DIR) -> Path:
-    """A competition name under competitions/, or a path to a YAML file or a folder holding one."""
-    given = Path(comp)
-    for candidate in (given, given / "config.yaml", competitions_dir / comp / "config.yaml",
-                      competitions_dir / f"{comp}.yaml"):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise ConfigError(
-        f"--comp {comp}: no competition of that name in {competitions_dir} and no such config file. "
-        f"Valid: {list_competitions(competitions_dir)}"
-    )
-
-
-# ----------------------------------------------------------------------------- overrides
-
-
-def _schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+def schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Every settable dotted key of the schema; a dict of sections is written as ``name.*``."""
     paths = []
     for name, field in model.model_fields.items():
@@ -455,104 +396,22 @@ def _schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
         paths.append(path)
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            paths += _schema_paths(ann, path + ".")
+            paths += schema_paths(ann, path + ".")
         elif getattr(ann, "__origin__", None) is dict:
             value_type = ann.__args__[1]
             if isinstance(value_type, type) and issubclass(value_type, BaseModel):
-                paths += _schema_paths(value_type, path + ".*.")
+                paths += schema_paths(value_type, path + ".*.")
             else:  # a free mapping (model.params): any key below it
                 paths.append(path + ".*")
     return paths
 
-
-def _match(path: str, pattern: str) -> bool:
-    a, b = path.split("."), pattern.split(".")
-    return len(a) == len(b) and all(q == "*" or p == q for p, q in zip(a, b, strict=True))
-
-
-def _check_key(path: str, where: str) -> None:
-    valid = _schema_paths(Config)
-    if any(_match(path, p) for p in valid):
-        return
-    # A dict-of-sections key (features.columns.price) is valid as a prefix of its own fields.
-    if any(_match(path, ".".join(p.split(".")[: len(path.split("."))])) for p in valid if "*" in p):
-        return
-    near = difflib.get_close_matches(path, valid, n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(near)}?" if near else ""
-    raise ConfigError(f"{where}: unknown key {path!r}.{hint}")
-
-
-_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``train.epochs=2`` → ("train.epochs", 2); the value is parsed as YAML."""
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.epochs=2")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
-    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
-        value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean the number
-    return key, value
-
-
-def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any], where: str = "--set") -> dict:
-    """Return a copy of ``raw`` with dotted-key overrides applied; unknown keys are errors."""
-    import copy
-
-    out = copy.deepcopy(raw)
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
-    for key, value in items:
-        _check_key(key, where)
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
-    return out
-
-
-def merge(base: dict, overlay: dict) -> dict:
-    """Deep-merge ``overlay`` into a copy of ``base`` (overlay wins)."""
-    out = dict(base)
-    for k, v in overlay.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{at}: {problem}. Fix the syntax there.") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(raw).__name__}")
-    return raw
 
 
 def _describe(error: dict) -> str:
     loc = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
         parent = ".".join(str(p) for p in error["loc"][:-1])
-        valid = [p for p in _schema_paths(Config) if p.rsplit(".", 1)[0] == parent or
+        valid = [p for p in schema_paths(Config) if p.rsplit(".", 1)[0] == parent or
                  (not parent and "." not in p)]
         near = difflib.get_close_matches(loc, valid, n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(near)}?" if near else f" Valid: {valid}"
@@ -568,49 +427,8 @@ def _describe(error: dict) -> str:
 def validate(raw: dict, source: str) -> Config:
     try:
         return Config.model_validate(raw)
-    except ConfigError as exc:  # a registry lookup inside a validator
-        raise ConfigError(f"{source}: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{source}: {_describe(first)}{more}") from None
 
-
-def load_config(comp: str | Path = DEFAULT_COMPETITION,
-                overrides: list[str] | dict[str, Any] | None = None,
-                params: str | Path | None = None,
-                competitions_dir: Path = COMPETITIONS_DIR) -> Config:
-    """Read a competition's config, apply a params overlay file and ``--set`` overrides, validate."""
-    path = find_config(str(comp), competitions_dir)
-    raw = read_yaml(path)
-    raw.setdefault("name", path.parent.name if path.name == "config.yaml" else path.stem)
-    source = str(path)
-    if params is not None:
-        overlay_path = Path(params)
-        overlay = read_yaml(overlay_path)
-        for key in _flatten(overlay):
-            _check_key(key, str(overlay_path))
-        raw = merge(raw, overlay)
-        source = f"{path} + {overlay_path}"
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        source += " with --set"
-    cfg = validate(raw, source)
-    cfg._path = path
-    return cfg
-
-
-def _flatten(d: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k, v in d.items():
-        path = f"{prefix}{k}"
-        keys += _flatten(v, path + ".") if isinstance(v, dict) and v else [path]
-    return keys
-
-
-def config_from_dict(raw: dict, root: Path | None = None) -> Config:
-    """Build a validated config in code (notebooks, tests); ``root`` anchors relative paths."""
-    cfg = validate(raw, "config")
-    if root is not None:
-        cfg._path = Path(root) / "config.yaml"
-    return cfg

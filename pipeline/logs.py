@@ -22,7 +22,7 @@ class _Stdout(logging.StreamHandler):
         pass
 
 
-def _console() -> None:
+def console() -> None:
     if not any(isinstance(h, _Stdout) for h in LOGGER.handlers):
         handler = _Stdout()
         handler.setFormatter(_FORMAT)
@@ -34,7 +34,7 @@ def _console() -> None:
 @contextmanager
 def run_logging(log_file: Path):
     """Log to the console and append to ``log_file`` for the duration of a run."""
-    _console()
+    console()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(_FORMAT)

@@ -1,33 +1,27 @@
-"""One run of a competition: config → data → folds → K-fold training → scores and output files.
+"""Training a run: config → data → Run → folds → K-fold training → scores and output files.
 
-``run_competition`` is the whole command line run as one importable call, for notebooks.
+``run_competition`` is the whole command line run as one importable call, for notebooks; the Run
+(runs.py) owns the folder, its state and its paths; this module fills it.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from .config import DEFAULT_COMPETITION, apply_overrides, load_config, read_yaml, validate
-from .data import CompetitionData, load_competition
-from .errors import ConfigError, DataError
+from .config_files import DEFAULT_COMPETITION
+from .data import CompetitionData
+from .errors import DataError
 from .logs import run_logging
 from .metrics import get_metric
-from .outputs import (OUTPUT_ROOT, default_run_name, ensure_writable, write_csv, write_json,
-                      write_yaml)
+from .outputs import write_csv, write_json
+from .runs import Run, load_inputs
 from .submission import format_predictions, make_submission
 
 log = logging.getLogger("pipeline")
-
-# --smoke: the whole path on a small sample, for checking shapes and configs before a long run.
-SMOKE_OVERRIDES = {"cv.folds": 2, "cv.repeats": 1, "train.epochs": 1}
-SMOKE_ROWS = 400
 
 
 @dataclass
@@ -43,81 +37,60 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
     """Run K-fold CV for a competition and write its outputs.
 
     comp: a name under competitions/ or a config path. overrides: ``["train.epochs=2", ...]`` or a
-    dict of dotted keys. data_dir / output_dir: replace the config's data folder and ``outputs/``
-    (e.g. /kaggle/input/<comp> and /kaggle/working). run_name: reuse one to resume a killed run.
+    dict of dotted keys. params: a YAML overlay (a study's best.yaml). data_dir / output_dir:
+    replace the config's data folder and ``outputs/`` (e.g. /kaggle/input/<comp> and
+    /kaggle/working). run_name: reuse one to resume a killed run; a finished run is returned as it is.
     """
-    start = time.perf_counter()
-    cfg = load_config(comp, overrides, params)
-    if smoke:
-        path = cfg.path
-        cfg = validate(apply_overrides(cfg.to_dict(), SMOKE_OVERRIDES, "--smoke"), str(path))
-        cfg._path = path
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
-    data = load_competition(cfg, data_dir)
-    if smoke:
-        data = _sample(data, SMOKE_ROWS, cfg.cv.seed)
-    comp_dir = root / data.cfg.name
-    run_dir = comp_dir / (run_name or default_run_name(smoke))
-    resolved = data.cfg.to_dict()
-    _check_resume(run_dir, resolved)
-
-    from .cv.folds import load_or_assign_folds  # TensorFlow loads from here on
-    from .cv.loop import run_cv
-    from .training.fold import check_train_config
+    data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
+    from .training.fold import check_train_config  # TensorFlow loads from here on
 
     check_train_config(data.cfg, data.task)
-
-    with run_logging(run_dir / "run.log"):
-        _log_plan(data, run_dir)
-        write_yaml(resolved, run_dir / "config.yaml")
-        folds = load_or_assign_folds(data, None if smoke else comp_dir / "folds")
-        files = {"config": run_dir / "config.yaml", "folds": write_csv(folds, run_dir / "folds.csv")}
-        cv = run_cv(data, folds, run_dir)
-        scores = _scores(data, cv, time.perf_counter() - start)
-        id_col = data.cfg.data.id
-        oof = format_predictions(data, data.train[id_col], cv.oof)
-        oof.insert(1, "fold", folds["fold"].to_numpy())
-        files["oof"] = write_csv(oof, run_dir / "oof.csv")
-        files["test_pred"] = write_csv(format_predictions(data, data.test[id_col], cv.test),
-                                       run_dir / "test_pred.csv")
-        files["submission"] = write_csv(make_submission(data, cv.test), run_dir / "submission.csv")
-        files["scores"] = write_json(scores, run_dir / "scores.json")  # last: its presence means done
-        files["log"] = run_dir / "run.log"
-        _log_summary(data, scores, cv, run_dir)
-    return RunResult(scores, run_dir, files)
+    run = Run.create(data, root, run_name, smoke=smoke, data_dir=data_dir)
+    if run.finished:
+        log_finished(run)
+    else:
+        with run, run_logging(run.log_path):
+            train_run(run, data)
+    return RunResult(run.scores, run.dir, run.files())
 
 
-def _sample(data: CompetitionData, rows: int, seed: int) -> CompetitionData:
-    if len(data.train) <= rows:
-        return data
-    strat = data.y if data.task != "regression" else None
-    idx, _ = train_test_split(np.arange(len(data.train)), train_size=rows, random_state=seed, stratify=strat)
-    idx = np.sort(idx)
-    images = None if data.images is None else {**data.images, "train": data.images["train"][idx]}
-    return dataclasses.replace(data, train=data.train.iloc[idx].reset_index(drop=True), y=data.y[idx], images=images)
+def log_finished(run: Run) -> None:
+    """A finished run is never retrained: say so, with its scores."""
+    from .logs import console
+
+    console()
+    s = run.scores
+    holdout = f", holdout {s['metric']} {s['holdout']:.5g}" if s.get("holdout") is not None else ""
+    log.info("run %s is finished (OOF %s %.5g%s); nothing to do. Use another --run-name to train again. "
+             "Outputs in %s", run.name, s["metric"], s["cv"], holdout, run.dir)
 
 
-def _check_resume(run_dir: Path, resolved: dict) -> None:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = read_yaml(saved_path)
-    # Stacking and tuning settings do not change what a run trains.
-    diffs = _diff({k: v for k, v in saved.items() if k not in ("stack", "tune", "export")},
-                  {k: v for k, v in resolved.items() if k not in ("stack", "tune", "export")})
-    if diffs:
-        raise ConfigError(f"{saved_path}: run {run_dir.name!r} exists with a different config "
-                          f"(differs at {', '.join(diffs[:3])}). Use another --run-name, "
-                          f"or the same settings to resume it.")
+def train_run(run: Run, data: CompetitionData) -> None:
+    """The run's folds (assigned once per competition, or the run's own on resume), every fold unit
+    trained or resumed, then oof.csv, test_pred.csv, submission.csv and scores.json (last)."""
+    from .cv.folds import load_or_assign_folds
+    from .cv.loop import run_cv
 
-
-def _diff(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
+    _log_plan(data, run.dir)
+    id_col = data.cfg.data.id
+    if run.folds_path.is_file():
+        folds = pd.read_csv(run.folds_path, dtype={id_col: str})
+    else:
+        folds = load_or_assign_folds(data, None if run.info.get("smoke") else run.comp_dir / "folds")
+        write_csv(folds, run.folds_path)
+    if not np.array_equal(folds[id_col].astype(str).to_numpy(), data.train[id_col].astype(str).to_numpy()):
+        raise DataError(f"{run.folds_path}: folds do not match the ids of {data.paths['train']} row by row. "
+                        f"Delete the competition's saved folds file to assign new ones, and use a new --run-name.")
+    cv = run_cv(data, run.units(), run.fold_dir)
+    fmt = data.submission_format
+    oof = format_predictions(fmt, data.train[id_col], cv.oof)
+    oof.insert(1, "fold", folds["fold"].to_numpy())
+    write_csv(oof, run.oof_path)
+    write_csv(format_predictions(fmt, data.test[id_col], cv.test), run.test_pred_path)
+    write_csv(make_submission(data, cv.test), run.submission_path)
+    scores = _scores(data, cv, run.seconds())
+    write_json(scores, run.scores_path)  # last: its presence means done
+    _log_summary(data, scores, cv, run.dir)
 
 
 def _encode_labels(data: CompetitionData, values: pd.Series, path) -> np.ndarray:
@@ -161,7 +134,8 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
         scores["holdout"] = metric(y_sol, cv.test[pos], data.task)
         if cv.test_no_tta is not None:
             scores["holdout_no_tta"] = metric(y_sol, cv.test_no_tta[pos], data.task)
-    scores.update(n_train=int(len(data.train)), n_test=int(len(data.test)), seconds=round(seconds, 1))
+    # seconds: every session of the run (a resumed run counts its earlier sessions too).
+    scores.update(n_train=int(len(data.train)), n_test=int(len(data.test)), seconds=seconds)
     return scores
 
 
@@ -200,12 +174,10 @@ def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *
                        params=None) -> tuple[float, Path]:
     """The LR range test for a competition's model: returns the suggested LR and the curve's PNG
     (``outputs/<competition>/lr_find/<timestamp>.png``)."""
-    from .outputs import atomic_path
+    from .outputs import atomic_path, default_run_name
     from .training.lr_find import lr_find, plot_lr_curve
 
-    cfg = load_config(comp, overrides, params)
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
-    data = load_competition(cfg, data_dir)
+    data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir)
     png = root / data.cfg.name / "lr_find" / f"{default_run_name()}.png"
     with run_logging(png.with_suffix(".log")):
         log.info("LR range test for %s: %s, batch %d, one pass with the LR rising from 1e-7 to 10",

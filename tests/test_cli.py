@@ -52,9 +52,9 @@ def test_config_error_is_one_line_exit_2_and_traceback_only_with_debug(tmp_path)
     (["--set", "preprocessing.numeric=zscore"], r"unknown numeric preprocessor 'zscore'"),
     (["--set", "train.epochs"], r"--set 'train.epochs': expected dotted.key=value"),
     (["--data-dir", "/nonexistent/dir"], r"error: /nonexistent/dir/train.csv.gz: file not found \(config field data.train\)"),
-    (["--export-run", "nope"], r"error: --export-run nope: .* is not a finished run"),
+    (["--export-run", "nope"], r"error: --export-run nope: no run folder .*Runs of this competition: \[\]"),
     (["--export-run", "nope", "--export", "int4"], r"error: --export int4: unknown artifact. Valid: \['float32'"),
-    (["--export-run", "r", "--set", "export.sparsity=1.5", "--export", "prune"], r"export.sparsity must be in \(0, 1\)"),
+    (["--export-run", "r", "--set", "export.sparsity=1.5", "--export", "prune"], r"export.sparsity: Input should be less than 1"),
     (["--stack", "a"], r"--stack needs at least 2 runs"),
     (["--tune", "--set", "tune.space={train.lr: {type: float, low: 1, high: 0.1}}"], r"low < high"),
 ])

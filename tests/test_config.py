@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.config import apply_overrides, config_from_dict, load_config, parse_override
+from pipeline.config_files import apply_overrides, config_from_dict, load_config, parse_override
 from pipeline.errors import ConfigError
 
 

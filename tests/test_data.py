@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import cut
-from pipeline.config import load_config
+from pipeline.config_files import load_config
 from pipeline.data import load_competition
 from pipeline.errors import ConfigError, DataError
 

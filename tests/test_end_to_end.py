@@ -129,7 +129,7 @@ def test_killed_run_leaves_no_submission_and_resumes(tiny_comp, tmp_path, monkey
     assert (run / "submission.csv").exists() and len(result.scores["folds"]) == 2
     assert "fold_0 (1/2): resumed" in (run / "run.log").read_text()
     # Resuming with another config is refused rather than mixing two setups in one run.
-    with pytest.raises(ConfigError, match=r"run 'killed' exists with a different config \(differs at train.lr\)"):
+    with pytest.raises(ConfigError, match=r"run 'killed' is finished and was made with a different config \(differs at train.lr\)"):
         run_competition(cfg, FAST + ["train.lr=0.5"], output_dir=tmp_path / "out", run_name="killed")
 
 

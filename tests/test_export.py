@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config_files import load_config
 from pipeline.data import load_competition
 from pipeline.export.prep_json import apply, describe
 from pipeline.preprocessing import TabularPreprocessor
@@ -103,7 +103,7 @@ def test_float_io_int8_and_bad_export_inputs(tiny_comp, tmp_path):
 
     before = sorted(p.name for p in (tmp_path / "health_insurance" / "r" / "export").iterdir())
     refused(ConfigError, r"--export qat8: unknown artifact. Valid: \['float32'", artifacts=["qat8"])
-    refused(DataError, "--export-run nope: .* is not a finished run", run="nope")
+    refused(DataError, "--export-run nope: no run folder .* Runs of this competition: \\[.r.\\]", run="nope")
     run_competition(cfg, ["model.name=hgb", "cv.folds=2"], output_dir=tmp_path, run_name="h")
     refused(DataError, "holds no Keras model", run="h")
     with pytest.raises(ConfigError, match="representative dataset is empty"):

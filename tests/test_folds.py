@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
-from pipeline.cv.folds import assign_folds, folds_key, load_or_assign_folds
-from pipeline.cv.loop import fold_units
+from pipeline.config_files import load_config
+from pipeline.cv.folds import assign_folds, fold_units, folds_key, load_or_assign_folds
 from pipeline.data import load_competition
 from pipeline.errors import DataError
 
@@ -65,10 +64,11 @@ def test_repeats_and_units(health):
     data = with_cv(health, repeats=2, folds=3)
     folds = assign_folds(data)
     assert list(folds.columns) == ["id", "fold", "fold_2"]
-    units = list(fold_units(folds, 2))
-    assert [u[0] for u in units] == ["r1_fold_0", "r1_fold_1", "r1_fold_2", "r2_fold_0", "r2_fold_1", "r2_fold_2"]
-    for _, _, _, train_idx, valid_idx in units:
-        assert len(np.intersect1d(train_idx, valid_idx)) == 0 and len(train_idx) + len(valid_idx) == len(folds)
+    units = fold_units(folds, 2)
+    assert [u.name for u in units] == ["r1_fold_0", "r1_fold_1", "r1_fold_2", "r2_fold_0", "r2_fold_1", "r2_fold_2"]
+    assert [(u.index, u.repeat, u.fold) for u in units[2:4]] == [(2, 0, 2), (3, 1, 0)]
+    for u in units:
+        assert len(np.intersect1d(u.train_idx, u.valid_idx)) == 0 and len(u.train_idx) + len(u.valid_idx) == len(folds)
 
 
 def test_too_few_rows_of_a_class(health):

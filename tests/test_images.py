@@ -127,7 +127,7 @@ def test_image_batches_identity_view_is_the_plain_pipeline(files, tmp_path):
     (["image.augment.rotation=200"], "image.augment.rotation"),
 ])
 def test_image_config_errors(overrides, message):
-    from pipeline.config import load_config
+    from pipeline.config_files import load_config
     from pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
@@ -135,7 +135,7 @@ def test_image_config_errors(overrides, message):
 
 
 def test_head_epochs_must_leave_epochs_for_the_unfrozen_stage():
-    from pipeline.config import load_config
+    from pipeline.config_files import load_config
     from pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.head_epochs \(5\) must be below train.epochs \(5\)"):

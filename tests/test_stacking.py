@@ -106,7 +106,7 @@ def test_stack_mismatches_are_refused(two_runs, tmp_path):
 
     run_competition(cfg, ["model.name=hgb", "cv.folds=2", "cv.seed=7"], output_dir=out, run_name="other_folds")
     refused(DataError, r"--stack other_folds: its folds differ from mlp's", ["mlp", "other_folds"])
-    refused(DataError, r"--stack nope: no run folder .* Finished runs of this competition: \['hgb', 'mlp'",
+    refused(DataError, r"--stack nope: no run folder .* Runs of this competition: \['hgb', 'mlp'",
             ["mlp", "nope"])
     refused(ConfigError, "at least 2 runs", ["mlp"])
     refused(ConfigError, "rank averaging suits rank metrics", ["mlp", "hgb"], overrides=["metric=logloss"],

@@ -313,7 +313,7 @@ def test_label_smoothing_softens_the_target():
 
 
 def test_lr_range_test_suggests_a_sensible_lr(tiny_comp, tmp_path):
-    from pipeline.config import load_config
+    from pipeline.config_files import load_config
     from pipeline.data import load_competition
 
     data = load_competition(load_config(tiny_comp("diamonds", train_rows=300),

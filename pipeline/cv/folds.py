@@ -7,6 +7,7 @@ either gives new folds instead of silently reusing stale ones.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,33 @@ from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, Str
 from ..errors import DataError
 
 
+@dataclass(frozen=True)
+class FoldUnit:
+    """One model of the CV: its name (its folder under the run's folds/), repeat, fold and rows."""
+
+    index: int
+    name: str
+    repeat: int
+    fold: int
+    train_idx: np.ndarray
+    valid_idx: np.ndarray
+
+
 def fold_columns(repeats: int) -> list[str]:
     """folds.csv columns: ``fold`` for the first repeat, ``fold_2``... for further repeats."""
     return ["fold"] + [f"fold_{r + 1}" for r in range(1, repeats)]
+
+
+def fold_units(folds: pd.DataFrame, repeats: int) -> list[FoldUnit]:
+    """Every model to train, in order. The one place a fold's name is made."""
+    units = []
+    for r, col in enumerate(fold_columns(repeats)):
+        assignment = folds[col].to_numpy()
+        for k in sorted(np.unique(assignment[assignment >= 0])):
+            name = f"fold_{k}" if repeats == 1 else f"r{r + 1}_fold_{k}"
+            units.append(FoldUnit(len(units), name, r, int(k), np.flatnonzero(assignment != k),
+                                  np.flatnonzero(assignment == k)))
+    return units
 
 
 def _strata(data) -> np.ndarray:

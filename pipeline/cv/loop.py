@@ -1,22 +1,24 @@
-"""The K-fold loop: train every (repeat, fold), gather OOF and test predictions, resume.
+"""The K-fold loop: train every fold unit (or load it when its folder is complete), gather OOF and
+test predictions.
+
+``train_folds`` is the one fold iterator: a run's CV and a tuning trial both walk the units
+through it, so resume, seeding and the progress lines are the same for both.
 
 OOF predictions are kept as a sum and a count per row (as AutoGluon's bagging does), so repeated
 folds average correctly and a row never predicted stays visible as NaN. The test prediction is the
-mean over all fold models (probabilities for classification). Folds whose folder is complete are
-loaded instead of retrained, which is how a killed run resumes.
+mean over all fold models (probabilities for classification).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
-import pandas as pd
 
-from ..errors import DataError
 from ..training import FoldResult, fit_fold
-from .folds import fold_columns
+from .folds import FoldUnit
 
 log = logging.getLogger("pipeline")
 
@@ -33,38 +35,35 @@ class CVResult:
     test_no_tta: np.ndarray | None = None
 
 
-def fold_units(folds: pd.DataFrame, repeats: int):
-    """(name, repeat, fold, train_idx, valid_idx) for every model to train."""
-    for r, col in enumerate(fold_columns(repeats)):
-        assignment = folds[col].to_numpy()
-        for k in sorted(np.unique(assignment[assignment >= 0])):
-            name = f"fold_{k}" if repeats == 1 else f"r{r + 1}_fold_{k}"
-            yield name, r, int(k), np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)
+def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path], *, label: str = "",
+                callbacks: Callable[[FoldUnit], list] | None = None) -> Iterator[FoldResult]:
+    """Yield each unit's FoldResult: loaded when its folder is complete (resume), else trained.
+
+    ``fold_dir(unit)``: where the unit's artifact lives; ``label`` prefixes the progress lines
+    (a trial's number); ``callbacks(unit)``: extra Keras callbacks for that unit (pruning)."""
+    for unit in units:
+        path = fold_dir(unit)
+        prefix = f"{label}{unit.name} ({unit.index + 1}/{len(units)})"
+        if FoldResult.is_complete(path):
+            result = FoldResult.load(path)
+            log.info("%s: resumed from %s, %s %.5g", prefix, path, data.cfg.metric, result.score)
+        else:
+            log.info("%s: training on %d rows, validating on %d", prefix, len(unit.train_idx), len(unit.valid_idx))
+            result = fit_fold(data, unit.name, unit.train_idx, unit.valid_idx, path,
+                              seed=data.cfg.train.seed + unit.index, label=prefix,
+                              callbacks=callbacks(unit) if callbacks else None)
+            log.info("%s: %s %.5g (best epoch %d of %d, %.1fs)", prefix, data.cfg.metric, result.score,
+                     result.best_epoch, result.epochs, result.seconds)
+        yield result
 
 
-def run_cv(data, folds: pd.DataFrame, run_dir: Path) -> CVResult:
-    id_col = data.cfg.data.id
-    if not np.array_equal(folds[id_col].astype(str).to_numpy(), data.train[id_col].astype(str).to_numpy()):
-        raise DataError(f"folds do not match the ids of {data.paths['train']} row by row. "
-                        f"Delete the saved folds file to assign new ones.")
-    units = list(fold_units(folds, data.cfg.cv.repeats))
+def run_cv(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path]) -> CVResult:
     n, shape = len(data.train), (() if data.task != "multiclass" else (len(data.classes),))
     oof_sum, oof_count = np.zeros((n,) + shape), np.zeros(n)
     test_sum = np.zeros((len(data.test),) + shape)
     results, member_sum = [], {}
     plain_sum, plain_test = np.zeros_like(oof_sum), np.zeros_like(test_sum)
-    for i, (name, _, _, train_idx, valid_idx) in enumerate(units):
-        fold_dir = run_dir / "folds" / name
-        prefix = f"{name} ({i + 1}/{len(units)})"
-        if FoldResult.is_complete(fold_dir):
-            result = FoldResult.load(fold_dir)
-            log.info("%s: resumed from %s, %s %.5g", prefix, fold_dir, data.cfg.metric, result.score)
-        else:
-            log.info("%s: training on %d rows, validating on %d", prefix, len(train_idx), len(valid_idx))
-            result = fit_fold(data, name, train_idx, valid_idx, fold_dir, seed=data.cfg.train.seed + i,
-                              label=prefix)
-            log.info("%s: %s %.5g (best epoch %d of %d, %.1fs)", prefix, data.cfg.metric, result.score,
-                     result.best_epoch, result.epochs, result.seconds)
+    for result in train_folds(data, units, fold_dir):
         oof_sum[result.valid_idx] += result.oof
         oof_count[result.valid_idx] += 1
         for member, (member_oof, _) in result.members.items():

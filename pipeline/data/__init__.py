@@ -1,4 +1,4 @@
 """Reading competition files (load.py) and feeding arrays to Keras through tf.data (datasets.py)."""
-from .load import CompetitionData, is_proba_submission, load_competition
+from .load import CompetitionData, load_competition
 
-__all__ = ["CompetitionData", "is_proba_submission", "load_competition"]
+__all__ = ["CompetitionData", "load_competition"]

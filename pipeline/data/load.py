@@ -43,6 +43,18 @@ class CompetitionData:
     def task(self) -> str:
         return self.cfg.task
 
+    @property
+    def submission_format(self):
+        """How predictions are written (submission.py): columns, classes, probabilities or labels."""
+        from ..submission import SubmissionFormat
+
+        proba = False
+        if self.task != "regression":
+            proba = (self.cfg.data.submission == "proba" if self.cfg.data.submission != "auto"
+                     else METRICS.get(self.cfg.metric).needs_proba)
+        columns = [c for c in self.sample_submission.columns if c != self.cfg.data.id]
+        return SubmissionFormat(self.cfg.data.id, columns, self.task, list(self.classes), proba)
+
 
 def data_dir(cfg: Config, override: str | Path | None = None) -> Path:
     if override is not None:
@@ -51,7 +63,8 @@ def data_dir(cfg: Config, override: str | Path | None = None) -> Path:
     return d if d.is_absolute() else cfg.root / d
 
 
-def _read(path: Path, field_name: str, text_columns: tuple = ()) -> pd.DataFrame:
+def read_table(path: Path, field_name: str, text_columns: tuple = ()) -> pd.DataFrame:
+    """A CSV (or .csv.gz) with ``text_columns`` kept as text; one DataError if it cannot be read."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (config field {field_name}). "
                         f"Put the file there, fix {field_name}, or pass --data-dir.")
@@ -125,23 +138,38 @@ def _resolve_features(cfg: Config, train: pd.DataFrame, paths: dict) -> list[str
 
 
 def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -> CompetitionData:
-    """Read and check the files; return the data with a resolved config."""
+    """Read and check the files; return the data with a resolved config. Each step below raises
+    one DataError naming the file, the column or field, and the fix."""
     base = data_dir(cfg, data_dir_override)
+    paths, (train, test, sample, solution) = _read_files(cfg, base)
+    _check_ids_and_target(cfg, train, test, sample, paths)
+    task, y, classes = _encode_target(cfg, train[cfg.data.target], paths["train"])
+    metric, scheme = _scoring(cfg, task)
+    images = _image_files(cfg, base, train, test, paths) if cfg.image.column else None
+    columns = _plan_columns(cfg, train, test, paths, images)
+    _check_submission_files(cfg, sample, solution, test, task, classes, paths)
+    rcfg = _resolved_config(cfg, task, metric, scheme, columns)
+    return CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images)
+
+
+def _read_files(cfg: Config, base: Path) -> tuple[dict, tuple]:
     d = cfg.data
-    paths = {"train": base / d.train, "test": base / d.test,
-             "sample_submission": base / d.sample_submission}
+    paths = {"train": base / d.train, "test": base / d.test, "sample_submission": base / d.sample_submission}
     text = tuple(c for c in (cfg.image.column,) if c) + ((d.id,) if cfg.image.column else ())
-    train = _read(paths["train"], "data.train", text)
-    test = _read(paths["test"], "data.test", text)
-    sample = _read(paths["sample_submission"], "data.sample_submission", text[-1:])
+    train = read_table(paths["train"], "data.train", text)
+    test = read_table(paths["test"], "data.test", text)
+    sample = read_table(paths["sample_submission"], "data.sample_submission", text[-1:])
     solution = None
     if d.solution and (base / d.solution).is_file():
         paths["solution"] = base / d.solution
-        solution = _read(paths["solution"], "data.solution", text[-1:])
+        solution = read_table(paths["solution"], "data.solution", text[-1:])
+    return paths, (train, test, sample, solution)
 
-    # Ids and target.
-    for key in ("train", "test"):
-        _need_column({"train": train, "test": test}[key], d.id, paths[key], "data.id")
+
+def _check_ids_and_target(cfg: Config, train, test, sample, paths: dict) -> None:
+    d = cfg.data
+    for key, df in (("train", train), ("test", test)):
+        _need_column(df, d.id, paths[key], "data.id")
     _need_column(sample, d.id, paths["sample_submission"], "data.id")
     _unique_ids(train, d.id, paths["train"])
     _unique_ids(test, d.id, paths["test"])
@@ -158,34 +186,40 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     if cfg.cv.group is not None:
         _need_column(train, cfg.cv.group, paths["train"], "cv.group")
 
-    # Task, metric, CV scheme.
+
+def _encode_target(cfg: Config, target: pd.Series, path: Path) -> tuple[str, np.ndarray, list]:
+    """The task (given or inferred), the encoded target and the classes (positive class last)."""
+    d = cfg.data
     task = cfg.task or _infer_task(target)
     if task == "regression":
-        _check_numeric(target, paths["train"], d.target)
+        _check_numeric(target, path, d.target)
         y = pd.to_numeric(target).to_numpy(dtype=np.float64)
-        classes = []
         if cfg.preprocessing.target_log1p and (y <= -1).any():
-            raise DataError(f"{paths['train']}: preprocessing.target_log1p needs targets > -1, "
+            raise DataError(f"{path}: preprocessing.target_log1p needs targets > -1, "
                             f"{d.target!r} has {y.min()!r}. Turn it off.")
-    else:
-        classes = sorted(pd.unique(target).tolist(), key=lambda v: (str(type(v)), v))
-        if task == "binary":
-            if len(classes) != 2:
-                raise DataError(f"{paths['train']}: task binary needs 2 target values, {d.target!r} has "
-                                f"{len(classes)}: {classes[:10]}. Set task: multiclass.")
-            pos = _positive_label(classes, d.positive_label, paths["train"], d.target)
-            classes = [c for c in classes if c != pos] + [pos]
-        if d.classes is not None:
-            declared = {str(c): c for c in d.classes}
-            outside = sorted({str(c) for c in classes} - set(declared))
-            if outside:
-                raise DataError(f"{paths['train']}: target {d.target!r} has labels {outside[:5]} outside "
-                                f"data.classes {list(d.classes)}. Fix the labels or the declared classes.")
-            if task == "multiclass":  # the declared order, matched to the file's values
-                by_str = {str(c): c for c in classes}
-                classes = [by_str[str(c)] for c in d.classes if str(c) in by_str]
-        index = {c: i for i, c in enumerate(classes)}
-        y = target.map(index).to_numpy(dtype=np.int64)
+        return task, y, []
+    classes = sorted(pd.unique(target).tolist(), key=lambda v: (str(type(v)), v))
+    if task == "binary":
+        if len(classes) != 2:
+            raise DataError(f"{path}: task binary needs 2 target values, {d.target!r} has "
+                            f"{len(classes)}: {classes[:10]}. Set task: multiclass.")
+        pos = _positive_label(classes, d.positive_label, path, d.target)
+        classes = [c for c in classes if c != pos] + [pos]
+    if d.classes is not None:
+        declared = {str(c): c for c in d.classes}
+        outside = sorted({str(c) for c in classes} - set(declared))
+        if outside:
+            raise DataError(f"{path}: target {d.target!r} has labels {outside[:5]} outside "
+                            f"data.classes {list(d.classes)}. Fix the labels or the declared classes.")
+        if task == "multiclass":  # the declared order, matched to the file's values
+            by_str = {str(c): c for c in classes}
+            classes = [by_str[str(c)] for c in d.classes if str(c) in by_str]
+    index = {c: i for i, c in enumerate(classes)}
+    return task, target.map(index).to_numpy(dtype=np.int64), classes
+
+
+def _scoring(cfg: Config, task: str) -> tuple[str, str]:
+    """The metric (default per task) and the CV scheme ("auto" resolved)."""
     metric = cfg.metric or DEFAULT_METRIC[task]
     get_metric(metric, task)
     scheme = cfg.cv.scheme
@@ -195,20 +229,26 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
             scheme = "stratified_group" if task != "regression" else "group"
     if scheme in ("group", "stratified_group") and cfg.cv.group is None:
         raise DataError(f"cv.scheme {scheme} needs cv.group, the column that holds each row's group.")
+    return metric, scheme
 
-    # Features: declared missing values, types, consistency with test.
-    images = None
-    if cfg.image.column:
-        from .images import check_images, image_paths  # TensorFlow loads only for image competitions
 
-        col = cfg.image.column
-        images = {}
-        for key, df, folder in (("train", train, cfg.image.train_dir), ("test", test, cfg.image.test_dir)):
-            _need_column(df, col, paths[key], "image.column")
-            if df[col].isna().any():
-                raise DataError(f"{paths[key]}: image column {col!r} is empty in {int(df[col].isna().sum())} rows.")
-            images[key] = image_paths(df[col], base / folder, cfg.image.extension)
-            check_images(images[key], paths[key], col)
+def _image_files(cfg: Config, base: Path, train, test, paths: dict) -> dict[str, np.ndarray]:
+    from .images import check_images, image_paths  # TensorFlow loads only for image competitions
+
+    col = cfg.image.column
+    images = {}
+    for key, df, folder in (("train", train, cfg.image.train_dir), ("test", test, cfg.image.test_dir)):
+        _need_column(df, col, paths[key], "image.column")
+        if df[col].isna().any():
+            raise DataError(f"{paths[key]}: image column {col!r} is empty in {int(df[col].isna().sum())} rows.")
+        images[key] = image_paths(df[col], base / folder, cfg.image.extension)
+        check_images(images[key], paths[key], col)
+    return images
+
+
+def _plan_columns(cfg: Config, train, test, paths: dict, images) -> dict[str, dict]:
+    """Each feature's preprocessing plan (type, and the per-column overrides), after applying the
+    declared missing values and checking the columns against test."""
     features = _resolve_features(cfg, train, paths)
     if not features and images is None:
         raise DataError(f"{paths['train']}: no feature columns are left after excluding id, target and "
@@ -245,8 +285,12 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
             if key in plan:
                 registry.get(plan[key], f"features.columns.{col}.{key}")
         columns[col] = plan
+    return columns
 
-    # Submission and solution line up with test.
+
+def _check_submission_files(cfg: Config, sample, solution, test, task: str, classes: list, paths: dict) -> None:
+    """The sample submission and the solution line up with test, and their columns fit the task."""
+    d = cfg.data
     test_ids = pd.Index(test[d.id])
     for key, df in (("sample_submission", sample), ("solution", solution)):
         if df is None:
@@ -270,6 +314,9 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
                             f"{task} task" + (f" with classes {sorted(names)}" if task == "multiclass" else "")
                             + ". Expected one column, or one column per class.")
 
+
+def _resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: dict) -> Config:
+    """The config with everything inferred written in: what the run saves as config.yaml."""
     resolved = cfg.to_dict()
     if cfg.model.weights:  # relative to the config's folder, checked before any training
         weights = Path(cfg.model.weights)
@@ -285,13 +332,4 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
         cols.setdefault(col, {})["type"] = plan["type"]
     rcfg = validate(resolved, str(cfg.path or "config"))
     rcfg._path = cfg.path
-    return CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images)
-
-
-def is_proba_submission(data: CompetitionData) -> bool:
-    """Whether submission.csv carries probabilities (per the config, else the metric)."""
-    if data.task == "regression":
-        return False
-    if data.cfg.data.submission != "auto":
-        return data.cfg.data.submission == "proba"
-    return METRICS.get(data.cfg.metric).needs_proba
+    return rcfg

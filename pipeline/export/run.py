@@ -4,8 +4,10 @@ the .tflite files, ``preprocessing.json`` (serving without this pipeline), ``exp
 and ``report.md`` (one row per artifact: size, gzip size, latency, metric and its delta against
 the float Keras model, agreement with it). The folder appears whole or not at all.
 
-The exported model is one fold's first member (``export.fold``): its OOF rows are that fold's
-validation rows, so the report's OOF metric is out-of-sample for it, as is the holdout.
+The exported model is one fold's first member (``export.fold``, of the first repeat): its OOF rows
+are that fold's validation rows, so the report's OOF metric is out-of-sample for it, as is the
+holdout. The run is opened as a Run: its own resolved config (with the ``--params`` it was trained
+with), its fold units and artifacts; only ``export.*`` settings can be changed here.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DEFAULT_COMPETITION, load_config
+from ..config_files import DEFAULT_COMPETITION, load_config
 from ..data import load_competition
 from ..errors import ConfigError, DataError
 from ..logs import run_logging
 from ..metrics import get_metric
 from ..outputs import OUTPUT_ROOT, ensure_writable
+from ..runs import Run, check_fixed
 from ..preprocessing.table import NUMERIC_INPUT
 from .equalize import equalize
 from .prep_json import describe
@@ -47,59 +50,64 @@ def _agreement(task, ref, pred) -> float:
     return float(np.mean(ref.argmax(1) == pred.argmax(1)))
 
 
-def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, artifacts=None, *, overrides=None,
-               data_dir=None, output_dir=None) -> Path:
-    import joblib
-    import tf_keras as keras
-
-    from ..data.fold_inputs import FoldInputs
-    from ..models.heads import to_prediction
-    from ..runner import holdout_labels
-
-    cfg = load_config(comp, overrides)
+def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = None, artifacts=None, *,
+               overrides=None, data_dir=None, output_dir=None) -> Path:
+    """Write ``<run>/export/`` for a finished run (a name of ``comp``'s runs, or a run folder).
+    ``overrides`` may change ``export.*``; other keys must agree with the run's config."""
+    base = load_config(comp, overrides)  # the arguments are checked before any run is opened
+    for a in artifacts or []:
+        if a not in ARTIFACTS:
+            raise ConfigError(f"--export {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
+    if not run:
+        raise ConfigError("--export needs a finished run: --export-run RUN (or train one with --run-name and --export)")
+    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    the_run = Run.open(run, root, base.name, what="--export-run").require_finished("--export-run")
+    cfg = check_fixed(the_run, overrides, ("export",), "--export-run")
     ec = cfg.export
     artifacts = list(artifacts or ec.artifacts)
     for a in artifacts:
         if a not in ARTIFACTS:
-            raise ConfigError(f"--export {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
-    if {"prune", "pqat"} & set(artifacts) and not 0 < ec.sparsity < 1:
-        raise ConfigError(f"export.sparsity must be in (0, 1) (the share of weights set to zero), got {ec.sparsity}")
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
-    if not run:
-        raise ConfigError("--export needs a finished run: --export-run RUN (or train one with --run-name and --export)")
-    run_dir = root / cfg.name / run
-    if not (run_dir / "scores.json").is_file():
-        raise DataError(f"--export-run {run}: {run_dir} is not a finished run (no scores.json).")
-    fold_dir = run_dir / "folds" / f"fold_{ec.fold}"
-    models = sorted(fold_dir.glob("model_*.keras"))
+            raise ConfigError(f"export.artifacts {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
+    unit = the_run.unit(ec.fold)
+    artifact = the_run.artifact(unit)
+    models = artifact.keras_paths
     if not models:
-        raise DataError(f"--export-run {run}: {fold_dir} holds no Keras model (model_*.keras); scikit-learn runs "
-                        f"and runs without fold {ec.fold} cannot be exported to TFLite.")
-    data = load_competition(cfg, data_dir)
-    bundle = joblib.load(fold_dir / "preprocessing.joblib")
-    pre, target, task = bundle["preprocessor"], bundle["target"], bundle["task"]
-    valid_idx = np.load(fold_dir / "predictions.npz")["valid_idx"]
-    train_idx = np.setdiff1d(np.arange(len(data.train)), valid_idx)
+        raise DataError(f"--export-run {the_run.name}: {artifact.dir} holds no Keras model (model_*.keras); "
+                        f"scikit-learn runs cannot be exported to TFLite.")
+    data = load_competition(cfg, data_dir if data_dir is not None else the_run.info.get("data_dir"))
+    the_run.locked()
+    try:
+        return _export(the_run, data, unit, artifact, artifacts)
+    finally:
+        the_run.unlock()
+
+
+def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
+    import tf_keras as keras
+
+    from ..runner import holdout_labels
+    from ..training.artifact import to_output
+    from ..training.fold import model_inputs
+
+    ec, models = data.cfg.export, artifact.keras_paths
+    pre, target, task = artifact.preprocessor, artifact.target, artifact.task
+    valid_idx, train_idx = unit.valid_idx, unit.train_idx
+    if not np.array_equal(np.sort(artifact.valid_idx), valid_idx):
+        raise DataError(f"{artifact.dir}: its validation rows differ from {the_run.folds_path}; the run folder "
+                        f"was changed after training. Train it again.")
     rng = np.random.default_rng(ec.seed)
     rep_idx = np.sort(rng.choice(train_idx, size=min(ec.representative_rows, len(train_idx)), replace=False))
     hold_pos = hold_y = None
     if data.solution is not None:
         hold_pos, hold_y = holdout_labels(data)
-    frames = {"rep": data.train.iloc[rep_idx], "valid": data.train.iloc[valid_idx]}
+    rows = {"rep": ("train", rep_idx), "valid": ("train", valid_idx)}
     needs_training = bool(set(artifacts) & set(COMPRESSED))
     if needs_training:
-        frames["train"] = data.train.iloc[train_idx]
-    images = None
-    if data.images is not None:
-        images = {"rep": data.images["train"][rep_idx], "valid": data.images["train"][valid_idx]}
-        if needs_training:
-            images["train"] = data.images["train"][train_idx]
+        rows["train"] = ("train", train_idx)
     if hold_pos is not None:
-        frames["holdout"] = data.test.iloc[hold_pos]
-        if images is not None:
-            images["holdout"] = data.images["test"][hold_pos]
-    inputs = FoldInputs({k: pre.transform(v) for k, v in frames.items()}, data.cfg, images)
-    x = {k: _arrays(inputs, k) for k in frames}
+        rows["holdout"] = ("test", hold_pos)
+    inputs = model_inputs(data, pre, rows)
+    x = {k: _arrays(inputs, k) for k in rows}
     if not len(next(iter(x["rep"].values()))):
         raise DataError(f"export: no training rows for the representative set of fold {ec.fold}.")
     if ec.calibration_percentile and NUMERIC_INPUT in x["rep"]:
@@ -112,8 +120,7 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
     metric = get_metric(data.cfg.metric, task)
 
     def finish(raw):
-        pred = to_prediction(raw, task)
-        return target.inverse_transform(pred.reshape(-1, 1)).ravel() if target is not None else pred
+        return to_output(raw, task, target)
 
     import warnings
 
@@ -131,22 +138,23 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
         return convert(m, "int8", x["rep"], int8_io=ec.int8_io, allow_float_fallback=ec.allow_float_fallback,
                        per_channel=per_channel)
 
-    export_dir = run_dir / "export"
+    export_dir = the_run.export_dir
     tmp = export_dir.with_name("export.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         with run_logging(tmp / "export.log"):
             ref = {k: finish(model.predict(x[k], verbose=0, batch_size=1024)) for k in y}
-            report = {"run": run, "fold": ec.fold, "model": models[0].name, "metric": metric.name,
+            report = {"run": the_run.name, "fold": ec.fold, "fold_unit": unit.name, "model": models[0].name,
+                      "metric": metric.name, "export": ec.model_dump(mode="json"),
                       "int8": {"per_channel": per_channel, "equalize": ec.equalize,
                                "calibration_percentile": ec.calibration_percentile},
                       "float_keras": {k: metric(y[k], ref[k], task) for k in y}, "artifacts": []}
-            log.info("export of %s fold %d (%s): float Keras %s", run, ec.fold, models[0].name,
+            log.info("export of %s %s (%s): float Keras %s", the_run.name, unit.name, models[0].name,
                      {k: round(v, 5) for k, v in report["float_keras"].items()})
             ctx = None
             if needs_training:
-                ctx = _TrainContext(data, inputs, x["train"], data.y[train_idx], target, task, fold_dir, root, ec)
+                ctx = _TrainContext(data, inputs, x["train"], data.y[train_idx], artifact, the_run, unit)
             for kind in artifacts:
                 extra = {}
                 if kind == "distill":  # a new model: equalized once trained
@@ -210,10 +218,12 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | None = None, a
 class _TrainContext:
     """What compression needs: the fold's training rows as model inputs and fitted labels."""
 
-    def __init__(self, data, inputs, x, y, target, task, fold_dir: Path, root: Path, ec):
+    def __init__(self, data, inputs, x, y, artifact, run: Run, unit):
         from ..models.heads import encode_labels, make_loss
 
-        self.data, self.x, self.task, self.fold_dir, self.root, self.ec = data, x, task, fold_dir, root, ec
+        task, target = artifact.task, artifact.target
+        self.data, self.x, self.task, self.ec = data, x, task, data.cfg.export
+        self.artifact, self.run, self.unit = artifact, run, unit
         self.inputs = inputs  # FoldInputs: the "train" split with the competition's augmentation
         self.y_raw = y
         y_fit = target.transform(y.reshape(-1, 1)).ravel() if target is not None else y
@@ -253,13 +263,17 @@ class _TrainContext:
         out, ranks = c.low_rank(model, x, y, loss, ec, ec.rank, ec.energy)
         return out, {"ranks": ranks, "params": int(out.count_params()), "float_params": int(model.count_params())}
 
-    def teacher_dir(self) -> Path:
+    def teacher(self):
+        """The fold artifact that teaches: this fold's, or the same fold of ``export.teacher_run``."""
         if not self.ec.teacher_run:
-            return self.fold_dir
-        d = self.root / self.data.cfg.name / self.ec.teacher_run / "folds" / self.fold_dir.name
-        if not list(d.glob("model_*.keras")):
-            raise DataError(f"export.teacher_run {self.ec.teacher_run}: {d} holds no Keras model for this fold.")
-        return d
+            return self.artifact
+        teacher = Run.open(self.ec.teacher_run, self.run.root, self.data.cfg.name).require_finished(
+            "export.teacher_run")
+        artifact = teacher.artifact(self.unit.name) if teacher.fold_dir(self.unit.name).is_dir() else None
+        if artifact is None or not artifact.keras_paths:
+            raise DataError(f"export.teacher_run {self.ec.teacher_run}: {teacher.fold_dir(self.unit.name)} holds no "
+                            f"Keras model for this fold.")
+        return artifact
 
     def distill(self, model):
         """A smaller student of the same family, trained like the fold models (the competition's
@@ -270,22 +284,18 @@ class _TrainContext:
 
         from ..models import get_builder
         from ..models.heads import output_size
-        from ..training.fold import load_fold_predictor
         from ..training.optimizers import make_optimizer
         from ..training.schedules import make_schedule
         from .compress import distillation_loss
 
-        tdir = self.teacher_dir()
-        predict = load_fold_predictor(tdir)
-        rows = self.data.train.iloc[self._train_positions()]
-        images = None if self.data.images is None else self.data.images["train"][self._train_positions()]
-        soft = predict(rows, images) if images is not None else predict(rows)
+        teacher = self.teacher()
+        positions = self.unit.train_idx
+        rows = self.data.train.iloc[positions]
+        images = None if self.data.images is None else self.data.images["train"][positions]
+        soft = teacher.predict(rows, images, tta=False)
         task = self.task
         if task == "regression":
-            import joblib
-
-            bundle_target = joblib.load(tdir / "preprocessing.joblib")["target"]
-            soft = bundle_target.transform(soft.reshape(-1, 1)).ravel() if bundle_target is not None else soft
+            soft = teacher.target.transform(soft.reshape(-1, 1)).ravel() if teacher.target is not None else soft
             packed = np.column_stack([self.y_fit, soft]).astype(np.float32)
         elif task == "binary":
             packed = np.column_stack([self.y_raw, soft]).astype(np.float32)
@@ -304,19 +314,16 @@ class _TrainContext:
         student.compile(make_optimizer(tc, lr), loss=distillation_loss(task, ec.temperature, ec.alpha),
                         steps_per_execution=tc.steps_per_execution)
         student.fit(self.inputs.dataset("train", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
-        teacher_bytes = sum(p.stat().st_size for p in tdir.glob("model_*.keras"))
-        run_dir = self.fold_dir.parent.parent
-        ensemble_params = sum(keras.models.load_model(p).count_params() for p in (run_dir / "folds").glob("*/model_*.keras"))
-        teacher_score = json.loads((tdir / "result.json").read_text())["score"]
+        teacher_bytes = sum(p.stat().st_size for p in teacher.keras_paths)
+        ensemble_params = sum(keras.models.load_model(p).count_params() for u in self.run.units()
+                              for p in self.run.artifact(u).keras_paths)
+        teacher_score = teacher.result().score
+        tdir = teacher.dir
         return student, {"student_params": int(student.count_params()), "student_hidden": hidden,
                          "student_filters": filters if spec.image is not None else None, "teacher": str(tdir),
                          "teacher_fold_score": teacher_score, "student_epochs": tc.epochs,
                          "teacher_members_bytes": teacher_bytes, "ensemble_float32_bytes": int(4 * ensemble_params),
                          "temperature": ec.temperature, "alpha": ec.alpha}
-
-    def _train_positions(self):
-        valid = np.load(self.fold_dir / "predictions.npz")["valid_idx"]
-        return np.setdiff1d(np.arange(len(self.data.train)), valid)
 
 
 LATENCY_ROUNDS = 5

@@ -1,4 +1,6 @@
-"""Training one fold: optimizers and schedules, callbacks, and ``fit_fold`` → ``FoldResult``."""
-from .fold import FoldResult, fit_fold, load_fold_predictor
+"""Training one fold: optimizers and schedules, callbacks, and ``fit_fold`` → ``FoldResult``;
+artifact.py: a saved fold (save, load, predict)."""
+from .artifact import FoldArtifact, FoldResult, load_fold_predictor
+from .fold import fit_fold
 
-__all__ = ["FoldResult", "fit_fold", "load_fold_predictor"]
+__all__ = ["FoldArtifact", "FoldResult", "fit_fold", "load_fold_predictor"]

@@ -8,36 +8,29 @@ A fold trains ``train.seeds`` models (seed averaging); each contributes the weig
 prediction is the mean of its members' predictions, and each member's predictions are kept so the
 run can report every member's OOF score beside the ensemble's.
 
-A fold folder holds everything needed to predict again without this run: ``model_<member>.keras``,
-``preprocessing.joblib`` (the fitted TabularPreprocessor, the target transform, task and classes),
-``predictions.npz`` and ``result.json``. It is written under a temporary name and renamed when
-complete, so a killed run never leaves a fold that looks finished.
+What a fold folder holds, and how it is saved, loaded and asked for predictions: artifact.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from ..data.datasets import make_dataset
 from ..data.fold_inputs import FoldInputs
 from ..errors import ConfigError, DataError, TrainingError
 from ..metrics import get_metric
 from ..models import get_builder
-from ..models.heads import encode_labels, make_loss, output_size, to_prediction
+from ..models.heads import encode_labels, make_loss, output_size
 from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
 from ..preprocessing import TabularPreprocessor, make_target_transformer
+from .artifact import FoldArtifact, FoldResult, invert_target, to_output
 from .callbacks import NonFiniteLoss, Snapshots, make_callbacks, reestimate_batchnorm
 from .devices import make_strategy, precision_policy
 from .optimizers import make_optimizer
@@ -45,41 +38,6 @@ from .schedules import make_schedule
 from .trainer import Trainer
 
 log = logging.getLogger("pipeline")
-RESULT_FILE = "result.json"
-
-
-@dataclass
-class FoldResult:
-    name: str
-    valid_idx: np.ndarray
-    oof: np.ndarray  # the members' mean prediction for valid_idx, in the metric's internal form
-    test: np.ndarray
-    score: float
-    best_epoch: int
-    epochs: int
-    seconds: float
-    member_scores: dict[str, float] = field(default_factory=dict)
-    members: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name → (oof, test)
-    # Image competitions: (oof, test) of the identity view alone, i.e. without TTA.
-    no_tta: tuple[np.ndarray, np.ndarray] | None = None
-    score_no_tta: float | None = None
-
-    def summary(self) -> dict:
-        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "score_no_tta")
-        return {k: getattr(self, k) for k in keys}
-
-    @classmethod
-    def load(cls, fold_dir: Path) -> "FoldResult":
-        meta = json.loads((fold_dir / RESULT_FILE).read_text())
-        arrays = np.load(fold_dir / "predictions.npz")
-        members = {m: (arrays[f"oof__{m}"], arrays[f"test__{m}"]) for m in meta["member_scores"]}
-        no_tta = (arrays["no_tta_oof"], arrays["no_tta_test"]) if "no_tta_oof" in arrays else None
-        return cls(valid_idx=arrays["valid_idx"], oof=arrays["oof"], test=arrays["test"], members=members,
-                   no_tta=no_tta, **meta)
-
-    @staticmethod
-    def is_complete(fold_dir: Path) -> bool:
-        return (fold_dir / RESULT_FILE).is_file()
 
 
 def set_seed(seed: int, deterministic: bool = False) -> None:
@@ -110,6 +68,41 @@ def check_train_config(cfg, task: str) -> None:
                           f"the {tc.strategy} strategy has {replicas}. Turn them off or use strategy=default.")
 
 
+def model_inputs(data, pre, rows: dict[str, tuple[str, np.ndarray | None]], cfg=None,
+                 cache_dir: Path | None = None) -> FoldInputs:
+    """The fold prologue: named row sets → model inputs through the fold's fitted preprocessing.
+
+    ``rows``: split name → ("train" | "test", positions, or None for all). Image competitions get
+    each split's image files beside its tabular inputs. ``cfg`` defaults to the competition's."""
+    def pick(table, idx):
+        return table if idx is None else (table.iloc[idx] if hasattr(table, "iloc") else table[idx])
+
+    tables = {"train": data.train, "test": data.test}
+    x = {k: pre.transform(pick(tables[src], idx)) for k, (src, idx) in rows.items()}
+    images = None
+    if data.images is not None:
+        images = {k: pick(data.images[src], idx) for k, (src, idx) in rows.items()}
+    return FoldInputs(x, cfg or data.cfg, images, cache_dir=cache_dir)
+
+
+def input_spec(pre, cfg, images: bool):
+    """What the model builder takes: the preprocessor's inputs, and the image shape if any."""
+    spec = pre.input_spec_
+    return dataclasses.replace(spec, image=(*cfg.image.size, cfg.image.channels)) if images else spec
+
+
+def fit_target(cfg, task: str, y_train: np.ndarray):
+    """Regression: the target transform fitted on the fold's training rows; else None."""
+    if task != "regression":
+        return None
+    target = make_target_transformer(cfg.preprocessing.target_log1p, cfg.preprocessing.target_standardize)
+    return target.fit(y_train.reshape(-1, 1))
+
+
+def transform_target(y: np.ndarray, target) -> np.ndarray:
+    return target.transform(y.reshape(-1, 1)).ravel() if target is not None else y
+
+
 def member_names(train_cfg) -> list[str]:
     ckpts = train_cfg.checkpoints
     if train_cfg.seeds == 1:
@@ -129,28 +122,17 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     start = time.perf_counter()
     set_seed(seed, tc.deterministic)
 
-    train_rows, valid_rows = data.train.iloc[train_idx], data.train.iloc[valid_idx]
-    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed).fit(train_rows)
-    x = {"train": pre.transform(train_rows), "valid": pre.transform(valid_rows), "test": pre.transform(data.test)}
-    spec, images = pre.input_spec_, None
-    if data.images is not None:
-        images = {"train": data.images["train"][train_idx], "valid": data.images["train"][valid_idx],
-                  "test": data.images["test"]}
-        spec = dataclasses.replace(spec, image=(*cfg.image.size, cfg.image.channels))
-    inputs = FoldInputs(x, cfg, images, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed).fit(data.train.iloc[train_idx])
+    rows = {"train": ("train", train_idx), "valid": ("train", valid_idx), "test": ("test", None)}
+    inputs = model_inputs(data, pre, rows, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
+    x, spec, images = inputs.x, input_spec(pre, cfg, data.images is not None), inputs.images
     y_train, y_valid = data.y[train_idx], data.y[valid_idx]
-    target = None
-    if task == "regression":
-        target = make_target_transformer(cfg.preprocessing.target_log1p, cfg.preprocessing.target_standardize)
-        target.fit(y_train.reshape(-1, 1))
-        y_fit = {k: target.transform(v.reshape(-1, 1)).ravel() for k, v in (("train", y_train), ("valid", y_valid))}
-    else:
-        y_fit = {"train": y_train, "valid": y_valid}
-    y_fit = {k: encode_labels(v, task, len(data.classes), tc) for k, v in y_fit.items()}
+    target = fit_target(cfg, task, y_train)
+    y_fit = {k: encode_labels(transform_target(v, target), task, len(data.classes), tc)
+             for k, v in (("train", y_train), ("valid", y_valid))}
 
     def to_pred(raw):
-        pred = to_prediction(raw, task)
-        return target.inverse_transform(pred.reshape(-1, 1)).ravel() if target is not None else pred
+        return to_output(raw, task, target)
 
     metric = get_metric(cfg.metric, task)
     if cfg.model.name in SKLEARN_MODELS:
@@ -202,9 +184,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     result = FoldResult(name, np.asarray(valid_idx), oof, test, metric(y_valid, oof, task),
                         int(np.median(best_epochs)), int(max(epochs_run)), round(time.perf_counter() - start, 2),
                         member_scores, members, no_tta, score_no_tta)
-    _save(fold_dir, saved, {"preprocessor": pre, "target": target, "task": task, "classes": data.classes,
-                           "features": list(data.columns), "image": cfg.image.model_dump() if images else None},
-          result)
+    FoldArtifact.save(fold_dir, saved, _bundle(data, pre, target, images is not None), result)
     return result
 
 
@@ -215,22 +195,22 @@ def _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, see
     matrices, cats = {k: m for k, (m, _) in converted.items()}, converted["train"][1]
     names = sorted(k for k in x["train"] if k != "numeric")
     vocab = {c: dict((e[0], e[1]) for e in pre.input_spec_.embeddings)[n] for c, n in zip(cats, names)}
-    y_train = data.y[train_idx]
-    if target is not None:
-        y_train = target.transform(y_train.reshape(-1, 1)).ravel()
+    y_train = transform_target(data.y[train_idx], target)
     model = build_sklearn(cfg.model.name, task, dict(cfg.model.params), cats, vocab, seed)
     model.fit(matrices["train"], y_train)
-    oof, test = (sklearn_predict(model, matrices[k], task) for k in ("valid", "test"))
-    if target is not None:
-        oof, test = (target.inverse_transform(p.reshape(-1, 1)).ravel() for p in (oof, test))
+    oof, test = (invert_target(sklearn_predict(model, matrices[k], task), target) for k in ("valid", "test"))
     metric = get_metric(cfg.metric, task)
     score = metric(data.y[valid_idx], oof, task)
     result = FoldResult(name, np.asarray(valid_idx), oof, test, score, 0, int(np.max(getattr(model, "n_iter_", 0))),
                         round(time.perf_counter() - start, 2), {"best": score}, {"best": (oof, test)})
-    _save(fold_dir, {"best": (model, None)}, {"preprocessor": pre, "target": target, "task": task,
-                                             "classes": data.classes, "features": list(data.columns),
-                                             "image": None}, result)
+    FoldArtifact.save(fold_dir, {"best": (model, None)}, _bundle(data, pre, target, False), result)
     return result
+
+
+def _bundle(data, pre, target, images: bool) -> dict:
+    """What the fold's artifact needs besides its models to predict raw rows again."""
+    return {"preprocessor": pre, "target": target, "task": data.task, "classes": data.classes,
+            "features": list(data.columns), "image": data.cfg.image.model_dump() if images else None}
 
 
 def _stages(cfg, net) -> list[tuple[int, int | None]]:
@@ -293,61 +273,3 @@ def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, e
         done += len(history.history.get("loss", []))
     info = {"best_epoch": snapshots.best_epoch or done, "epochs": done}
     return snapshots.members(tc.checkpoints), net, info
-
-
-def _save(fold_dir: Path, saved: dict, bundle: dict, result: FoldResult) -> None:
-    """``saved``: member → (network, its weights)."""
-    tmp = fold_dir.with_name(fold_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for member, (net, weights) in saved.items():
-        if weights is None:  # a scikit-learn estimator
-            joblib.dump(net, tmp / f"model_{member}.joblib")
-            continue
-        net.set_weights(weights)
-        net.save(tmp / f"model_{member}.keras")
-    joblib.dump(bundle, tmp / "preprocessing.joblib")
-    arrays = {"valid_idx": result.valid_idx, "oof": result.oof, "test": result.test}
-    if result.no_tta is not None:
-        arrays["no_tta_oof"], arrays["no_tta_test"] = result.no_tta
-    for member, (oof, test) in result.members.items():
-        arrays[f"oof__{member}"], arrays[f"test__{member}"] = oof, test
-    np.savez(tmp / "predictions.npz", **arrays)
-    (tmp / RESULT_FILE).write_text(json.dumps(result.summary(), indent=2))
-    shutil.rmtree(fold_dir, ignore_errors=True)
-    tmp.rename(fold_dir)  # the fold appears whole or not at all
-
-
-def load_fold_predictor(fold_dir: Path):
-    """A function (raw DataFrame[, image file paths]) → predictions (the mean over the fold's
-    members; no TTA), from a saved fold."""
-    from ..config import ImageConfig
-    from ..data.images import batches, decoded_dataset
-
-    bundle = joblib.load(fold_dir / "preprocessing.joblib")
-    models = [keras.models.load_model(p) for p in sorted(fold_dir.glob("model_*.keras"))]
-    estimators = [joblib.load(p) for p in sorted(fold_dir.glob("model_*.joblib"))]
-    image_cfg = ImageConfig(**bundle["image"]) if bundle.get("image") else None
-
-    def predict(df, image_paths=None):
-        features = bundle["preprocessor"].transform(df)
-        if estimators:
-            preds = [sklearn_predict(m, to_matrix(features)[0], bundle["task"]) for m in estimators]
-            if bundle["target"] is not None:
-                preds = [bundle["target"].inverse_transform(p.reshape(-1, 1)).ravel() for p in preds]
-            return np.mean(preds, axis=0)
-        if image_cfg is None:
-            x = make_dataset(features, batch_size=4096)
-        elif image_paths is None:
-            raise ValueError("this fold's model takes images: pass their file paths, one per row of df")
-        else:
-            x = batches(decoded_dataset(np.asarray(image_paths), image_cfg), features, None, image_cfg, batch_size=256)
-        preds = []
-        for model in models:
-            pred = to_prediction(model.predict(x, verbose=0), bundle["task"])
-            if bundle["target"] is not None:
-                pred = bundle["target"].inverse_transform(pred.reshape(-1, 1)).ravel()
-            preds.append(pred)
-        return np.mean(preds, axis=0)
-
-    return predict

@@ -5,7 +5,6 @@ blows up; the curve is saved as a PNG.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import math
 from pathlib import Path
@@ -13,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
-from ..data.fold_inputs import FoldInputs
 from ..models import get_builder
 from ..models.heads import encode_labels, make_loss, output_size
-from ..preprocessing import TabularPreprocessor, make_target_transformer
+from ..preprocessing import TabularPreprocessor
 from .devices import make_strategy, precision_policy
-from .fold import set_seed
+from .fold import fit_target, input_spec, model_inputs, set_seed, transform_target
 from .optimizers import make_optimizer
 from .trainer import Trainer
 
@@ -87,20 +85,13 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
     cfg, task, tc = data.cfg, data.task, data.cfg.train
     set_seed(tc.seed)
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=tc.seed).fit(data.train)
-    y = data.y
-    if task == "regression":
-        t = make_target_transformer(cfg.preprocessing.target_log1p, cfg.preprocessing.target_standardize)
-        y = t.fit_transform(y.reshape(-1, 1)).ravel()
-    y = encode_labels(y, task, len(data.classes), tc)
+    y = encode_labels(transform_target(data.y, fit_target(cfg, task, data.y)), task, len(data.classes), tc)
     n_batches = math.ceil(len(y) / tc.batch_size)
     steps = steps or max(100, n_batches)
-    spec, images = pre.input_spec_, None
-    if data.images is not None:
-        images = {"train": data.images["train"]}
-        spec = dataclasses.replace(spec, image=(*cfg.image.size, cfg.image.channels))
+    spec = input_spec(pre, cfg, data.images is not None)
     # No cache: the sweep may stop part-way through a pass, which a file cache cannot take.
-    inputs = FoldInputs({"train": pre.transform(data.train)}, cfg.model_copy(
-        update={"image": cfg.image.model_copy(update={"cache": "none"})}), images)
+    inputs = model_inputs(data, pre, {"train": ("train", None)}, cfg.model_copy(
+        update={"image": cfg.image.model_copy(update={"cache": "none"})}))
     ds = inputs.dataset("train", y, training=True, seed=tc.seed)
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
         net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)))

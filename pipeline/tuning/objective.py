@@ -15,10 +15,12 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from ..config import apply_overrides, load_config, validate
+from ..config_files import apply_overrides, resolve
 from ..data import load_competition
 from ..metrics import get_metric
+from . import budget
 from .space import resolve_space, suggest
 
 log = logging.getLogger("pipeline")
@@ -59,23 +61,34 @@ def epoch_pruning_callback(trial, direction: str):
     return EpochPruning()
 
 
-class Objective:
-    """Picklable: worker processes rebuild it from its arguments."""
+class StandDown(Exception):
+    """A trial that is not evaluated: a duplicate of an earlier one, or one past the study's size."""
 
-    def __init__(self, comp, overrides, data_dir, output_dir, study_dir: Path):
-        self.comp, self.overrides, self.data_dir = comp, list(overrides or []), data_dir
+
+class Objective:
+    """Picklable: worker processes rebuild it from its arguments.
+
+    ``base``: the study's config as a dict, resolved once by the tune command (competition config
+    + ``--params`` overlay + ``--set``); every trial's config is ``base`` + the trial's parameters.
+    ``config_path`` anchors the config's relative paths (its data folder)."""
+
+    def __init__(self, base: dict, config_path, data_dir, output_dir, study_dir: Path, *, stop_at: int | None = None,
+                 smoke: bool = False):
+        self.base, self.config_path, self.data_dir = base, config_path, data_dir
         self.output_dir, self.study_dir = output_dir, Path(study_dir)
+        self.stop_at, self.smoke = stop_at, smoke  # the study's size (counted trials); smoke-sized trials
+
+    def base_config(self):
+        return resolve(self.base, f"{self.config_path} (tuned)", self.config_path)
 
     def config(self, params: dict):
-        base = load_config(self.comp, self.overrides)
-        raw = apply_overrides(base.to_dict(), params, "tune.space")
+        base = self.base_config()
+        raw = apply_overrides(self.base, params, "tune.space")
         if base.tune.max_epochs:
             raw["train"]["epochs"] = min(raw["train"]["epochs"], base.tune.max_epochs)
             head = raw["model"].get("head_epochs") or 0
             raw["model"]["head_epochs"] = min(head, raw["train"]["epochs"] - 1)
-        cfg = validate(raw, f"{base.path} + trial parameters")
-        cfg._path = base.path
-        return cfg
+        return resolve(raw, f"{self.config_path} + trial parameters", self.config_path)
 
     def __call__(self, trial):
         import optuna
@@ -83,6 +96,10 @@ class Objective:
         try:
             return self._evaluate(trial)
         except optuna.TrialPruned:
+            raise
+        except StandDown as exc:  # FAIL, marked uncounted: not charged to the study's budget
+            trial.set_user_attr("fail_reason", f"not run: {exc}")
+            log.info("trial %d: not run (%s); it does not count", trial.number, exc)
             raise
         except Exception as exc:  # Optuna marks the trial FAIL; keep the reason with it
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -93,36 +110,52 @@ class Objective:
     def _evaluate(self, trial):
         import optuna
 
-        from ..cv.folds import load_or_assign_folds
-        from ..cv.loop import fold_units
+        from ..cv.folds import fold_units, load_or_assign_folds
+        from ..cv.loop import train_folds
         from ..models.sklearn_models import SKLEARN_MODELS
         from ..outputs import OUTPUT_ROOT
-        from ..training.fold import check_train_config, fit_fold
+        from ..training.fold import check_train_config
 
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
-        base = load_config(self.comp, self.overrides)
+        trials = trial.study.get_trials(deepcopy=False)
+        if self.stop_at is not None and budget.counted_before(trials, trial.number) >= self.stop_at:
+            # Another process started a trial at the same moment and the storage numbered it first.
+            budget.uncount(trial, f"surplus: the study already had {self.stop_at} trials")
+            raise StandDown(f"the study already holds {self.stop_at} trials")
+        base = self.base_config()
         params = suggest(trial, resolve_space(base, base.task or "regression"))
+        same = budget.duplicate_of(trial.study.get_trials(deepcopy=False), trial)
+        if same is not None:
+            budget.uncount(trial, f"duplicate of trial {same.number}")
+            raise StandDown(f"the parameters of trial {same.number} again")
         cfg = self.config(params)  # a combination the config refuses fails this trial only
         data = load_competition(cfg, self.data_dir)
+        if self.smoke:
+            from ..runs import smoke_sample
+
+            data = smoke_sample(data)
         check_train_config(data.cfg, data.task)
+        # The trial's fully resolved config, so it can be rerun exactly (python run.py --params FILE).
+        trial.set_user_attr("config", yaml.safe_dump(data.cfg.to_dict(), sort_keys=False))
         tc = data.cfg.tune
         root = Path(self.output_dir) if self.output_dir is not None else OUTPUT_ROOT
-        folds = load_or_assign_folds(data, root / data.cfg.name / "folds")
-        units = list(fold_units(folds, data.cfg.cv.repeats))[: tc.folds or None]
+        folds = load_or_assign_folds(data, None if self.smoke else root / data.cfg.name / "folds")
+        units = fold_units(folds, data.cfg.cv.repeats)[: tc.folds or None]
         metric = get_metric(data.cfg.metric, data.task)
         scratch = self.study_dir / "trials" / f"{trial.number:05d}-{os.getpid()}"
         log.info("trial %d: %s", trial.number, params)
+        epoch_pruning = tc.pruner in ("median", "hyperband") and data.cfg.model.name not in SKLEARN_MODELS
+
+        def callbacks(unit):  # per epoch: the first fold's validation loss
+            return [epoch_pruning_callback(trial, metric.direction)] if epoch_pruning and unit.index == 0 else []
+
         scores, oof_parts = [], []
         try:
-            for i, (name, _, _, train_idx, valid_idx) in enumerate(units):
-                callbacks = []
-                if i == 0 and tc.pruner in ("median", "hyperband") and data.cfg.model.name not in SKLEARN_MODELS:
-                    callbacks.append(epoch_pruning_callback(trial, metric.direction))
-                result = fit_fold(data, name, train_idx, valid_idx, scratch / name, seed=data.cfg.train.seed + i,
-                                  label=f"trial {trial.number} {name}", callbacks=callbacks)
+            for i, result in enumerate(train_folds(data, units, lambda u: scratch / u.name,
+                                                   label=f"trial {trial.number} ", callbacks=callbacks)):
                 scores.append(result.score)
-                oof_parts.append((valid_idx, result.oof))
+                oof_parts.append((result.valid_idx, result.oof))
                 if tc.pruner == "wilcoxon":
                     trial.report(result.score, step=i)
                     if trial.should_prune():

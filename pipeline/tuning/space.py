@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ParamSpec, _check_key
+from ..config import ParamSpec
+from ..config_files import check_key
 from ..errors import ConfigError
 from ..models import BACKBONES
 
@@ -56,7 +57,7 @@ def resolve_space(cfg, task: str) -> dict[str, ParamSpec]:
             family = "linear_regression" if task == "regression" else "linear_classification"
         space = {k: ParamSpec(**v) for k, v in DEFAULT_SPACES[family].items()}
     for key, spec in space.items():
-        _check_key(key, f"tune.space.{key}")
+        check_key(key, f"tune.space.{key}")
         for other in (spec.when or {}):
             if other not in space:
                 raise ConfigError(f"tune.space.{key}.when: {other!r} is not a parameter of the space "

@@ -3,28 +3,35 @@ process or one worker process per trial), then write the best parameters as a co
 summary and the plots.
 
 Studies live in a storage Optuna shares between processes and machines: SQLite under
-``outputs/<comp>/studies/<study>/`` by default, any RDB URL, or a journal file. A killed study
-continues where it stopped: ``trials`` counts every trial the study already has. Trials that raise
-are recorded as FAIL with the reason and the study goes on; a worker process that dies (killed,
-out of memory) has its trial marked FAIL by the parent.
+``outputs/<comp>/studies/<study>/`` by default, any RDB URL (PostgreSQL for many machines), or a
+journal file. A killed study continues where it stopped: ``trials`` counts the trials the study
+already has (budget.py says which count). Trials that raise are recorded as FAIL with the reason
+and the study goes on; a worker process that dies (killed, out of memory) has its trial marked
+FAIL by the parent, and it does not count.
 
 Parallel workers are processes on one storage, never a scheduler of our own: ``--jobs J`` starts J
-of them here, and any other machine may run the same command on the same storage.
+of them here, and any other machine may run the same command on the same storage. Each trial
+samples with a seed of its own (sampler.py), so workers never evaluate the same point twice.
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
-from ..config import DEFAULT_COMPETITION, load_config
+import yaml
+
+from ..config_files import DEFAULT_COMPETITION, load_config
 from ..errors import ConfigError
 from ..logs import run_logging
 from ..metrics import METRICS, DEFAULT_METRIC
 from ..outputs import OUTPUT_ROOT, atomic_path, ensure_writable, write_json, write_yaml
+from . import budget
 from .objective import Objective, rss_mb
 from .space import overlay, resolve_space, suggest
 
@@ -54,17 +61,39 @@ def make_storage(spec: str):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
     if "://" not in spec:
-        raise ConfigError(f"tune.storage {spec!r}: give an RDB URL (sqlite:///path.db, postgresql://...) or a "
-                          f"journal file (a path ending .log, or journal:PATH)")
+        raise ConfigError(f"tune.storage {spec!r}: give an RDB URL (sqlite:///path.db, postgresql+psycopg://...) "
+                          f"or a journal file (a path ending .log, or journal:PATH)")
+    if spec.startswith("postgres://"):  # the form some hosts print; SQLAlchemy knows postgresql://
+        spec = "postgresql://" + spec.removeprefix("postgres://")
     # Heartbeats let a restarted study find trials whose worker died and mark them FAIL.
-    return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180)
+    try:
+        return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"tune.storage {_safe_url(spec)}: the database driver {exc.name!r} is not installed. "
+                          f"For PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None
+    except Exception as exc:  # SQLAlchemy's OperationalError and friends: no server, bad credentials
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"tune.storage {_safe_url(spec)}: cannot open the study storage ({first}). Check that "
+                          f"the server runs and the URL is right.") from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
 
 
 def _sampler_and_pruner(cfg):
     import optuna
 
     tc = cfg.tune
-    sampler = optuna.samplers.TPESampler(seed=tc.seed, multivariate=True, group=True)
+    from .sampler import TrialSeededTPESampler
+
+    sampler = TrialSeededTPESampler(tc.seed, multivariate=True, group=True)
     if tc.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=tc.pruner_warmup_epochs)
     elif tc.pruner == "hyperband":
@@ -85,38 +114,56 @@ def open_study(cfg, study_name: str, storage: str):
                                direction=direction, load_if_exists=True)
 
 
-def _count(study, states=FINISHED + ("RUNNING",)) -> int:
-    return sum(t.state.name in states for t in study.get_trials(deepcopy=False))
+def _count(study) -> int:
+    return budget.counted(study.get_trials(deepcopy=False))
 
 
-def _run_trials(objective, study, n: int, timeout: float | None, stop_at: int) -> None:
-    """Run up to ``n`` trials here, stopping once the study holds ``stop_at`` trials."""
-    import optuna
-    from optuna.trial import TrialState
+class _StopWhenFull:
+    """Stops ``study.optimize`` once the study holds its counted trials, or when the space has no
+    new points (Optuna's MaxTrialsCallback counts every trial, duplicates and dead ones too)."""
 
-    # Enqueued (WAITING) trials are not yet trials of the count: they run within it.
-    stop = optuna.study.MaxTrialsCallback(stop_at, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                                                           TrialState.RUNNING))
-    study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=[stop], gc_after_trial=True)
+    def __init__(self, stop_at: int):
+        self.stop_at = stop_at
+
+    def __call__(self, study, trial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        if budget.counted(trials) >= self.stop_at:
+            study.stop()
+        elif budget.exhausted(trials):
+            log.info("the last %d trials repeated earlier parameters: the search space is exhausted",
+                     budget.DUPLICATE_STREAK)
+            study.stop()
 
 
-def _worker(comp, overrides, data_dir, output_dir, study_dir, study_name, storage, stop_at, cfg_dict) -> None:
+def _run_trials(objective, study, timeout: float | None, stop_at: int, n: int | None = None) -> None:
+    """Run trials here until the study holds ``stop_at`` counted trials (or ``n`` were run)."""
+    if _count(study) >= stop_at:
+        return
+    study.optimize(objective, n_trials=n, timeout=timeout, catch=(Exception,), callbacks=[_StopWhenFull(stop_at)],
+                   gc_after_trial=True)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker when the process that started it is gone (killed parent: no orphans)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(3)
+
+
+def _worker(objective: Objective, study_name, storage, stop_at, parent: int) -> None:
     """One trial in a fresh process (spawned: no TensorFlow state is inherited)."""
     import optuna
 
     import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-    from ..config import validate
     from ..logs import run_logging as logging_to
 
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_experimental()
-    cfg = validate(cfg_dict, "tune worker")
-    study = open_study(cfg, study_name, storage)
-    if _count(study) >= stop_at:
-        return
-    with logging_to(Path(study_dir) / "tune.log"):
-        _run_trials(Objective(comp, overrides, data_dir, output_dir, Path(study_dir)), study, 1, None, stop_at)
+    study = open_study(objective.base_config(), study_name, storage)
+    with logging_to(objective.study_dir / "tune.log"):
+        _run_trials(objective, study, None, stop_at, n=1)
 
 
 def _alive(pid: int) -> bool:
@@ -129,7 +176,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_dead_trials(study) -> int:
+def fail_dead_trials(study, study_dir: Path) -> int:
     """Trials left RUNNING by a process of this machine that is gone (a killed study, a worker
     that died) become FAIL with the reason, so the study can continue past them."""
     from optuna.trial import TrialState
@@ -139,8 +186,10 @@ def fail_dead_trials(study) -> int:
         pid, host = t.user_attrs.get("pid"), t.user_attrs.get("host")
         if pid is not None and host == socket.gethostname() and not _alive(pid):
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"its process {pid} is gone")
+            study._storage.set_trial_user_attr(t._trial_id, budget.UNCOUNTED, f"worker {pid} died")
             study.tell(t.number, state=TrialState.FAIL)
-            log.info("trial %d: FAIL (its process %d is gone)", t.number, pid)
+            shutil.rmtree(study_dir / "trials" / f"{t.number:05d}-{pid}", ignore_errors=True)
+            log.info("trial %d: FAIL (its process %d is gone; it does not count)", t.number, pid)
             n += 1
     return n
 
@@ -148,17 +197,22 @@ def fail_dead_trials(study) -> int:
 def _taken(study, active) -> int:
     """Trials finished, running elsewhere, or about to run in our live workers (one each)."""
     pids = {p.pid for p in active}
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if budget.counts(t)]
     finished = sum(t.state.name in FINISHED for t in trials)
     elsewhere = sum(t.state.name == "RUNNING" and t.user_attrs.get("pid") not in pids for t in trials)
     return finished + elsewhere + len(active)
 
 
-def _run_isolated(args: tuple, study, trials: int, jobs: int, timeout: float | None) -> None:
+def _run_isolated(args: tuple, study, study_dir: Path, trials: int, jobs: int, timeout: float | None) -> None:
     ctx = mp.get_context("spawn")
     start, active = time.monotonic(), []
     while True:
         expired = timeout is not None and time.monotonic() - start > timeout
+        if budget.exhausted(study.get_trials(deepcopy=False)):
+            if not expired:
+                log.info("the last %d trials repeated earlier parameters: the search space is exhausted",
+                         budget.DUPLICATE_STREAK)
+            expired = True
         while not expired and len(active) < jobs and _taken(study, active) < trials:
             p = ctx.Process(target=_worker, args=args)
             p.start()
@@ -170,17 +224,25 @@ def _run_isolated(args: tuple, study, trials: int, jobs: int, timeout: float | N
             p.join()
             active.remove(p)
             if p.exitcode != 0:
-                fail_dead_trials(study)
+                fail_dead_trials(study, study_dir)
             log.info("parent process memory after a trial: %.0f MB", rss_mb())
 
 
 def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int | None = None,
          timeout: float | None = None, study: str | None = None, storage: str | None = None, jobs: int | None = None,
-         data_dir=None, output_dir=None, params=None) -> dict:
-    """Run (or continue) a study; returns its summary (also written as summary.json)."""
+         data_dir=None, output_dir=None, params=None, smoke: bool = False) -> dict:
+    """Run (or continue) a study; returns its summary (also written as summary.json).
+
+    ``params``: a YAML overlay that is the base of every trial's config; ``smoke``: every trial
+    smoke-sized (400 rows, 2 folds, 1 epoch), to check a whole study path in a minute."""
     import optuna
 
+    from ..config_files import apply_overrides, resolve
+    from ..runs import SMOKE_OVERRIDES
+
     cfg = load_config(comp, overrides, params)
+    if smoke:
+        cfg = resolve(apply_overrides(cfg.to_dict(), SMOKE_OVERRIDES, "--smoke"), f"{cfg.path} with --smoke", cfg.path)
     tc = cfg.tune
     trials = trials or tc.trials
     timeout = timeout or tc.timeout
@@ -196,37 +258,59 @@ def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int 
         raise ConfigError("tune.jobs > 1 runs trials in worker processes; set tune.isolate=true (or leave it unset)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_experimental()
-    objective = Objective(comp, overrides, data_dir, output_dir, study_dir)
+    objective = Objective(cfg.to_dict(), cfg.path, data_dir, output_dir, study_dir, stop_at=trials, smoke=smoke)
     with run_logging(study_dir / "tune.log"):
         the_study = open_study(cfg, name, storage)
-        fail_dead_trials(the_study)
-        done = _count(the_study, FINISHED)
+        fail_dead_trials(the_study, study_dir)
+        done = _count(the_study)
         log.info("study %s (%s): %d trials wanted, %d already finished; storage %s; pruner %s; %s", name,
                  the_study.direction.name.lower(), trials, done, storage, tc.pruner,
                  f"{jobs} worker process(es), one process per trial" if isolate else "trials in this process")
         if isolate:
-            args = (comp, list(overrides or []) if not isinstance(overrides, dict) else overrides, data_dir,
-                    output_dir, str(study_dir), name, storage, trials, cfg.to_dict())
-            _run_isolated(args, the_study, trials, jobs, timeout)
-        elif done < trials:
-            _run_trials(objective, the_study, trials - done, timeout, trials)
+            args = (objective, name, storage, trials, os.getpid())
+            _run_isolated(args, the_study, study_dir, trials, jobs, timeout)
+        else:
+            _run_trials(objective, the_study, timeout, trials)
+        _remove_empty(study_dir / "trials")
         summary = summarize(the_study, cfg, objective, study_dir, storage)
     return summary
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only when no worker (here or elsewhere) has a scratch folder in it
+    except OSError:
+        pass
 
 
 def summarize(study, cfg, objective: Objective, study_dir: Path, storage: str) -> dict:
     import optuna
 
-    counts = {s: sum(t.state.name == s for t in study.trials) for s in FINISHED}
-    summary = {"study": study.study_name, "storage": storage, "direction": study.direction.name.lower(),
-               "trials": len(study.trials), **{s.lower(): n for s, n in counts.items()}}
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state.name == s and budget.counts(t) for t in trials) for s in FINISHED}
+    summary = {"study": study.study_name, "storage": _safe_url(storage) if "://" in storage else storage,
+               "direction": study.direction.name.lower(), "trials": budget.counted(trials),
+               **{s.lower(): n for s, n in counts.items()},
+               "uncounted": sum(budget.UNCOUNTED in t.user_attrs for t in trials)}
+    running = [t.number for t in trials if t.state.name == "RUNNING"]
+    if running:  # another process's trials: the worker that finishes last writes the results
+        log.info("trial(s) %s still running in other processes; the last one to finish writes best.yaml",
+                 running)
+        summary["running"] = running
+        return summary
     if counts["COMPLETE"] == 0:
         log.info("study %s: no complete trial yet (%s)", study.study_name, counts)
         write_json(summary, study_dir / "summary.json")
         return summary
     best = study.best_trial
     overrides = suggest(optuna.trial.FixedTrial(best.params), resolve_space(cfg, cfg.task or "regression"))
-    best_yaml = write_yaml(overlay(overrides), study_dir / "best.yaml")
+    best_yaml = study_dir / "best.yaml"
+    text = yaml.safe_dump(overlay(overrides), sort_keys=False)
+    if best_yaml.is_file() and best_yaml.read_text() == text:
+        log.info("best.yaml unchanged: %s", best_yaml)
+    else:
+        write_yaml(overlay(overrides), best_yaml)
+        log.info("best.yaml written: %s", best_yaml)
     summary.update(best_value=best.value, best_trial=best.number, best_params=overrides, best_yaml=str(best_yaml))
     summary["plots"] = _plots(study, study_dir)
     write_json(summary, study_dir / "summary.json")
@@ -234,7 +318,8 @@ def summarize(study, cfg, objective: Objective, study_dir: Path, storage: str) -
              counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
     log.info("best params: %s", overrides)
     log.info("run them: python run.py --comp %s --params %s", cfg.name, best_yaml)
-    log.info("dashboard: optuna-dashboard %s", storage if "://" in storage else storage.removeprefix("journal:"))
+    log.info("dashboard: optuna-dashboard %s", _safe_url(storage) if "://" in storage else
+             storage.removeprefix("journal:"))
     return summary
 
 

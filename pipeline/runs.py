@@ -1,0 +1,529 @@
+"""A run is one object: ``Run.create`` starts (or resumes) a run folder, ``Run.open`` reopens a
+finished one, and every command (train, resume, stack, export, predict) reaches the folder through
+it, never by building paths or re-reading the competition's config itself.
+
+A run folder describes itself:
+
+- ``config.yaml``: the config resolved once (base + ``--params`` + ``--set``, inferred task,
+  metric, CV scheme and column types). Every later command on the run uses it.
+- ``run.json``: the state (``running`` | ``finished`` | ``failed``), the fingerprint of the inputs
+  (a hash of the resolved config and of each data file read), the pid and host while running,
+  the sessions with their times, and what predicting new rows needs (task, classes, the
+  submission's columns).
+- ``run.lock``: held (``fcntl.flock``) by the one process writing the run. The kernel releases it
+  when that process dies, so a stale lock is simply free; its text still names the dead holder,
+  and the next process says that it takes the run over.
+
+Resume is a comparison, not a guess (as DVC does with its input hashes): a changed config or data
+file refuses to mix folds trained on different inputs. A finished run is never retrained.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Config, validate
+from .config_files import read_yaml
+from .cv.folds import FoldUnit, fold_units
+from .errors import ConfigError, DataError, PipelineError
+from .outputs import default_run_name, write_json, write_yaml
+
+log = logging.getLogger("pipeline")
+
+RUN_FILE = "run.json"
+LOCK_FILE = "run.lock"
+# Sections that do not change what a run trains: a finished run can be stacked or exported with
+# other settings of these, and resuming with them changed is allowed.
+UNTRAINED_SECTIONS = ("stack", "tune", "export")
+STATES = ("running", "finished", "failed")
+
+
+class RunLockedError(PipelineError):
+    """Another live process holds the run's lock."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def trained_part(resolved: dict) -> dict:
+    return {k: v for k, v in resolved.items() if k not in UNTRAINED_SECTIONS}
+
+
+def config_sha256(resolved: dict) -> str:
+    text = json.dumps(trained_part(resolved), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_diff(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys where two config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def fingerprint(data, extra: dict | None = None) -> dict:
+    """What a run's results depend on: the trained part of its resolved config, each data file,
+    the image files' names and sizes (hashing every image would cost a pass over the set), and
+    ``extra`` (a stack's members)."""
+    files = {key: file_sha256(path) for key, path in sorted(data.paths.items())}
+    if data.images is not None:
+        h = hashlib.sha256()
+        for split in ("train", "test"):
+            for p in data.images[split]:
+                h.update(f"{p}\0{os.path.getsize(p)}\n".encode())
+        files["images"] = h.hexdigest()
+    out = {"config": config_sha256(data.cfg.to_dict()), "files": files}
+    if extra:
+        out["extra"] = extra
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``run.lock``; the file's text names the holder for the others."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def holder(self) -> dict:
+        try:
+            text = self.path.read_text()
+            return json.loads(text) if text.strip() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self, run_label: str) -> dict:
+        """Take the lock or raise RunLockedError naming the holder. Returns the previous holder's
+        record when it died holding the lock (empty otherwise)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = {}
+            for _ in range(20):  # the winner writes its name right after taking the lock
+                holder = self.holder()
+                if holder:
+                    break
+                time.sleep(0.05)
+            who = (f"pid {holder.get('pid')} on host {holder.get('host')} (since {holder.get('since')})"
+                   if holder else "another process")
+            raise RunLockedError(f"{self.path.parent}: run {run_label!r} is being written by {who}. Wait for it "
+                                 f"to finish, or use another --run-name.") from None
+        previous = self.holder()
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd = fd
+        mine = previous.get("pid") == os.getpid() and previous.get("host") == socket.gethostname()
+        return {} if mine else previous
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)  # an empty lock file: released cleanly, nobody to take over from
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+class Run:
+    """One run folder: its resolved config, its state and every path in it."""
+
+    def __init__(self, directory: Path, cfg: Config, info: dict):
+        self.dir = Path(directory)
+        self.cfg = cfg
+        self.info = info
+        self._lock: RunLock | None = None
+        self._session_start: float | None = None
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def comp_dir(self) -> Path:
+        return self.dir.parent
+
+    @property
+    def root(self) -> Path:
+        """The output root (``outputs/`` or ``--output-dir``)."""
+        return self.dir.parent.parent
+
+    config_path = property(lambda self: self.dir / "config.yaml")
+    info_path = property(lambda self: self.dir / RUN_FILE)
+    lock_path = property(lambda self: self.dir / LOCK_FILE)
+    folds_path = property(lambda self: self.dir / "folds.csv")
+    oof_path = property(lambda self: self.dir / "oof.csv")
+    test_pred_path = property(lambda self: self.dir / "test_pred.csv")
+    submission_path = property(lambda self: self.dir / "submission.csv")
+    scores_path = property(lambda self: self.dir / "scores.json")
+    log_path = property(lambda self: self.dir / "run.log")
+    export_dir = property(lambda self: self.dir / "export")
+
+    def fold_dir(self, unit: FoldUnit | str) -> Path:
+        return self.dir / "folds" / (unit if isinstance(unit, str) else unit.name)
+
+    def files(self) -> dict[str, Path]:
+        """The run's output files that exist."""
+        paths = {"config": self.config_path, "folds": self.folds_path, "oof": self.oof_path,
+                 "test_pred": self.test_pred_path, "submission": self.submission_path,
+                 "scores": self.scores_path, "log": self.log_path}
+        return {k: p for k, p in paths.items() if p.exists()}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> str:
+        return self.info.get("state", "running")
+
+    @property
+    def kind(self) -> str:
+        return self.info.get("kind", "train")
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished" and self.scores_path.is_file()
+
+    @property
+    def scores(self) -> dict | None:
+        return json.loads(self.scores_path.read_text()) if self.scores_path.is_file() else None
+
+    def require_finished(self, what: str) -> "Run":
+        if not self.finished:
+            holder = ""
+            if self.state == "running" and self.info.get("pid"):
+                holder = f" (pid {self.info['pid']} on host {self.info.get('host')})"
+            raise DataError(f"{what} {self.name}: {self.dir} is not a finished run (state {self.state}{holder}). "
+                            f"Finish or resume it first.")
+        return self
+
+    def seconds(self) -> float:
+        """Wall time over every session of the run, the current one included."""
+        past = sum(s.get("seconds", 0.0) for s in self.info.get("sessions", []))
+        current = time.perf_counter() - self._session_start if self._session_start is not None else 0.0
+        return round(past + current, 1)
+
+    def _write_info(self) -> None:
+        write_json(self.info, self.info_path)
+
+    # ------------------------------------------------------------------ folds
+
+    def units(self) -> list[FoldUnit]:
+        """The run's fold units, from its own folds.csv."""
+        if not self.folds_path.is_file():
+            raise DataError(f"{self.dir}: no folds.csv; the run never started training.")
+        folds = pd.read_csv(self.folds_path, dtype={self.cfg.data.id: str})
+        return fold_units(folds, self.cfg.cv.repeats)
+
+    def unit(self, fold: int, repeat: int = 0) -> FoldUnit:
+        for u in self.units():
+            if u.fold == fold and u.repeat == repeat:
+                return u
+        raise ConfigError(f"export.fold {fold}: run {self.name} has folds "
+                          f"{sorted({u.fold for u in self.units()})}. Pick one of them.")
+
+    def artifact(self, unit: FoldUnit | str):
+        from .training.artifact import FoldArtifact
+
+        return FoldArtifact.load(self.fold_dir(unit))
+
+    # ------------------------------------------------------------------ data and prediction
+
+    def load_data(self, data_dir: str | Path | None = None):
+        """The competition's data, read with this run's resolved config (and data folder)."""
+        from .data import load_competition
+
+        folder = data_dir if data_dir is not None else self.info.get("data_dir")
+        return load_competition(self.cfg, folder)
+
+    @property
+    def submission_format(self):
+        from .submission import SubmissionFormat
+
+        return SubmissionFormat.from_dict(self.info["submission_format"])
+
+    def predict(self, frame: pd.DataFrame, *, source: str = "rows", image_dir: str | Path | None = None):
+        """Predictions for new rows, as the run made its test predictions: the mean over every fold
+        model (each the mean of its members; image runs average the TTA views). Returns a DataFrame
+        in the run's prediction format (id, prediction column(s), and ``p_<class>`` for labels)."""
+        from .submission import format_predictions
+
+        self.require_finished("predict")
+        if self.kind != "train":
+            raise ConfigError(f"predict: run {self.name} is a {self.kind} run; it has no fold models. Predict "
+                              f"with its member runs.")
+        fmt = self.submission_format
+        if fmt.id not in frame.columns:
+            raise DataError(f"{source}: no id column {fmt.id!r} (data.id of run {self.name}). Add it; the "
+                            f"predictions are written by id.")
+        images = None
+        if self.cfg.image.column:
+            from .data.images import image_paths
+
+            col = self.cfg.image.column
+            if col not in frame.columns:
+                raise DataError(f"{source}: no column {col!r} (image.column of run {self.name}) with the image files.")
+            folder = Path(image_dir) if image_dir is not None else self._image_dir()
+            images = image_paths(frame[col].astype(str), folder, self.cfg.image.extension)
+        preds = [self.artifact(u).predict(frame, images, source=source) for u in self.units()]
+        return format_predictions(fmt, frame[fmt.id], np.mean(preds, axis=0))
+
+    def _image_dir(self) -> Path:
+        base = Path(self.info.get("data_dir") or self.cfg.root)
+        return base / self.cfg.image.test_dir
+
+    # ------------------------------------------------------------------ sessions
+
+    def begin(self) -> "Run":
+        self._session_start = time.perf_counter()
+        self.info.update(state="running", pid=os.getpid(), host=socket.gethostname())
+        self.info.setdefault("started", _now())
+        self.info.setdefault("sessions", []).append({"started": _now()})
+        self._write_info()
+        return self
+
+    def end(self, state: str, error: str | None = None) -> None:
+        """Close the session: record its time and the run's state, and release the lock."""
+        session = self.info["sessions"][-1]
+        session.update(ended=_now(), seconds=round(time.perf_counter() - self._session_start, 1), state=state)
+        self._session_start = None
+        self.info.update(state=state, pid=None, host=None)
+        self.info["seconds"] = self.seconds()
+        if state == "finished":
+            self.info["finished"] = _now()
+        if error:
+            self.info["error"] = error
+        else:
+            self.info.pop("error", None)
+        self._write_info()
+        self.unlock()
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._session_start is None:
+            self.unlock()
+            return
+        if exc_type is None:
+            self.end("finished")
+        else:
+            # A killed (Ctrl-C) or failed session: finished folds stay and resume next time.
+            first = str(exc).strip().splitlines()[0][:300] if exc is not None and str(exc).strip() else ""
+            self.end("failed", f"{exc_type.__name__}: {first}" if first else exc_type.__name__)
+
+    # ------------------------------------------------------------------ create / open
+
+    @classmethod
+    def create(cls, data, root: Path, run_name: str | None = None, *, kind: str = "train", smoke: bool = False,
+               extra: dict | None = None, data_dir: str | Path | None = None) -> "Run":
+        """Start a run of ``data`` (its config already resolved) under ``root/<competition>/``, or
+        resume it. Returns the Run holding the lock, with its session begun; or, when the run is
+        already finished with these same inputs, the finished Run (no lock, nothing changed)."""
+        run_dir = Path(root) / data.cfg.name / (run_name or default_run_name(smoke))
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"{run_dir}: exists and is a file, not a run folder. Use another --run-name.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir / LOCK_FILE)
+        previous = lock.acquire(run_dir.name)
+        try:
+            run = cls._prepare(run_dir, data, kind, smoke, extra, data_dir, previous)
+        except BaseException:
+            lock.release()
+            raise
+        if run.finished:
+            lock.release()
+            return run
+        run._lock = lock
+        return run.begin()
+
+    @classmethod
+    def _prepare(cls, run_dir: Path, data, kind, smoke, extra, data_dir, previous: dict) -> "Run":
+        resolved = data.cfg.to_dict()
+        new_print = fingerprint(data, extra)
+        info_path = run_dir / RUN_FILE
+        info = json.loads(info_path.read_text()) if info_path.is_file() else None
+        if info is None and (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir}: a run folder without {RUN_FILE} (made by an older version of the "
+                              f"pipeline); it cannot be resumed safely. Use another --run-name.")
+        if info is None and [p for p in run_dir.iterdir() if p.name != LOCK_FILE]:
+            raise ConfigError(f"{run_dir}: exists and is not a run folder. Use another --run-name.")
+        if info is not None:
+            if previous and info.get("state") == "running":
+                log.info("run %s: taking over from pid %s on host %s, which stopped without finishing",
+                         run_dir.name, previous.get("pid"), previous.get("host"))
+            if info.get("kind", "train") != kind:
+                raise ConfigError(f"{run_dir}: is a {info.get('kind', 'train')} run, not a {kind} run. "
+                                  f"Use another --run-name.")
+            done = [p for p in (run_dir / "folds").glob("*/result.json")] if kind == "train" else []
+            finished = info.get("state") == "finished" and (run_dir / "scores.json").is_file()
+            if finished or done:
+                cls._check_same_inputs(run_dir, info, new_print, resolved, finished)
+                if finished:
+                    return cls(run_dir, _saved_config(run_dir, data.cfg), info)
+            else:  # nothing finished: a failed or killed start leaves nothing worth keeping
+                log.info("run %s: no fold finished in its earlier session(s); starting it again", run_dir.name)
+                for p in run_dir.iterdir():
+                    if p.name != LOCK_FILE:
+                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+                info = None
+        if info is None:
+            info = {"run": run_dir.name, "competition": data.cfg.name, "kind": kind, "state": "running",
+                    "smoke": smoke, "fingerprint": new_print,
+                    "config_file": str(data.cfg.path) if data.cfg.path else None,
+                    "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else
+                    str(data.paths["train"].parent.resolve()),
+                    "submission_format": data.submission_format.to_dict(), "sessions": []}
+        run = cls(run_dir, data.cfg, info)
+        write_yaml(resolved, run.config_path)
+        return run
+
+    @staticmethod
+    def _check_same_inputs(run_dir: Path, info: dict, new: dict, resolved: dict, finished: bool) -> None:
+        old = info.get("fingerprint", {})
+        what = "is finished and was made" if finished else "has finished folds that were made"
+        hint = "Use a new --run-name for the new inputs."
+        if old.get("config") != new["config"]:
+            saved = read_yaml(run_dir / "config.yaml")
+            keys = config_diff(trained_part(saved), trained_part(resolved)) or ["the config"]
+            raise ConfigError(f"{run_dir}: run {run_dir.name!r} {what} with a different config "
+                              f"(differs at {', '.join(keys[:4])}). {hint}")
+        changed = sorted(k for k in set(old.get("files", {})) | set(new["files"])
+                         if old.get("files", {}).get(k) != new["files"].get(k))
+        if changed:
+            raise DataError(f"{run_dir}: run {run_dir.name!r} {what} from other data: "
+                            f"{', '.join(changed)} changed since (sha256 differs). {hint}")
+        if old.get("extra") != new.get("extra"):
+            raise ConfigError(f"{run_dir}: run {run_dir.name!r} {what} from other members "
+                              f"({old.get('extra')}). {hint}")
+
+    @classmethod
+    def open(cls, run: str | Path, root: Path | None = None, competition: str | None = None,
+             what: str = "run") -> "Run":
+        """Reopen a run: a path to its folder, or a name under ``root/<competition>/``. ``what``
+        names the argument in errors (``--export-run``, ``--stack``)."""
+        given = Path(run)
+        run_dir = given if (given / RUN_FILE).is_file() or (given / "config.yaml").is_file() else None
+        if run_dir is None and root is not None and competition is not None:
+            run_dir = Path(root) / competition / str(run)
+        if run_dir is None or not run_dir.is_dir():
+            comp_dir = Path(root) / competition if root is not None and competition else None
+            runs = sorted(p.parent.name for p in comp_dir.glob(f"*/{RUN_FILE}")) if comp_dir and comp_dir.is_dir() else []
+            raise DataError(f"{what} {run}: no run folder {run_dir or given}. Runs of this competition: {runs}")
+        info_path = run_dir / RUN_FILE
+        if info_path.is_file():
+            info = json.loads(info_path.read_text())
+        elif (run_dir / "config.yaml").is_file():
+            raise DataError(f"{what} {run}: {run_dir} has no {RUN_FILE} (made by an older version of the pipeline). "
+                            f"Train it again with this version.")
+        else:
+            raise DataError(f"{what} {run}: {run_dir} is not a run folder (no {RUN_FILE}).")
+        return cls(run_dir, _saved_config(run_dir), info)
+
+    def locked(self) -> "Run":
+        """Take this run's lock (e.g. to write its export); released by ``unlock``."""
+        lock = RunLock(self.lock_path)
+        lock.acquire(self.name)
+        self._lock = lock
+        return self
+
+
+# --smoke: the whole path on a small sample, for checking shapes and configs before a long run.
+SMOKE_OVERRIDES = {"cv.folds": 2, "cv.repeats": 1, "train.epochs": 1}
+SMOKE_ROWS = 400
+
+
+def load_inputs(comp, overrides=None, params=None, *, data_dir=None, output_dir=None, smoke: bool = False):
+    """What every command starts from: the config resolved once (base + ``params`` overlay +
+    ``overrides``, and --smoke's settings), the output root proven writable, and the data read and
+    checked. Returns (CompetitionData with its resolved config, output root)."""
+    from .config_files import apply_overrides, load_config, resolve
+    from .data import load_competition
+    from .outputs import OUTPUT_ROOT, ensure_writable
+
+    cfg = load_config(comp, overrides, params)
+    if smoke:
+        cfg = resolve(apply_overrides(cfg.to_dict(), SMOKE_OVERRIDES, "--smoke"), f"{cfg.path} with --smoke", cfg.path)
+    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    data = load_competition(cfg, data_dir)
+    if smoke:
+        data = smoke_sample(data)
+    return data, root
+
+
+def smoke_sample(data, rows: int = SMOKE_ROWS):
+    """--smoke's rows: a stratified sample (classification) of the training rows."""
+    from sklearn.model_selection import train_test_split
+
+    seed = data.cfg.cv.seed
+    if len(data.train) <= rows:
+        return data
+    strat = data.y if data.task != "regression" else None
+    idx, _ = train_test_split(np.arange(len(data.train)), train_size=rows, random_state=seed, stratify=strat)
+    idx = np.sort(idx)
+    images = None if data.images is None else {**data.images, "train": data.images["train"][idx]}
+    return dataclasses.replace(data, train=data.train.iloc[idx].reset_index(drop=True), y=data.y[idx], images=images)
+
+
+def _saved_config(run_dir: Path, live: Config | None = None) -> Config:
+    cfg = validate(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    info_path = run_dir / RUN_FILE
+    source = None
+    if live is not None and live.path is not None:
+        source = live.path
+    elif info_path.is_file():
+        source = json.loads(info_path.read_text()).get("config_file")
+    cfg._path = Path(source) if source else run_dir / "config.yaml"
+    return cfg
+
+
+def check_fixed(run: Run, overrides: list[str] | dict | None, allowed: tuple[str, ...], command: str) -> Config:
+    """A command on a finished run may change only ``allowed`` sections; a ``--set`` of anything
+    else must agree with the run's config (it was trained with it). Returns the run's config with
+    the allowed overrides applied."""
+    from .config_files import apply_overrides
+
+    if not overrides:
+        return run.cfg
+    saved = run.cfg.to_dict()
+    changed = apply_overrides(saved, overrides)
+    differs = [k for k in config_diff(saved, changed) if k.split(".")[0] not in allowed]
+    if differs:
+        raise ConfigError(f"{command}: --set {', '.join(differs[:3])} differs from run {run.name}'s config; a "
+                          f"finished run keeps the settings it was trained with (only {', '.join(allowed)}.* "
+                          f"can change). Train a new run for other settings.")
+    cfg = validate(changed, f"{run.config_path} with --set")
+    cfg._path = run.cfg.path
+    return cfg
