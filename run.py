@@ -7,12 +7,19 @@ stderr and exit code 2 (a traceback only with --debug).
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 import pipeline.errors
 from pipeline.config_files import DEFAULT_COMPETITION
 from pipeline.errors import PipelineError
+
+OS_ERRORS = {errno.ENOSPC: "Free disk space or pass --output-dir on a larger disk.",
+             errno.EDQUOT: "Free space in your quota or pass --output-dir elsewhere.",
+             errno.EROFS: "That folder is read-only: pass --output-dir to a writable one.",
+             errno.EACCES: "No permission there: pass --output-dir to a folder of yours.",
+             errno.ENOENT: "Check the path."}
 
 # The artifact names without importing TensorFlow (help must be quick); a test keeps them equal.
 ARTIFACTS = ("float32", "float16", "dynamic", "int8", "qat", "prune", "prune24", "cluster", "pqat", "cqat",
@@ -112,6 +119,14 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The machine, not the code: a full disk, a read-only or missing folder, no permission.
+        if args.debug or exc.errno not in OS_ERRORS:
+            raise
+        where = exc.filename or "a file of the run"
+        print(f"error: {where}: {exc.strerror}. {OS_ERRORS[exc.errno]} Finished folds are kept; rerun with the same "
+              f"--run-name to resume.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished folds are kept; rerun with the same --run-name to resume",

@@ -6,8 +6,10 @@ pruning: the same number of trials of the MLP on health_insurance with no pruner
          pruner (per epoch, first fold) and the Wilcoxon pruner (across folds): wall time, best
          value and pruned count side by side.
 memory:  30 trials in this process vs 30 trials each in its own worker process: the tuning
-         process's resident memory after trials 1, 10, 20 and 30.
-workers: trials finished in a fixed time by 1 and by 2 worker processes on one study (journal file).
+         process's resident memory after trials 1, 10, 20 and 30 (with workers: the parent's).
+workers: 1 and 2 worker processes, each without and with the median pruner, for the same time on
+         one study each (journal file): trials per hour, best value, and the seconds each took to
+         reach the best value all four reached (throughput at equal best value).
 stack:   on diamonds and health_insurance: the default Keras run, HistGradientBoosting and the linear
          model through the same CV, and their stack (OOF and holdout, each member and each method).
 Studies and runs go to outputs/bench/ (removed and rebuilt on each run of a part).
@@ -66,6 +68,8 @@ def memory(trials: int) -> None:
 
 
 def memory_one(isolate: str, trials: int) -> None:
+    import re
+
     from pipeline.tuning import tune
     from pipeline.tuning.objective import rss_mb
 
@@ -78,24 +82,43 @@ def memory_one(isolate: str, trials: int) -> None:
     per_trial = [t.user_attrs.get("rss_mb") for t in sorted(_trials(s), key=lambda t: t.number)]
     marks = [per_trial[i - 1] for i in (1, 10, 20, 30) if i <= len(per_trial)]
     label = "own process per trial" if isolate == "true" else "all in this process"
+    parent = ""
+    if isolate == "true":  # the parent logs its own memory after each worker
+        log = (out / "diamonds" / "studies" / "m" / "tune.log").read_text()
+        rss = [float(m) for m in re.findall(r"parent process memory after a trial: (\d+) MB", log)]
+        if rss:
+            parent = f"; parent after trial 1: {rss[0]:.0f} MB, after trial {len(rss)}: {rss[-1]:.0f} MB"
     print(f"MEMORY {label:22s} tuning process {before:.0f} MB before, {after:.0f} MB after {len(per_trial)} trials; "
-          f"the trial's process after trials 1/10/20/30: {marks} MB", flush=True)
+          f"the trial's process after trials 1/10/20/30: {marks} MB{parent}", flush=True)
 
 
 def workers(seconds: float) -> None:
     from pipeline.tuning import tune
 
-    common = ["train.epochs=5", "tune.folds=1", "tune.pruner=none"]
-    print(f"\n== workers: trials finished in {seconds:.0f} s on one study (health_insurance MLP, 5 epochs, 1 fold)")
-    counts = {}
+    common = ["train.epochs=8", "tune.folds=1", "tune.isolate=true", "tune.pruner_warmup_epochs=2"]
+    print(f"\n== workers: {seconds:.0f} s per study (health_insurance MLP, 8 epochs, first fold; AUC, maximize)")
+    rows = []
     for jobs in (1, 2):
-        out = OUT / "workers" / str(jobs)
-        shutil.rmtree(out, ignore_errors=True)
-        s = tune("health_insurance", common + ["tune.isolate=true"], trials=1000, timeout=seconds, jobs=jobs,
-                 output_dir=out, study="w", storage=str(out / "study.log"))
-        counts[jobs] = s["complete"] + s["pruned"]
-        print(f"{jobs} worker process(es): {counts[jobs]} trials finished")
-    print(f"ratio 2 workers / 1 worker: {counts[2] / max(1, counts[1]):.2f}")
+        for pruner in ("none", "median"):
+            out = OUT / "workers" / f"{jobs}-{pruner}"
+            shutil.rmtree(out, ignore_errors=True)
+            start = time.time()
+            s = tune("health_insurance", common + [f"tune.pruner={pruner}"], trials=1000, timeout=seconds, jobs=jobs,
+                     output_dir=out, study="w", storage=str(out / "study.log"))
+            done = sorted((t for t in _trials(s) if t.state.name == "COMPLETE"), key=lambda t: t.datetime_complete)
+            curve, best = [], float("-inf")
+            for t in done:
+                best = max(best, t.value)
+                curve.append((t.datetime_complete.timestamp() - start, best))
+            rows.append((jobs, pruner, s["complete"] + s["pruned"], s["pruned"], best, curve))
+    target = min(r[4] for r in rows)  # the best value every configuration reached
+    print(f"{'workers':>8s}{'pruner':>8s}{'trials':>8s}{'pruned':>8s}{'trials/h':>10s}{'best AUC':>10s}"
+          f"{'s to ' + format(target, '.4f'):>14s}{'trials/h vs 1, none':>21s}")
+    base = rows[0][2]
+    for jobs, pruner, n, pruned, best, curve in rows:
+        reach = next(t for t, b in curve if b >= target)
+        print(f"{jobs:8d}{pruner:>8s}{n:8d}{pruned:8d}{n * 3600 / seconds:10.0f}{best:10.4f}{reach:14.0f}"
+              f"{n / max(1, base):21.2f}")
 
 
 def stack() -> None:

@@ -70,6 +70,9 @@ class FeaturesConfig(_Section):
     include: Optional[list[str]] = None  # default: every column but the id, target and group
     drop: list[str] = []
     columns: dict[str, ColumnConfig] = {}
+    # A text column whose values are numbers but for at most this share of non-numeric tokens
+    # ("?", "n/a") is read as numeric, the tokens as missing (with a warning naming them).
+    numeric_tokens: float = Field(0.01, ge=0, lt=1)
 
 
 class PreprocessingConfig(_Section):
@@ -85,6 +88,9 @@ class PreprocessingConfig(_Section):
     embedding_dim: Optional[int] = Field(None, ge=1)  # None: fastai's min(600, round(1.6 n^0.56))
     target_log1p: bool = False  # regression only
     target_standardize: bool = True  # regression only
+    # Regression: predictions clipped to the range of the fold's training targets (a count stays
+    # non-negative, a 1-10 rating stays within 1-10).
+    target_clip: bool = True
 
 
 

@@ -105,9 +105,11 @@ def merge(base: dict, overlay: dict) -> dict:
 
 def read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}). Save the config as UTF-8.") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,6 +8,7 @@ submission.csv, scores.json, run.log and folds/fold_K/ (model + fitted preproces
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -22,6 +23,14 @@ from .errors import PipelineError
 OUTPUT_ROOT = Path(__file__).resolve().parents[1] / "outputs"
 
 
+def file_mode() -> int:
+    """0666 less the process's umask (0644 usually): what open() would give a new file. mkstemp
+    makes 0600 files, unreadable to a teammate or a Kaggle dataset upload."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
@@ -31,6 +40,7 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -43,10 +53,27 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def json_text(obj, indent: int = 2) -> str:
+    """Strict JSON: a NaN or infinite score is written as null (JSON has no NaN)."""
+    return json.dumps(_finite(obj), indent=indent, default=_plain, allow_nan=False) + "\n"
+
+
 def write_json(obj, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_plain) + "\n")
+        tmp.write_text(json_text(obj))
     return path
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def write_yaml(obj, path: Path) -> Path:

@@ -18,8 +18,15 @@ log = logging.getLogger("pipeline")
 def load_run(run: str | Path, output_dir: str | Path | None = None, competition: str | None = None) -> Run:
     """A finished run, to predict with: ``load_run(path).predict(dataframe)``. ``run`` is a run
     folder, or a run name of ``competition`` under ``output_dir`` (default outputs/)."""
-    root = Path(output_dir) if output_dir is not None else OUTPUT_ROOT
-    return Run.open(run, root, competition).require_finished("predict")
+    from .paths import is_path
+
+    if output_dir is not None:
+        root = Path(output_dir)
+    elif is_path(run):  # a folder named in code: its own output root (<root>/<competition>/<run>)
+        root = Path(run).resolve().parent.parent
+    else:
+        root = OUTPUT_ROOT
+    return Run.open(run, root, competition, what="--predict").require_finished("predict")
 
 
 def read_rows(path: Path, run: Run) -> pd.DataFrame:
@@ -40,8 +47,10 @@ def predict_file(comp, run: str | Path, input_csv: str | Path | None, out: str |
 
     if not input_csv:
         raise ConfigError("--predict needs --input CSV: the rows to predict")
-    competition = None if Path(run).is_dir() else load_config(comp).name
-    the_run = load_run(run, output_dir, competition)
+    from .paths import is_path
+
+    competition = None if is_path(run) else load_config(comp).name
+    the_run = load_run(run, output_dir if output_dir is not None else OUTPUT_ROOT, competition)
     path = Path(input_csv)
     frame = read_rows(path, the_run)
     # Relative image names resolve against the input's folder when the files are there.

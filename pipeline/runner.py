@@ -71,7 +71,12 @@ def train_run(run: Run, data: CompetitionData) -> None:
     from .cv.folds import load_or_assign_folds
     from .cv.loop import run_cv
 
+    from .data.profile import log_profile, profile
+
     _log_plan(data, run.dir)
+    summary = profile(data)
+    write_json(summary, run.profile_path)
+    log_profile(summary)
     id_col = data.cfg.data.id
     if run.folds_path.is_file():
         folds = pd.read_csv(run.folds_path, dtype={id_col: str})
@@ -93,26 +98,6 @@ def train_run(run: Run, data: CompetitionData) -> None:
     _log_summary(data, scores, cv, run.dir)
 
 
-def _encode_labels(data: CompetitionData, values: pd.Series, path) -> np.ndarray:
-    if data.task == "regression":
-        return pd.to_numeric(values).to_numpy(dtype=np.float64)
-    index = {str(c): i for i, c in enumerate(data.classes)}
-    unknown = sorted(set(values.astype(str)) - set(index))
-    if unknown:
-        raise DataError(f"{path}: labels {unknown[:5]} are not classes of the training target {data.classes}.")
-    return values.astype(str).map(index).to_numpy(dtype=np.int64)
-
-
-def holdout_labels(data: CompetitionData) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in the test set, encoded labels) of the solution file's scored rows."""
-    id_col, sol = data.cfg.data.id, data.solution
-    if "Usage" in sol.columns:  # Kaggle solution files mark rows to ignore
-        sol = sol[sol["Usage"] != "Ignored"]
-    pos = pd.Series(np.arange(len(data.test)), index=data.test[id_col].astype(str)).loc[
-        sol[id_col].astype(str)].to_numpy()
-    return pos, _encode_labels(data, sol[data.cfg.data.target], data.paths["solution"])
-
-
 def _scores(data: CompetitionData, cv, seconds: float) -> dict:
     metric = get_metric(data.cfg.metric, data.task)
     seen = cv.oof_count > 0
@@ -130,7 +115,7 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
         scores["cv_no_tta"] = metric(data.y[seen], cv.oof_no_tta[seen], data.task)
         scores["folds_no_tta"] = [r.score_no_tta for r in cv.folds]
     if data.solution is not None:
-        pos, y_sol = holdout_labels(data)
+        pos, y_sol = data.holdout()
         scores["holdout"] = metric(y_sol, cv.test[pos], data.task)
         if cv.test_no_tta is not None:
             scores["holdout_no_tta"] = metric(y_sol, cv.test_no_tta[pos], data.task)
@@ -177,8 +162,10 @@ def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *
     from .outputs import atomic_path, default_run_name
     from .training.lr_find import lr_find, plot_lr_curve
 
+    from .paths import check_name
+
     data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir)
-    png = root / data.cfg.name / "lr_find" / f"{default_run_name()}.png"
+    png = root / check_name(data.cfg.name, "competition name") / "lr_find" / f"{default_run_name()}.png"
     with run_logging(png.with_suffix(".log")):
         log.info("LR range test for %s: %s, batch %d, one pass with the LR rising from 1e-7 to 10",
                  data.cfg.name, data.cfg.train.optimizer, data.cfg.train.batch_size)

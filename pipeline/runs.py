@@ -39,6 +39,7 @@ from .config_files import read_yaml
 from .cv.folds import FoldUnit, fold_units
 from .errors import ConfigError, DataError, PipelineError
 from .outputs import default_run_name, write_json, write_yaml
+from .paths import check_name, inside, is_path
 
 log = logging.getLogger("pipeline")
 
@@ -184,6 +185,7 @@ class Run:
     test_pred_path = property(lambda self: self.dir / "test_pred.csv")
     submission_path = property(lambda self: self.dir / "submission.csv")
     scores_path = property(lambda self: self.dir / "scores.json")
+    profile_path = property(lambda self: self.dir / "profile.json")
     log_path = property(lambda self: self.dir / "run.log")
     export_dir = property(lambda self: self.dir / "export")
 
@@ -194,7 +196,7 @@ class Run:
         """The run's output files that exist."""
         paths = {"config": self.config_path, "folds": self.folds_path, "oof": self.oof_path,
                  "test_pred": self.test_pred_path, "submission": self.submission_path,
-                 "scores": self.scores_path, "log": self.log_path}
+                 "scores": self.scores_path, "log": self.log_path, "profile": self.profile_path}
         return {k: p for k, p in paths.items() if p.exists()}
 
     # ------------------------------------------------------------------ state
@@ -322,8 +324,12 @@ class Run:
             self.info["error"] = error
         else:
             self.info.pop("error", None)
-        self._write_info()
-        self.unlock()
+        try:
+            self._write_info()
+        except OSError as exc:  # a full disk must not hide the error that ended the session
+            log.warning("run %s: could not record its state in %s (%s)", self.name, self.info_path, exc.strerror)
+        finally:
+            self.unlock()
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -352,7 +358,8 @@ class Run:
         """Start a run of ``data`` (its config already resolved) under ``root/<competition>/``, or
         resume it. Returns the Run holding the lock, with its session begun; or, when the run is
         already finished with these same inputs, the finished Run (no lock, nothing changed)."""
-        run_dir = Path(root) / data.cfg.name / (run_name or default_run_name(smoke))
+        name = check_name(run_name, "--run-name") if run_name else default_run_name(smoke)
+        run_dir = Path(root) / check_name(data.cfg.name, "competition name") / name
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"{run_dir}: exists and is a file, not a run folder. Use another --run-name.")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -434,14 +441,16 @@ class Run:
              what: str = "run") -> "Run":
         """Reopen a run: a path to its folder, or a name under ``root/<competition>/``. ``what``
         names the argument in errors (``--export-run``, ``--stack``)."""
-        given = Path(run)
-        run_dir = given if (given / RUN_FILE).is_file() or (given / "config.yaml").is_file() else None
-        if run_dir is None and root is not None and competition is not None:
-            run_dir = Path(root) / competition / str(run)
-        if run_dir is None or not run_dir.is_dir():
-            comp_dir = Path(root) / competition if root is not None and competition else None
-            runs = sorted(p.parent.name for p in comp_dir.glob(f"*/{RUN_FILE}")) if comp_dir and comp_dir.is_dir() else []
-            raise DataError(f"{what} {run}: no run folder {run_dir or given}. Runs of this competition: {runs}")
+        if is_path(run):  # a folder: only under the output root, when one is given
+            run_dir = inside(Path(run), root, what) if root is not None else Path(run).resolve()
+        elif root is not None and competition is not None:
+            run_dir = Path(root) / check_name(competition, "competition name") / check_name(run, what)
+        else:
+            raise ConfigError(f"{what} {run}: give the run's folder, or its name with the competition.")
+        if not run_dir.is_dir():
+            comp_dir = run_dir.parent
+            runs = sorted(p.parent.name for p in comp_dir.glob(f"*/{RUN_FILE}")) if comp_dir.is_dir() else []
+            raise DataError(f"{what} {run}: no run folder {run_dir}. Runs of this competition: {runs}")
         info_path = run_dir / RUN_FILE
         if info_path.is_file():
             info = json.loads(info_path.read_text())

@@ -1,7 +1,6 @@
 """Cut-down runs of the embedded competitions through run_competition: every output, resume, kill."""
 import json
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,7 +38,7 @@ def check_outputs(result, comp_dir, target_cols, n_train, folds=2):
     assert resolved["task"] and resolved["cv"]["scheme"] != "auto"
     for k in range(folds_n(folds)):
         fold = run / "folds" / f"fold_{k}"
-        assert {"model_best.keras", "preprocessing.joblib", "predictions.npz", "result.json"} <= {p.name for p in fold.iterdir()}
+        assert {"model_best.keras", "preprocessing.skops", "predictions.npz", "result.json"} <= {p.name for p in fold.iterdir()}
     assert "fold_0 (1/2) epoch 1/2" in (run / "run.log").read_text()
     return scores
 
@@ -56,12 +55,14 @@ def test_diamonds_end_to_end_and_no_leakage_in_saved_folds(tiny_comp, tmp_path):
     # The saved preprocessing of fold 0 learned from fold 0's training rows only.
     folds = pd.read_csv(result.run_dir / "folds.csv")
     train = pd.read_csv(cfg.parent / "data" / "train.csv.gz")
-    bundle = joblib.load(result.run_dir / "folds" / "fold_0" / "preprocessing.joblib")
-    scaler = bundle["preprocessor"].dense_.named_transformers_["num_standardize"][-1]
+    from pipeline.training import FoldArtifact
+
+    fold = FoldArtifact.load(result.run_dir / "folds" / "fold_0")
+    scaler = fold.preprocessor.dense_.named_transformers_["num_standardize"][-1]
     rows = train[folds.fold.to_numpy() != 0]
     np.testing.assert_allclose(scaler.mean_[0], rows["carat"].mean())
     assert not np.isclose(scaler.mean_[0], train["carat"].mean())
-    np.testing.assert_allclose(bundle["target"][-1].mean_[0], rows["price"].mean())
+    np.testing.assert_allclose(fold.target[-1].mean_[0], rows["price"].mean())
     # Folds are saved once per competition and reused by the next run.
     saved = list((tmp_path / "out" / "diamonds" / "folds").glob("*.csv"))
     assert len(saved) == 1

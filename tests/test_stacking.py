@@ -135,7 +135,7 @@ def test_sklearn_members_run_through_the_same_cv(tiny_comp, tmp_path, name, mode
     result = run_competition(cfg, [f"model.name={model}", "cv.folds=2"], output_dir=tmp_path, run_name="r")
     assert np.isfinite(result.scores["cv"]) and np.isfinite(result.scores["holdout"])
     fold = result.run_dir / "folds" / "fold_0"
-    assert (fold / "model_best.joblib").is_file() and not list(fold.glob("*.keras"))
+    assert (fold / "model_best.skops").is_file() and not list(fold.glob("*.keras"))
     saved = np.load(fold / "predictions.npz")
     train = pd.read_csv(cfg.parent / "data" / "train.csv.gz")
     np.testing.assert_allclose(load_fold_predictor(fold)(train.iloc[saved["valid_idx"]]), saved["oof"], rtol=1e-6)

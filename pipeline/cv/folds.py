@@ -63,6 +63,9 @@ def _splitter(scheme: str, folds: int, seed: int):
 
 def assign_folds(data) -> pd.DataFrame:
     cv = data.cfg.cv
+    if cv.folds > len(data.train):
+        raise DataError(f"cv.folds={cv.folds} is more than the {len(data.train)} training rows of "
+                        f"{data.paths.get('train', 'the training file')}. Lower cv.folds.")
     groups = data.train[cv.group].to_numpy() if cv.group else None
     if groups is not None and pd.Series(groups).nunique() < cv.folds:
         raise DataError(f"cv.group {cv.group!r} has {pd.Series(groups).nunique()} groups, fewer than "

@@ -11,6 +11,8 @@ mean over all fold models (probabilities for classification).
 from __future__ import annotations
 
 import logging
+import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -44,8 +46,8 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
     for unit in units:
         path = fold_dir(unit)
         prefix = f"{label}{unit.name} ({unit.index + 1}/{len(units)})"
-        if FoldResult.is_complete(path):
-            result = FoldResult.load(path)
+        result = _resume(path, prefix)
+        if result is not None:
             log.info("%s: resumed from %s, %s %.5g", prefix, path, data.cfg.metric, result.score)
         else:
             log.info("%s: training on %d rows, validating on %d", prefix, len(unit.train_idx), len(unit.valid_idx))
@@ -55,6 +57,19 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
             log.info("%s: %s %.5g (best epoch %d of %d, %.1fs)", prefix, data.cfg.metric, result.score,
                      result.best_epoch, result.epochs, result.seconds)
         yield result
+
+
+def _resume(path: Path, prefix: str) -> FoldResult | None:
+    """A complete fold's result, or None; a damaged fold folder is set aside and trained again."""
+    if not FoldResult.is_complete(path):
+        return None
+    try:
+        return FoldResult.load(path)
+    except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as exc:
+        log.warning("%s: the saved fold in %s is damaged (%s: %s); training it again", prefix, path,
+                    type(exc).__name__, str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "")
+        shutil.rmtree(path, ignore_errors=True)
+        return None
 
 
 def run_cv(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path]) -> CVResult:

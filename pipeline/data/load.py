@@ -8,6 +8,9 @@ check.
 from __future__ import annotations
 
 import difflib
+import gzip
+import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +25,7 @@ from ..preprocessing.categorical import ENCODERS
 from ..preprocessing.numeric import SCALERS
 
 _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")
+log = logging.getLogger("pipeline")
 
 
 @dataclass
@@ -38,10 +42,35 @@ class CompetitionData:
     columns: dict[str, dict] = field(default_factory=dict)  # feature → preprocessing plan
     paths: dict[str, Path] = field(default_factory=dict)
     images: Optional[dict[str, np.ndarray]] = None  # "train" / "test" → image file paths, row-aligned
+    # Why each inference was made and what was changed while reading (profile.py reports them).
+    notes: dict = field(default_factory=dict)
 
     @property
     def task(self) -> str:
         return self.cfg.task
+
+    def holdout(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in the test set, encoded labels) of the solution file's scored rows."""
+        id_col, sol = self.cfg.data.id, self.solution
+        if "Usage" in sol.columns:  # Kaggle solution files mark rows to ignore
+            sol = sol[sol["Usage"] != "Ignored"]
+        pos = pd.Series(np.arange(len(self.test)), index=self.test[id_col].astype(str)).loc[
+            sol[id_col].astype(str)].to_numpy()
+        return pos, self._encode_labels(sol[self.cfg.data.target], self.paths["solution"])
+
+    def _encode_labels(self, values: pd.Series, path) -> np.ndarray:
+        if self.task == "regression":
+            y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+            bad = ~np.isfinite(y)
+            if bad.any():
+                raise DataError(f"{path}: target {self.cfg.data.target!r} holds {values[bad].iloc[0]!r}, not a finite "
+                                f"number ({int(bad.sum())} rows). Fix the held-out labels.")
+            return y
+        index = {str(c): i for i, c in enumerate(self.classes)}
+        unknown = sorted(set(values.astype(str)) - set(index))
+        if unknown:
+            raise DataError(f"{path}: labels {unknown[:5]} are not classes of the training target {self.classes}.")
+        return values.astype(str).map(index).to_numpy(dtype=np.int64)
 
     @property
     def submission_format(self):
@@ -69,11 +98,20 @@ def read_table(path: Path, field_name: str, text_columns: tuple = ()) -> pd.Data
         raise DataError(f"{path}: file not found (config field {field_name}). "
                         f"Put the file there, fix {field_name}, or pass --data-dir.")
     try:
+        # The header as written: pandas renames a repeated name ("a", "a.1") without a word.
+        names = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
         # Image names such as 00042 must stay text, or they would lose their zeros.
         df = pd.read_csv(path, dtype={c: str for c in text_columns} or None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
+            zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+            first = f"the compressed file is truncated or damaged: {first}"
         raise DataError(f"{path}: cannot be read as CSV ({first}). Check the file.") from None
+    repeated = sorted({str(n) for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: column name(s) {repeated[:5]} appear more than once in the header. Rename them "
+                        f"so each column has its own name.")
     if df.empty:
         raise DataError(f"{path}: has no rows.")
     return df
@@ -108,15 +146,43 @@ def _check_numeric(s: pd.Series, path: Path, col: str) -> None:
                         f"Fix the value, or declare it with features.columns.{col}.type=categorical.")
 
 
-def _infer_task(y: pd.Series) -> str:
-    if not _is_numeric(y) or y.nunique() <= 2:
-        return "binary" if y.nunique() <= 2 else "multiclass"
+def _infer_task(y: pd.Series) -> tuple[str, str]:
+    """The task the target's values suggest, and why."""
+    levels = y.nunique()
+    if levels <= 2:
+        return "binary", f"the target has {levels} values"
+    if not _is_numeric(y):
+        return "multiclass", f"the target is text with {levels} values"
     values = y.to_numpy(dtype=float)
-    integer = np.all(np.mod(values, 1) == 0)
-    return "multiclass" if integer and y.nunique() <= 10 else "regression"
+    if np.all(np.mod(values, 1) == 0) and levels <= 10:
+        return "multiclass", f"the target holds {levels} whole numbers (10 or fewer)"
+    return "regression", f"the target is numeric with {levels} values"
+
+
+def _task_and_reason(cfg: Config, target: pd.Series) -> tuple[str, str]:
+    """The config's task; else the metric decides when it scores one kind of task (rmse, mae:
+    regression; auc, logloss: classes); else the target's values."""
+    if cfg.task:
+        return cfg.task, "task is set in the config"
+    guess, why = _infer_task(target)
+    if cfg.metric is None:
+        return guess, why
+    tasks = METRICS.get(cfg.metric).tasks
+    if guess in tasks:
+        return guess, f"{why}, and metric {cfg.metric} scores it"
+    if "regression" in tasks and _is_numeric(target):
+        return "regression", f"metric {cfg.metric} scores regression (the values alone suggested {guess})"
+    kind = "binary" if target.nunique() <= 2 else "multiclass"
+    if kind in tasks:
+        return kind, f"metric {cfg.metric} scores classes; the target has {target.nunique()} values"
+    return guess, why
 
 
 def _positive_label(classes: list, given: Any, path: Path, target: str):
+    if isinstance(given, bool) and not any(isinstance(c, (bool, np.bool_)) or str(c) == str(given) for c in classes):
+        raise DataError(f"{path}: data.positive_label was read as the YAML boolean {str(given).lower()} (YAML reads "
+                        f"Yes/No/On/Off unquoted as booleans), and {target!r} holds {classes}. Quote the label in the "
+                        f"config: positive_label: '{classes[-1]}'.")
     if given is not None:
         for c in classes:
             if c == given or str(c) == str(given):
@@ -142,14 +208,18 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     one DataError naming the file, the column or field, and the fix."""
     base = data_dir(cfg, data_dir_override)
     paths, (train, test, sample, solution) = _read_files(cfg, base)
+    notes = {"stripped": _strip_text(cfg, train, test, solution)}
     _check_ids_and_target(cfg, train, test, sample, paths)
-    task, y, classes = _encode_target(cfg, train[cfg.data.target], paths["train"])
+    task, y, classes = _encode_target(cfg, train[cfg.data.target], paths["train"], notes)
     metric, scheme = _scoring(cfg, task)
     images = _image_files(cfg, base, train, test, paths) if cfg.image.column else None
-    columns = _plan_columns(cfg, train, test, paths, images)
+    columns = _plan_columns(cfg, train, test, paths, images, notes)
     _check_submission_files(cfg, sample, solution, test, task, classes, paths)
     rcfg = _resolved_config(cfg, task, metric, scheme, columns)
-    return CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images)
+    data = CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images, notes)
+    if solution is not None:
+        data.holdout()  # pre-flight: a bad solution file fails now, not after every fold has trained
+    return data
 
 
 def _read_files(cfg: Config, base: Path) -> tuple[dict, tuple]:
@@ -164,6 +234,29 @@ def _read_files(cfg: Config, base: Path) -> tuple[dict, tuple]:
         paths["solution"] = base / d.solution
         solution = read_table(paths["solution"], "data.solution", text[-1:])
     return paths, (train, test, sample, solution)
+
+
+def _strip_text(cfg: Config, train, test, solution) -> dict[str, int]:
+    """Text values lose surrounding whitespace (" yes" and "yes" are one label, one category).
+    Ids and image names are kept as written. Returns column → number of values changed."""
+    keep = {cfg.data.id, cfg.image.column}
+    changed = {}
+    for df in (train, test, solution):
+        if df is None:
+            continue
+        for col in df.columns:
+            if col in keep or not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
+                continue
+            text = df[col].where(df[col].map(lambda v: isinstance(v, str)))
+            stripped = text.str.strip()
+            diff = int((text.notna() & (stripped != text)).sum())
+            if diff:
+                df[col] = df[col].where(text.isna(), stripped)
+                changed[str(col)] = changed.get(str(col), 0) + diff
+    if changed:
+        log.warning("stripped surrounding whitespace from text values: %s",
+                    ", ".join(f"{c} ({n} values)" for c, n in changed.items()))
+    return changed
 
 
 def _check_ids_and_target(cfg: Config, train, test, sample, paths: dict) -> None:
@@ -187,13 +280,18 @@ def _check_ids_and_target(cfg: Config, train, test, sample, paths: dict) -> None
         _need_column(train, cfg.cv.group, paths["train"], "cv.group")
 
 
-def _encode_target(cfg: Config, target: pd.Series, path: Path) -> tuple[str, np.ndarray, list]:
+def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> tuple[str, np.ndarray, list]:
     """The task (given or inferred), the encoded target and the classes (positive class last)."""
     d = cfg.data
-    task = cfg.task or _infer_task(target)
+    task, why = _task_and_reason(cfg, target)
+    notes["task"] = {"task": task, "why": why}
     if task == "regression":
         _check_numeric(target, path, d.target)
         y = pd.to_numeric(target).to_numpy(dtype=np.float64)
+        if not np.isfinite(y).all():
+            bad = int((~np.isfinite(y)).sum())
+            raise DataError(f"{path}: target {d.target!r} is infinite in {bad} row(s) (first: row "
+                            f"{int(np.flatnonzero(~np.isfinite(y))[0]) + 2}). Drop or fix those rows.")
         if cfg.preprocessing.target_log1p and (y <= -1).any():
             raise DataError(f"{path}: preprocessing.target_log1p needs targets > -1, "
                             f"{d.target!r} has {y.min()!r}. Turn it off.")
@@ -205,7 +303,14 @@ def _encode_target(cfg: Config, target: pd.Series, path: Path) -> tuple[str, np.
                             f"{len(classes)}: {classes[:10]}. Set task: multiclass.")
         pos = _positive_label(classes, d.positive_label, path, d.target)
         classes = [c for c in classes if c != pos] + [pos]
+        why = ("data.positive_label" if d.positive_label is not None else "a name that means positive (1, true, "
+               "yes, ...)" if str(pos).lower() in _POSITIVE_NAMES else "the last of the sorted values")
+        notes["positive"] = {"label": pos, "why": why}
     if d.classes is not None:
+        booleans = [c for c in d.classes if isinstance(c, bool)]
+        if booleans and not any(isinstance(c, (bool, np.bool_)) for c in classes):
+            raise DataError(f"{path}: data.classes holds the YAML boolean(s) {booleans} (YAML reads Yes/No unquoted as "
+                            f"booleans); {d.target!r} holds {classes[:10]}. Quote them in the config.")
         declared = {str(c): c for c in d.classes}
         outside = sorted({str(c) for c in classes} - set(declared))
         if outside:
@@ -246,7 +351,36 @@ def _image_files(cfg: Config, base: Path, train, test, paths: dict) -> dict[str,
     return images
 
 
-def _plan_columns(cfg: Config, train, test, paths: dict, images) -> dict[str, dict]:
+def _numbers_with_tokens(cfg: Config, col: str, train, test) -> dict | None:
+    """A text column of numbers with a few non-numeric tokens ("?", "n/a"): parsed as numbers, the
+    tokens missing, when they are at most ``features.numeric_tokens`` of its values (in train, and
+    in test for a column that train has as numbers). Returns the tokens and their count, or None."""
+    found = {}
+    for name, df in (("train", train), ("test", test)):
+        values = df[col].dropna() if col in df.columns else pd.Series(dtype=object)
+        if values.empty or _is_numeric(df[col]) or cfg.features.numeric_tokens == 0:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        tokens = values[numbers.isna()]
+        # Test may hold one odd value however short it is; train decides what the column is.
+        allowed = cfg.features.numeric_tokens * len(values) if name == "train" else max(
+            1, cfg.features.numeric_tokens * len(values))
+        if tokens.empty or len(tokens) > allowed:
+            if name == "train":
+                return None  # text: a categorical column
+            continue  # test: _check_numeric names the first bad value
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+        found[name] = tokens
+    if not found:
+        return None
+    tokens = pd.concat(list(found.values()))
+    names = sorted(map(str, pd.unique(tokens)))
+    log.warning("column %r: read as numbers; %d value(s) that are not numbers (%s) are missing values", col,
+                len(tokens), ", ".join(repr(t) for t in names[:5]))
+    return {"tokens": names[:20], "count": int(len(tokens))}
+
+
+def _plan_columns(cfg: Config, train, test, paths: dict, images, notes: dict) -> dict[str, dict]:
     """Each feature's preprocessing plan (type, and the per-column overrides), after applying the
     declared missing values and checking the columns against test."""
     features = _resolve_features(cfg, train, paths)
@@ -262,8 +396,16 @@ def _plan_columns(cfg: Config, train, test, paths: dict, images) -> dict[str, di
             for df in (train, test):
                 df[col] = df[col].mask(df[col].isin(spec.missing_values))
     columns = {}
+    notes["tokens"], notes["types"] = {}, {}
     for col in features:
         spec = cfg.features.columns.get(col)
+        if spec and spec.type:
+            notes["types"][col] = "declared in features.columns"
+        else:
+            found = _numbers_with_tokens(cfg, col, train, test)
+            if found:
+                notes["tokens"][col] = found
+                notes["types"][col] = f"numbers, with {found['count']} non-numeric token(s) read as missing"
         if train[col].isna().all():
             raise DataError(f"{paths['train']}: column {col!r} is missing in every row. "
                             f"Drop it with features.drop=[{col}].")

@@ -12,7 +12,6 @@ with), its fold units and artifacts; only ``export.*`` settings can be changed h
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..data import load_competition
 from ..errors import ConfigError, DataError
 from ..logs import run_logging
 from ..metrics import get_metric
-from ..outputs import OUTPUT_ROOT, ensure_writable
+from ..outputs import OUTPUT_ROOT, ensure_writable, json_text
 from ..runs import Run, check_fixed
 from ..preprocessing.table import NUMERIC_INPUT
 from .equalize import equalize
@@ -83,9 +82,7 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = 
 
 
 def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
-    import tf_keras as keras
 
-    from ..runner import holdout_labels
     from ..training.artifact import to_output
     from ..training.fold import model_inputs
 
@@ -99,7 +96,7 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     rep_idx = np.sort(rng.choice(train_idx, size=min(ec.representative_rows, len(train_idx)), replace=False))
     hold_pos = hold_y = None
     if data.solution is not None:
-        hold_pos, hold_y = holdout_labels(data)
+        hold_pos, hold_y = data.holdout()
     rows = {"rep": ("train", rep_idx), "valid": ("train", valid_idx)}
     needs_training = bool(set(artifacts) & set(COMPRESSED))
     if needs_training:
@@ -120,7 +117,7 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     metric = get_metric(data.cfg.metric, task)
 
     def finish(raw):
-        return to_output(raw, task, target)
+        return to_output(raw, task, target, artifact.clip)
 
     import warnings
 
@@ -128,7 +125,7 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     # conversion; the report itself runs LiteRT.
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
     warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-    model = keras.models.load_model(models[0])
+    model = artifact.load_keras()
     per_channel = ec.per_channel if ec.per_channel is not None else has_conv(model)
 
     def for_int8(m):
@@ -164,17 +161,17 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
                 elif kind == "lowrank":
                     # Equalized after: a truncated SVD of rescaled weights would minimize the wrong error.
                     log.info("  lowrank: factorizing and fine-tuning on %d training rows", len(train_idx))
-                    compressed, extra = ctx.make(kind, keras.models.load_model(models[0]))
+                    compressed, extra = ctx.make(kind, artifact.load_keras())
                     content = to_int8(for_int8(compressed))
                 elif kind in COMPRESSED:
                     # Equalized first: QAT learns its ranges, pruning and clustering keep their
                     # zeros and shared values, on the rescaled weights. A fresh copy each time, as
                     # compression changes the layers in place.
                     log.info("  %s: compressing and fine-tuning on %d training rows", kind, len(train_idx))
-                    compressed, extra = ctx.make(kind, for_int8(keras.models.load_model(models[0])))
+                    compressed, extra = ctx.make(kind, for_int8(artifact.load_keras()))
                     content = to_int8(compressed)
                 elif kind == "int8":
-                    content = to_int8(for_int8(keras.models.load_model(models[0])))
+                    content = to_int8(for_int8(artifact.load_keras()))
                 else:
                     content = convert(model, kind)
                 path = tmp / f"{kind}.tflite"
@@ -203,8 +200,8 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
             prep["output"] = {"task": task, "classes": [str(c) for c in data.classes],
                               "activation": {"binary": "sigmoid", "multiclass": "softmax"}.get(task, "none"),
                               "target_transform": None if target is None else "inverse of the saved target scaler"}
-            (tmp / "preprocessing.json").write_text(json.dumps(prep, indent=1))
-            (tmp / "export_report.json").write_text(json.dumps(report, indent=2))
+            (tmp / "preprocessing.json").write_text(json_text(prep, indent=1))
+            (tmp / "export_report.json").write_text(json_text(report))
             (tmp / "report.md").write_text(table(report))
             print(table(report))
     except BaseException:
@@ -315,8 +312,7 @@ class _TrainContext:
                         steps_per_execution=tc.steps_per_execution)
         student.fit(self.inputs.dataset("train", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
         teacher_bytes = sum(p.stat().st_size for p in teacher.keras_paths)
-        ensemble_params = sum(keras.models.load_model(p).count_params() for u in self.run.units()
-                              for p in self.run.artifact(u).keras_paths)
+        ensemble_params = sum(m.count_params() for u in self.run.units() for m in self.run.artifact(u).models())
         teacher_score = teacher.result().score
         tdir = teacher.dir
         return student, {"student_params": int(student.count_params()), "student_hidden": hidden,

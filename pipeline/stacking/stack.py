@@ -74,9 +74,7 @@ def load_member(data, root: Path, run: str) -> Member:
 
 
 def _holdout(data, metric, pred):
-    from ..runner import holdout_labels
-
-    pos, y = holdout_labels(data)
+    pos, y = data.holdout()
     return metric(y, pred[pos], data.task)
 
 

@@ -2,8 +2,8 @@
 
 A fold folder holds everything needed to predict again without the run:
 
-- ``model_<member>.keras`` (or ``.joblib`` for a scikit-learn member): one per seed and checkpoint;
-- ``preprocessing.joblib``: the fold's fitted TabularPreprocessor, target transform, task, classes,
+- ``model_<member>.keras`` (or ``.skops`` for a scikit-learn member): one per seed and checkpoint;
+- ``preprocessing.skops``: the fold's fitted TabularPreprocessor, target transform, task, classes,
   feature names and image settings;
 - ``predictions.npz``: the validation rows' positions and the OOF/test predictions (per member too);
 - ``result.json``: the fold's score, epochs and time.
@@ -11,6 +11,12 @@ A fold folder holds everything needed to predict again without the run:
 It is written under a temporary name and renamed when complete, so a killed run never leaves a
 fold that looks finished. Every reader (CV resume, export, distillation, run-level prediction)
 goes through ``FoldArtifact``; nothing else opens these files.
+
+A run folder is data, never code: nothing in it is unpickled. Fitted preprocessing and
+scikit-learn members are written with skops and read back only if every type in the file is on
+``TRUSTED_TYPES`` (a crafted folder naming any other function or class is refused before anything
+of it is built); Keras files load with ``safe_mode=True`` (no Lambda layers' code). A folder of the
+older pickle format is refused with one line: train the run again.
 """
 from __future__ import annotations
 
@@ -19,15 +25,58 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 from ..errors import DataError
+from ..outputs import json_text
 from ..models.heads import to_prediction
 
-PREPROCESSING_FILE = "preprocessing.joblib"
+PREPROCESSING_FILE = "preprocessing.skops"
 PREDICTIONS_FILE = "predictions.npz"
 RESULT_FILE = "result.json"
+PICKLED = ("preprocessing.joblib", "model_*.joblib")  # the format before skops: never loaded
+
+# Types a fold file may hold beyond skops' own trusted defaults (scikit-learn estimators, numpy
+# arrays and builtins): ours, and what our preprocessing puts inside scikit-learn objects.
+# tests/test_artifact.py fits every registered scaler, encoder and model and checks that this list
+# covers them, so a new one cannot be forgotten.
+TRUSTED_TYPES = [
+    "numpy.dtype",
+    "pipeline.config.PreprocessingConfig",
+    "pipeline.preprocessing.table.InputSpec",
+    "pipeline.preprocessing.table.TabularPreprocessor",
+    "pipeline.preprocessing.table._to_nan",
+    "pipeline.preprocessing.numeric.PiecewiseLinear",
+    "pipeline.preprocessing.numeric.smooth_clip",
+    "scipy.interpolate._bsplines.BSpline",
+    "scipy._lib.array_api_compat.numpy._aliases.asarray",
+    # HistGradientBoosting members: its fitted trees and the bound check it keeps. A partial's
+    # target is a node of its own in the file, so it must be on this list too.
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+    "functools.partial",
+]
+
+
+def dump_trusted(obj, path: Path) -> None:
+    import skops.io as sio
+
+    sio.dump(obj, path)
+
+
+def load_trusted(path: Path):
+    """A skops file whose every type is trusted; one DataError naming the others if not."""
+    import skops.io as sio
+
+    try:
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    except Exception as exc:  # not a skops file at all (truncated, or something else)
+        raise DataError(f"{path}: cannot be read as a fold file ({type(exc).__name__}); the run folder is "
+                        f"damaged. Train the run again.") from None
+    if untrusted:
+        raise DataError(f"{path}: holds types this pipeline never writes ({', '.join(untrusted[:4])}); it was not "
+                        f"made by this pipeline, so it is not loaded. Train the run yourself.")
+    return sio.load(path, trusted=TRUSTED_TYPES)
 
 
 def invert_target(pred: np.ndarray, target) -> np.ndarray:
@@ -35,9 +84,14 @@ def invert_target(pred: np.ndarray, target) -> np.ndarray:
     return target.inverse_transform(pred.reshape(-1, 1)).ravel() if target is not None else pred
 
 
-def to_output(raw: np.ndarray, task: str, target) -> np.ndarray:
-    """A Keras model's raw output → the metrics' internal form, in the target's own units."""
-    return invert_target(to_prediction(raw, task), target)
+def to_output(raw: np.ndarray, task: str, target, clip: tuple[float, float] | None = None) -> np.ndarray:
+    """A Keras model's raw output → the metrics' internal form, in the target's own units, within
+    ``clip`` (the fold's training target range) when given."""
+    return clip_target(invert_target(to_prediction(raw, task), target), clip)
+
+
+def clip_target(pred: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
+    return pred if clip is None else np.clip(pred, clip[0], clip[1])
 
 
 @dataclass
@@ -85,6 +139,8 @@ class FoldArtifact:
         self.classes = bundle["classes"]
         self.features = list(bundle["features"])
         self.image = bundle.get("image")  # the ImageConfig as a dict, for image competitions
+        clip = bundle.get("target_clip")  # regression: the fold's training target range, or None
+        self.clip = tuple(clip) if clip is not None else None
         self._models = None
 
     # ------------------------------------------------------------------ disk
@@ -97,27 +153,33 @@ class FoldArtifact:
         tmp.mkdir(parents=True)
         for member, (net, weights) in members.items():
             if weights is None:  # a scikit-learn estimator
-                joblib.dump(net, tmp / f"model_{member}.joblib")
+                dump_trusted(net, tmp / f"model_{member}.skops")
                 continue
             net.set_weights(weights)
             net.save(tmp / f"model_{member}.keras")
-        joblib.dump(bundle, tmp / PREPROCESSING_FILE)
+        dump_trusted(bundle, tmp / PREPROCESSING_FILE)
         arrays = {"valid_idx": result.valid_idx, "oof": result.oof, "test": result.test}
         if result.no_tta is not None:
             arrays["no_tta_oof"], arrays["no_tta_test"] = result.no_tta
         for member, (oof, test) in result.members.items():
             arrays[f"oof__{member}"], arrays[f"test__{member}"] = oof, test
         np.savez(tmp / PREDICTIONS_FILE, **arrays)
-        (tmp / RESULT_FILE).write_text(json.dumps(result.summary(), indent=2))
+        (tmp / RESULT_FILE).write_text(json_text(result.summary()))
         shutil.rmtree(fold_dir, ignore_errors=True)
         tmp.rename(fold_dir)  # the fold appears whole or not at all
 
     @classmethod
     def load(cls, fold_dir: Path) -> "FoldArtifact":
         fold_dir = Path(fold_dir)
-        if not FoldResult.is_complete(fold_dir):
-            raise DataError(f"{fold_dir}: not a finished fold (no {RESULT_FILE}).")
-        return cls(fold_dir, joblib.load(fold_dir / PREPROCESSING_FILE))
+        if any(next(fold_dir.glob(p), None) for p in PICKLED):
+            raise DataError(f"{fold_dir}: a fold saved with pickle by an older version of the pipeline; pickles "
+                            f"are never loaded (they can run code). Train the run again with this version.")
+        if not FoldResult.is_complete(fold_dir) or not (fold_dir / PREPROCESSING_FILE).is_file():
+            raise DataError(f"{fold_dir}: not a finished fold (no {RESULT_FILE} or {PREPROCESSING_FILE}).")
+        bundle = load_trusted(fold_dir / PREPROCESSING_FILE)
+        if not isinstance(bundle, dict) or not {"preprocessor", "target", "task", "classes", "features"} <= set(bundle):
+            raise DataError(f"{fold_dir / PREPROCESSING_FILE}: not a fold's preprocessing bundle. Train the run again.")
+        return cls(fold_dir, bundle)
 
     def result(self) -> FoldResult:
         return FoldResult.load(self.dir)
@@ -130,13 +192,23 @@ class FoldArtifact:
     def keras_paths(self) -> list[Path]:
         return sorted(self.dir.glob("model_*.keras"))
 
+    def load_keras(self, index: int = 0):
+        """A fresh copy of the ``index``-th Keras member (export compresses copies in place)."""
+        import tf_keras as keras
+
+        path = self.keras_paths[index]
+        try:
+            return keras.models.load_model(path, safe_mode=True)
+        except (ValueError, OSError) as exc:  # a Lambda layer's code, a damaged zip
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{path}: the Keras model could not be loaded safely ({first}). Train the run "
+                            f"again.") from None
+
     def models(self) -> list:
         """The members: Keras models, or scikit-learn estimators (loaded once)."""
         if self._models is None:
-            import tf_keras as keras
-
-            self._models = [keras.models.load_model(p) for p in self.keras_paths]
-            self._models += [joblib.load(p) for p in sorted(self.dir.glob("model_*.joblib"))]
+            self._models = [self.load_keras(i) for i in range(len(self.keras_paths))]
+            self._models += [load_trusted(p) for p in sorted(self.dir.glob("model_*.skops"))]
         return self._models
 
     # ------------------------------------------------------------------ prediction
@@ -160,9 +232,10 @@ class FoldArtifact:
         preds = []
         for model in self.models():
             if not hasattr(model, "predict_on_batch"):  # a scikit-learn estimator
-                preds.append(invert_target(sklearn_predict(model, to_matrix(features)[0], self.task), self.target))
+                preds.append(clip_target(invert_target(sklearn_predict(model, to_matrix(features)[0], self.task),
+                                                       self.target), self.clip))
                 continue
-            views = [to_output(model.predict(x, verbose=0), self.task, self.target)
+            views = [to_output(model.predict(x, verbose=0), self.task, self.target, self.clip)
                      for x in self._datasets(features, image_paths, tta)]
             preds.append(np.mean(views, axis=0))
         return np.mean(preds, axis=0)

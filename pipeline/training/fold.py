@@ -30,7 +30,7 @@ from ..models.heads import encode_labels, make_loss, output_size
 from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
 from ..preprocessing import TabularPreprocessor, make_target_transformer
-from .artifact import FoldArtifact, FoldResult, invert_target, to_output
+from .artifact import FoldArtifact, FoldResult, clip_target, invert_target, to_output
 from .callbacks import NonFiniteLoss, Snapshots, make_callbacks, reestimate_batchnorm
 from .devices import make_strategy, precision_policy
 from .optimizers import make_optimizer
@@ -99,6 +99,13 @@ def fit_target(cfg, task: str, y_train: np.ndarray):
     return target.fit(y_train.reshape(-1, 1))
 
 
+def target_range(cfg, task: str, y_train: np.ndarray) -> tuple[float, float] | None:
+    """Regression with ``preprocessing.target_clip``: the fold's training target range."""
+    if task != "regression" or not cfg.preprocessing.target_clip:
+        return None
+    return float(np.min(y_train)), float(np.max(y_train))
+
+
 def transform_target(y: np.ndarray, target) -> np.ndarray:
     return target.transform(y.reshape(-1, 1)).ravel() if target is not None else y
 
@@ -128,21 +135,24 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     x, spec, images = inputs.x, input_spec(pre, cfg, data.images is not None), inputs.images
     y_train, y_valid = data.y[train_idx], data.y[valid_idx]
     target = fit_target(cfg, task, y_train)
+    clip = target_range(cfg, task, y_train)
     y_fit = {k: encode_labels(transform_target(v, target), task, len(data.classes), tc)
              for k, v in (("train", y_train), ("valid", y_valid))}
 
     def to_pred(raw):
-        return to_output(raw, task, target)
+        return to_output(raw, task, target, clip)
 
     metric = get_metric(cfg.metric, task)
     if cfg.model.name in SKLEARN_MODELS:
-        return _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, seed, start)
+        return _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start)
     members, saved, best_epochs, epochs_run, identity = {}, {}, [], [], []
     try:
         for s in range(tc.seeds):
             member_seed = seed + 1000 * s
             tag = label if tc.seeds == 1 else f"{label} seed {s}"
-            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag, callbacks or [])
+            # Extra callbacks (tuning's per-epoch pruning) watch the first seed's model: one report per epoch.
+            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag,
+                                              (callbacks or []) if s == 0 else [])
             best_epochs.append(info["best_epoch"])
             epochs_run.append(info["epochs"])
             for ckpt in tc.checkpoints:
@@ -184,11 +194,11 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     result = FoldResult(name, np.asarray(valid_idx), oof, test, metric(y_valid, oof, task),
                         int(np.median(best_epochs)), int(max(epochs_run)), round(time.perf_counter() - start, 2),
                         member_scores, members, no_tta, score_no_tta)
-    FoldArtifact.save(fold_dir, saved, _bundle(data, pre, target, images is not None), result)
+    FoldArtifact.save(fold_dir, saved, _bundle(data, pre, target, clip, images is not None), result)
     return result
 
 
-def _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, seed, start) -> FoldResult:
+def _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start) -> FoldResult:
     """A scikit-learn model on the same fold, preprocessing and target transform as a Keras one."""
     cfg, task = data.cfg, data.task
     converted = {k: to_matrix(v) for k, v in x.items()}
@@ -198,19 +208,23 @@ def _fit_sklearn(data, name, x, pre, target, train_idx, valid_idx, fold_dir, see
     y_train = transform_target(data.y[train_idx], target)
     model = build_sklearn(cfg.model.name, task, dict(cfg.model.params), cats, vocab, seed)
     model.fit(matrices["train"], y_train)
-    oof, test = (invert_target(sklearn_predict(model, matrices[k], task), target) for k in ("valid", "test"))
+    oof, test = (clip_target(invert_target(sklearn_predict(model, matrices[k], task), target), clip)
+                 for k in ("valid", "test"))
     metric = get_metric(cfg.metric, task)
     score = metric(data.y[valid_idx], oof, task)
-    result = FoldResult(name, np.asarray(valid_idx), oof, test, score, 0, int(np.max(getattr(model, "n_iter_", 0))),
+    n_iter = getattr(model, "n_iter_", None)  # None for Ridge's direct solvers
+    iterations = int(np.max(n_iter)) if n_iter is not None else 0
+    result = FoldResult(name, np.asarray(valid_idx), oof, test, score, 0, iterations,
                         round(time.perf_counter() - start, 2), {"best": score}, {"best": (oof, test)})
-    FoldArtifact.save(fold_dir, {"best": (model, None)}, _bundle(data, pre, target, False), result)
+    FoldArtifact.save(fold_dir, {"best": (model, None)}, _bundle(data, pre, target, clip, False), result)
     return result
 
 
-def _bundle(data, pre, target, images: bool) -> dict:
+def _bundle(data, pre, target, clip, images: bool) -> dict:
     """What the fold's artifact needs besides its models to predict raw rows again."""
     return {"preprocessor": pre, "target": target, "task": data.task, "classes": data.classes,
-            "features": list(data.columns), "image": data.cfg.image.model_dump() if images else None}
+            "features": list(data.columns), "image": data.cfg.image.model_dump() if images else None,
+            "target_clip": list(clip) if clip is not None else None}
 
 
 def _stages(cfg, net) -> list[tuple[int, int | None]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import random
 import shutil
 import socket
 import threading
@@ -66,15 +67,22 @@ def make_storage(spec: str):
     if spec.startswith("postgres://"):  # the form some hosts print; SQLAlchemy knows postgresql://
         spec = "postgresql://" + spec.removeprefix("postgres://")
     # Heartbeats let a restarted study find trials whose worker died and mark them FAIL.
-    try:
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"tune.storage {_safe_url(spec)}: the database driver {exc.name!r} is not installed. "
-                          f"For PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None
-    except Exception as exc:  # SQLAlchemy's OperationalError and friends: no server, bad credentials
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"tune.storage {_safe_url(spec)}: cannot open the study storage ({first}). Check that "
-                          f"the server runs and the URL is right.") from None
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"tune.storage {_safe_url(spec)}: the database driver {exc.name!r} is not installed. "
+                              f"For PostgreSQL: pip install 'psycopg[binary]' and use postgresql+psycopg://...") from None
+        except Exception as exc:  # SQLAlchemy's OperationalError and friends: no server, bad credentials
+            text = str(exc)
+            # Two workers starting on a new database both create Optuna's tables; the loser of that
+            # race finds them made a moment later, so it tries again.
+            if attempt < 3 and any(k in text for k in ("already exists", "duplicate key", "unique constraint")):
+                time.sleep(0.5 + random.random())
+                continue
+            first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+            raise ConfigError(f"tune.storage {_safe_url(spec)}: cannot open the study storage ({first}). Check that "
+                              f"the server runs and the URL is right.") from None
 
 
 def _safe_url(url: str) -> str:
@@ -247,7 +255,10 @@ def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int 
     trials = trials or tc.trials
     timeout = timeout or tc.timeout
     jobs = jobs or tc.jobs
-    name = study or tc.study or f"{cfg.name}-{cfg.model.name}"
+    from ..paths import check_name
+
+    name = check_name(study or tc.study or f"{cfg.name}-{cfg.model.name}", "--study")
+    check_name(cfg.name, "competition name")
     resolve_space(cfg, cfg.task or "regression")  # a bad space fails before anything is written
     root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
     study_dir = root / cfg.name / "studies" / name

@@ -1,0 +1,100 @@
+"""Fold files are data, never code: skops with an explicit trusted list, Keras in safe mode, and no
+pickle ever loaded from a run folder (a crafted one is refused before it can run anything)."""
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+
+from conftest import FAST, cut
+from pipeline.errors import DataError
+from pipeline.training.artifact import TRUSTED_TYPES, FoldArtifact
+
+
+def _fitted_bundles():
+    """Every registered scaler and encoder, the target transforms and the scikit-learn members,
+    fitted on real rows, as a fold would save them."""
+    from pipeline.config import PreprocessingConfig
+    from pipeline.models.sklearn_models import build_sklearn, to_matrix
+    from pipeline.preprocessing import TabularPreprocessor, make_target_transformer
+    from pipeline.preprocessing.categorical import ENCODERS
+    from pipeline.preprocessing.numeric import SCALERS
+
+    train = cut("diamonds", 200, 10)["train"]
+    columns = {c: {"type": "numeric"} for c in ("carat", "depth", "table", "x")}
+    columns.update({c: {"type": "categorical"} for c in ("cut", "color", "clarity")})
+    for scaler in SCALERS.names():
+        for encoder in ENCODERS.names():
+            cfg = PreprocessingConfig(numeric=scaler, categorical=encoder, missing_indicator=True)
+            pre = TabularPreprocessor(columns, cfg).fit(train)
+            yield f"{scaler}/{encoder}", {"preprocessor": pre, "target": make_target_transformer(True, True).fit(
+                train[["price"]].to_numpy()), "task": "regression", "classes": [], "features": list(columns)}
+    pre = TabularPreprocessor(columns, PreprocessingConfig(categorical="embedding")).fit(train)
+    x, cats = to_matrix(pre.transform(train))
+    vocab = {c: 10 for c in cats}
+    for name in ("hgb", "linear"):
+        for task, y in (("regression", train["price"].to_numpy()), ("binary", (train["price"] > train["price"].median()).to_numpy())):
+            yield f"{name}/{task}", build_sklearn(name, task, {}, cats, vocab, 0).fit(x, y)
+
+
+def test_trusted_types_cover_everything_a_fold_saves(tmp_path):
+    for label, obj in _fitted_bundles():
+        untrusted = set(sio.get_untrusted_types(data=sio.dumps(obj))) - set(TRUSTED_TYPES)
+        assert not untrusted, f"{label}: add to TRUSTED_TYPES only after checking them: {sorted(untrusted)}"
+
+
+class _Marker:
+    """A pickle that, when loaded, creates a file: what a crafted "pretrained folds" dataset does."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.slow
+def test_a_crafted_run_folder_never_runs_code(tiny_comp, tmp_path, capsys):
+    import run as cli
+    from pipeline import load_run, run_competition
+    from pipeline.export import export_run
+
+    cfg = tiny_comp("health_insurance", train_rows=200, test_rows=40)
+    out = tmp_path / "out"
+    result = run_competition(cfg, FAST, output_dir=out, run_name="r")
+    fold = result.run_dir / "folds" / "fold_0"
+    marker = tmp_path / "owned"
+    rows = pd.read_csv(cfg.parent / "data" / "test.csv.gz")
+
+    # 1. The old format: a pickle in place of the skops file.
+    shutil.move(fold / "preprocessing.skops", tmp_path / "kept.skops")
+    (fold / "preprocessing.joblib").write_bytes(pickle.dumps({"preprocessor": _Marker(marker)}))
+    with pytest.raises(DataError, match=r"a fold saved with pickle .* never loaded"):
+        load_run(result.run_dir).predict(rows)
+    with pytest.raises(DataError, match=r"a fold saved with pickle"):
+        export_run(cfg, "r", ["float32"], output_dir=out)
+    assert cli.main(["--comp", str(cfg), "--output-dir", str(out), "--predict", "r", "--input",
+                     str(cfg.parent / "data" / "test.csv.gz")]) == 2
+    assert capsys.readouterr().err.count("error: ") == 1
+    assert not marker.exists()
+
+    # 2. A skops file naming a function this pipeline never writes.
+    (fold / "preprocessing.joblib").unlink()
+    sio.dump({"preprocessor": os.system, "target": None, "task": "binary", "classes": [0, 1], "features": []},
+             fold / "preprocessing.skops")
+    with pytest.raises(DataError, match=r"holds types this pipeline never writes \(.*system"):
+        load_run(result.run_dir).predict(rows)
+    with pytest.raises(DataError, match=r"holds types this pipeline never writes"):
+        export_run(cfg, "r", ["float32"], output_dir=out)
+
+    # 3. A damaged file is one clear error too; the real one still works.
+    (fold / "preprocessing.skops").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"cannot be read as a fold file"):
+        FoldArtifact.load(fold)
+    shutil.move(tmp_path / "kept.skops", fold / "preprocessing.skops")
+    preds = load_run(result.run_dir).predict(rows)
+    assert np.isfinite(preds["whi"]).all() and not marker.exists()
