@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="after the run (or for --export-run), write TFLite artifacts: "
                         f"{' '.join(ARTIFACTS)} (no ARTIFACT: the config's export.artifacts)")
     e.add_argument("--export-run", metavar="RUN", help="export an already finished run instead of training")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="every run, stack and study of --comp, best first; also written as leaderboard.csv")
     r = p.add_argument_group("prediction with a finished run")
     r.add_argument("--predict", metavar="RUN", help="predict new rows with a finished run (a name of --comp's runs "
                                                       "or a run folder): the mean of its fold models")
@@ -77,10 +79,16 @@ def main(argv=None) -> int:
     try:
         commands = [f for f, on in (("--tune", args.tune), ("--stack", args.stack is not None),
                                      ("--export-run", bool(args.export_run)), ("--predict", bool(args.predict)),
-                                     ("--lr-find", args.lr_find)) if on]
+                                     ("--lr-find", args.lr_find), ("--leaderboard", args.leaderboard)) if on]
         if len(commands) > 1:
             raise pipeline.errors.ConfigError(f"{' and '.join(commands)} are separate commands; give one of them")
-        if args.predict:
+        if args.leaderboard:
+            from pipeline.config_files import load_config
+            from pipeline.leaderboard import show
+            from pipeline.outputs import OUTPUT_ROOT
+
+            show(args.output_dir or OUTPUT_ROOT, load_config(args.comp).name)
+        elif args.predict:
             from pipeline.predict import predict_file
 
             predict_file(args.comp, args.predict, args.input, args.out, output_dir=args.output_dir)

@@ -236,6 +236,10 @@ class TrainConfig(_Section):
     steps_per_execution: int = Field(1, ge=1)
     predict_batch_size: int = Field(4096, ge=1)
     log_every: int = Field(10, ge=1)  # one progress line every N epochs (and the last)
+    # history.csv: the competition metric on the validation rows every epoch (one prediction pass
+    # of them per epoch); off: loss and val_loss only.
+    history_metric: bool = True
+    tensorboard: bool = False  # TensorBoard logs in each fold folder (folds/fold_K/tensorboard/)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -345,6 +349,19 @@ class ExportConfig(_Section):
     alpha: float = Field(0.3, ge=0, le=1)  # weight of the labels; 1 - alpha on the teacher's soft targets
 
 
+class DiagnosticsConfig(_Section):
+    """What a finished run writes beside its scores (pipeline/diagnostics.py, report.html)."""
+
+    plots: bool = True  # learning curves, OOF diagnostics, per-fold scores
+    importance: bool = True  # permutation importance on OOF rows
+    importance_rows: int = Field(2000, ge=10)  # OOF rows per fold it scores
+    importance_folds: int = Field(2, ge=1)  # of the first repeat
+    importance_repeats: int = Field(3, ge=1)
+    adversarial: bool = True  # train vs test classifier
+    adversarial_rows: int = Field(10000, ge=10)  # per side
+    report: bool = True  # report.html
+
+
 class StackConfig(_Section):
     """Level-2 over finished runs (``--stack RUN ...`` overrides runs)."""
 
@@ -364,6 +381,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     image: ImageConfig = ImageConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     stack: StackConfig = StackConfig()
     tune: TuneConfig = TuneConfig()
     export: ExportConfig = ExportConfig()

@@ -94,8 +94,16 @@ def train_run(run: Run, data: CompetitionData) -> None:
     write_csv(format_predictions(fmt, data.test[id_col], cv.test), run.test_pred_path)
     write_csv(make_submission(data, cv.test), run.submission_path)
     scores = _scores(data, cv, run.seconds())
-    write_json(scores, run.scores_path)  # last: its presence means done
     _log_summary(data, scores, cv, run.dir)
+    from .diagnostics import write_diagnostics
+    from .report import write_report
+
+    write_diagnostics(run, data, cv, scores)
+    scores["seconds"] = run.seconds()
+    if data.cfg.diagnostics.report:
+        write_report(run, scores)
+        log.info("report: %s", run.report_path)
+    write_json(scores, run.scores_path)  # last: its presence means done
 
 
 def _scores(data: CompetitionData, cv, seconds: float) -> dict:

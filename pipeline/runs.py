@@ -47,7 +47,7 @@ RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 # Sections that do not change what a run trains: a finished run can be stacked or exported with
 # other settings of these, and resuming with them changed is allowed.
-UNTRAINED_SECTIONS = ("stack", "tune", "export")
+UNTRAINED_SECTIONS = ("stack", "tune", "export", "diagnostics")
 STATES = ("running", "finished", "failed")
 
 
@@ -186,6 +186,10 @@ class Run:
     submission_path = property(lambda self: self.dir / "submission.csv")
     scores_path = property(lambda self: self.dir / "scores.json")
     profile_path = property(lambda self: self.dir / "profile.json")
+    report_path = property(lambda self: self.dir / "report.html")
+    importance_path = property(lambda self: self.dir / "importance.csv")
+    adversarial_path = property(lambda self: self.dir / "adversarial.json")
+    plots_dir = property(lambda self: self.dir / "plots")
     log_path = property(lambda self: self.dir / "run.log")
     export_dir = property(lambda self: self.dir / "export")
 
@@ -196,7 +200,9 @@ class Run:
         """The run's output files that exist."""
         paths = {"config": self.config_path, "folds": self.folds_path, "oof": self.oof_path,
                  "test_pred": self.test_pred_path, "submission": self.submission_path,
-                 "scores": self.scores_path, "log": self.log_path, "profile": self.profile_path}
+                 "scores": self.scores_path, "log": self.log_path, "profile": self.profile_path,
+                 "report": self.report_path, "importance": self.importance_path,
+                 "adversarial": self.adversarial_path}
         return {k: p for k, p in paths.items() if p.exists()}
 
     # ------------------------------------------------------------------ state
@@ -460,6 +466,12 @@ class Run:
         else:
             raise DataError(f"{what} {run}: {run_dir} is not a run folder (no {RUN_FILE}).")
         return cls(run_dir, _saved_config(run_dir), info)
+
+    def leaderboard(self):
+        """Every run and study of this run's competition, best first (leaderboard.py)."""
+        from .leaderboard import leaderboard
+
+        return leaderboard(self.root, self.cfg.name)
 
     def locked(self) -> "Run":
         """Take this run's lock (e.g. to write its export); released by ``unlock``."""

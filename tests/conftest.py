@@ -61,4 +61,5 @@ def tiny_comp(tmp_path):
 
 
 # Few epochs and folds: the whole path, not the score.
-FAST = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.hidden=[16, 8]", "train.seeds=1"]
+FAST = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.hidden=[16, 8]", "train.seeds=1",
+        "diagnostics.importance=false", "diagnostics.adversarial=false"]

@@ -76,7 +76,12 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = 
     data = load_competition(cfg, data_dir if data_dir is not None else the_run.info.get("data_dir"))
     the_run.locked()
     try:
-        return _export(the_run, data, unit, artifact, artifacts)
+        export_dir = _export(the_run, data, unit, artifact, artifacts)
+        from ..report import write_report
+
+        if the_run.report_path.is_file():
+            write_report(the_run)  # now with the export's section
+        return export_dir
     finally:
         the_run.unlock()
 

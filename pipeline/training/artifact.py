@@ -6,7 +6,9 @@ A fold folder holds everything needed to predict again without the run:
 - ``preprocessing.skops``: the fold's fitted TabularPreprocessor, target transform, task, classes,
   feature names and image settings;
 - ``predictions.npz``: the validation rows' positions and the OOF/test predictions (per member too);
-- ``result.json``: the fold's score, epochs and time.
+- ``result.json``: the fold's score, epochs and time;
+- ``history.csv``: every epoch of every seed's model (loss, val_loss, the metric, lr, seconds);
+- ``tensorboard/`` with ``train.tensorboard``.
 
 It is written under a temporary name and renamed when complete, so a killed run never leaves a
 fold that looks finished. Every reader (CV resume, export, distillation, run-level prediction)
@@ -34,6 +36,7 @@ from ..models.heads import to_prediction
 PREPROCESSING_FILE = "preprocessing.skops"
 PREDICTIONS_FILE = "predictions.npz"
 RESULT_FILE = "result.json"
+HISTORY_FILE = "history.csv"
 PICKLED = ("preprocessing.joblib", "model_*.joblib")  # the format before skops: never loaded
 
 # Types a fold file may hold beyond skops' own trusted defaults (scikit-learn estimators, numpy
@@ -109,6 +112,7 @@ class FoldResult:
     # Image competitions: (oof, test) of the identity view alone, i.e. without TTA.
     no_tta: tuple[np.ndarray, np.ndarray] | None = None
     score_no_tta: float | None = None
+    history: list[dict] = field(default_factory=list)  # per epoch of each seed's model: history.csv
 
     def summary(self) -> dict:
         keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "score_no_tta")
@@ -164,6 +168,13 @@ class FoldArtifact:
         for member, (oof, test) in result.members.items():
             arrays[f"oof__{member}"], arrays[f"test__{member}"] = oof, test
         np.savez(tmp / PREDICTIONS_FILE, **arrays)
+        if result.history:
+            import pandas as pd
+
+            pd.DataFrame(result.history).to_csv(tmp / HISTORY_FILE, index=False)
+        tensorboard = fold_dir.with_name(f"{fold_dir.name}.tensorboard")
+        if tensorboard.is_dir():
+            tensorboard.rename(tmp / "tensorboard")
         (tmp / RESULT_FILE).write_text(json_text(result.summary()))
         shutil.rmtree(fold_dir, ignore_errors=True)
         tmp.rename(fold_dir)  # the fold appears whole or not at all

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 
@@ -13,19 +14,36 @@ log = logging.getLogger("pipeline")
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """One line per ``every`` epochs (and the last): never Keras' per-batch progress bar."""
+    """One line per ``every`` epochs (and the last): never Keras' per-batch progress bar. On a
+    terminal, a tqdm bar per model with its ETA takes the place of the in-between lines; logs and
+    notebooks get the lines."""
 
     def __init__(self, prefix: str, epochs: int, every: int = 10):
         super().__init__()
         self.prefix, self.epochs, self.every = prefix, epochs, max(1, every)
+        self._bar = None
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
+        if sys.stdout.isatty() and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.epochs, desc=self.prefix, unit="epoch", leave=False, dynamic_ncols=True)
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         done = epoch + 1
-        if done % self.every and done != self.epochs and not self.model.stop_training:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "val_loss")})
+            if done != self.epochs and not self.model.stop_training:
+                return
+        elif done % self.every and done != self.epochs and not self.model.stop_training:
             return
         parts = [f"{k} {v:.4g}" for k, v in logs.items() if k in ("loss", "val_loss")]
         lr = self.model.optimizer.learning_rate
@@ -33,6 +51,30 @@ class EpochLogger(keras.callbacks.Callback):
         parts.append(f"lr {float(keras.backend.get_value(lr)):.2e}")
         log.info("%s epoch %d/%d  %s  %.1fs", self.prefix, done, self.epochs, "  ".join(parts),
                  time.perf_counter() - self._start)
+
+
+class History(keras.callbacks.Callback):
+    """Every epoch of a model as a row: loss, val_loss, the competition metric on the validation
+    rows (``score(net)``, one prediction pass), the learning rate and the seconds so far. Saved as
+    the fold's history.csv, drawn as the run's learning curves."""
+
+    def __init__(self, score=None, seed: int = 0):
+        super().__init__()
+        self.score, self.seed, self.rows = score, seed, []
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        if self._start is None:  # a staged fit (head, then backbone) continues one history
+            self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        lr = self.model.optimizer.learning_rate
+        lr = lr(self.model.optimizer.iterations) if callable(lr) else lr
+        row = {"seed": self.seed, "epoch": epoch + 1, "loss": logs.get("loss"), "val_loss": logs.get("val_loss"),
+               "val_metric": self.score(self.model) if self.score is not None else None,
+               "lr": float(keras.backend.get_value(lr)), "seconds": round(time.perf_counter() - self._start, 2)}
+        self.rows.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
 
 
 class NonFiniteLoss(keras.callbacks.Callback):
@@ -48,9 +90,14 @@ class NonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int, snapshots=None) -> list:
+def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int, snapshots=None, history=None,
+                   tensorboard_dir=None) -> list:
     """Snapshots first (with EMA it rewrites val_loss, which the others then read)."""
     cbs = ([snapshots] if snapshots is not None else []) + [NonFiniteLoss(), EpochLogger(prefix, cfg.epochs, log_every)]
+    if history is not None:
+        cbs.append(history)
+    if tensorboard_dir is not None:
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0, write_graph=False))
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping))
     if cfg.reduce_lr and constant_lr:  # a schedule owns the LR; ReduceLROnPlateau cannot set it

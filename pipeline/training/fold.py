@@ -31,7 +31,7 @@ from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
 from ..preprocessing import TabularPreprocessor, make_target_transformer
 from .artifact import FoldArtifact, FoldResult, clip_target, invert_target, to_output
-from .callbacks import NonFiniteLoss, Snapshots, make_callbacks, reestimate_batchnorm
+from .callbacks import History, NonFiniteLoss, Snapshots, make_callbacks, reestimate_batchnorm
 from .devices import make_strategy, precision_policy
 from .optimizers import make_optimizer
 from .schedules import make_schedule
@@ -145,14 +145,23 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     metric = get_metric(cfg.metric, task)
     if cfg.model.name in SKLEARN_MODELS:
         return _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start)
-    members, saved, best_epochs, epochs_run, identity = {}, {}, [], [], []
+    members, saved, best_epochs, epochs_run, identity, histories = {}, {}, [], [], [], []
+    valid_plain = inputs.dataset("valid")
+
+    def score(net) -> float:  # the competition metric of this epoch's weights, for history.csv
+        with precision_policy(tc.precision):
+            return metric(y_valid, to_pred(net.predict(valid_plain, verbose=0)), task)
+
     try:
         for s in range(tc.seeds):
             member_seed = seed + 1000 * s
             tag = label if tc.seeds == 1 else f"{label} seed {s}"
+            history = History(score if tc.history_metric else None, seed=s)
+            tensorboard = fold_dir.with_name(f"{fold_dir.name}.tensorboard") / f"seed{s}" if tc.tensorboard else None
             # Extra callbacks (tuning's per-epoch pruning) watch the first seed's model: one report per epoch.
             weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag,
-                                              (callbacks or []) if s == 0 else [])
+                                              [history] + ((callbacks or []) if s == 0 else []), tensorboard)
+            histories += history.rows
             best_epochs.append(info["best_epoch"])
             epochs_run.append(info["epochs"])
             for ckpt in tc.checkpoints:
@@ -193,7 +202,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
         score_no_tta = metric(y_valid, no_tta[0], task)
     result = FoldResult(name, np.asarray(valid_idx), oof, test, metric(y_valid, oof, task),
                         int(np.median(best_epochs)), int(max(epochs_run)), round(time.perf_counter() - start, 2),
-                        member_scores, members, no_tta, score_no_tta)
+                        member_scores, members, no_tta, score_no_tta, histories)
     FoldArtifact.save(fold_dir, saved, _bundle(data, pre, target, clip, images is not None), result)
     return result
 
@@ -239,7 +248,8 @@ def _stages(cfg, net) -> list[tuple[int, int | None]]:
     return [(head, 0), rest] if head else [rest]
 
 
-def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, extra_callbacks: list):
+def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, extra_callbacks: list,
+                 tensorboard_dir: Path | None = None):
     """One model: build under the precision policy and strategy, fit (in stages for backbones),
     return its snapshots."""
     from ..models.backbones import BACKBONE_LAYER, has_backbone, set_trainable
@@ -275,7 +285,7 @@ def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, e
                             steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
             trainer.build_optimizer()
         callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
-                                   snapshots=snapshots) + list(extra_callbacks)
+                                   snapshots=snapshots, tensorboard_dir=tensorboard_dir) + list(extra_callbacks)
         with precision_policy(tc.precision):
             history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
                                   epochs=done + stage_epochs, callbacks=callbacks, verbose=0)

@@ -325,6 +325,9 @@ def summarize(study, cfg, objective: Objective, study_dir: Path, storage: str) -
     summary.update(best_value=best.value, best_trial=best.number, best_params=overrides, best_yaml=str(best_yaml))
     summary["plots"] = _plots(study, study_dir)
     write_json(summary, study_dir / "summary.json")
+    from ..report import write_study_report
+
+    summary["report"] = str(write_study_report(summary, study_dir, study.get_trials(deepcopy=False)))
     log.info("best value %.5g (trial %d); trials: %d complete, %d pruned, %d failed", best.value, best.number,
              counts["COMPLETE"], counts["PRUNED"], counts["FAIL"])
     log.info("best params: %s", overrides)

@@ -1,0 +1,81 @@
+"""``python run.py --comp X --leaderboard`` and ``Run.leaderboard()``: every run, stack and tuning
+study of a competition in one table, sorted by the metric (best first, by its direction), with the
+model, its key settings, CV ± std, holdout, wall time and state; printed and written as
+``<output root>/<competition>/leaderboard.csv``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .outputs import write_csv
+from .paths import check_name
+
+COLUMNS = ["name", "kind", "state", "model", "settings", "metric", "cv", "cv_std", "holdout", "seconds", "finished"]
+
+
+def _settings(cfg: dict) -> str:
+    model, train = cfg.get("model", {}), cfg.get("train", {})
+    parts = [f"hidden={model.get('hidden')}"] if model.get("name") in ("mlp", None) else []
+    if model.get("params"):
+        parts.append(f"params={model['params']}")
+    parts += [f"lr={train.get('lr')}", f"epochs={train.get('epochs')}",
+              f"folds={cfg.get('cv', {}).get('folds')}x{cfg.get('cv', {}).get('repeats')}"]
+    return " ".join(parts)
+
+
+def _run_row(run_dir: Path) -> dict:
+    info = json.loads((run_dir / "run.json").read_text())
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    scores = json.loads((run_dir / "scores.json").read_text()) if (run_dir / "scores.json").is_file() else {}
+    state = info.get("state")
+    if state == "finished" and not scores:
+        state = "failed"
+    kind = info.get("kind", "train")
+    model = cfg.get("model", {}).get("name") if kind == "train" else f"stack ({scores.get('method', '?')})"
+    return {"name": run_dir.name, "kind": kind, "state": state, "model": model,
+            "settings": _settings(cfg) if kind == "train" else " + ".join(cfg.get("stack", {}).get("runs", [])),
+            "metric": scores.get("metric") or cfg.get("metric"), "cv": scores.get("cv"),
+            "cv_std": scores.get("fold_std"), "holdout": scores.get("holdout"),
+            "seconds": scores.get("seconds", info.get("seconds")), "finished": info.get("finished")}
+
+
+def _study_row(study_dir: Path) -> dict | None:
+    path = study_dir / "summary.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    return {"name": study_dir.name, "kind": "study", "state": f"{s.get('trials')} trials",
+            "model": s["study"], "settings": json.dumps(s.get("best_params")) if s.get("best_params") else "",
+            "metric": None, "cv": s.get("best_value"), "cv_std": None, "holdout": None, "seconds": None,
+            "finished": None}
+
+
+def leaderboard(root: Path, competition: str) -> pd.DataFrame:
+    """Every run and study of ``competition`` under ``root``, best first."""
+    comp_dir = Path(root) / check_name(competition, "competition name")
+    rows = [_run_row(p.parent) for p in sorted(comp_dir.glob("*/run.json"))]
+    directions = {json.loads((comp_dir / r["name"] / "scores.json").read_text()).get("direction")
+                  for r in rows if (comp_dir / r["name"] / "scores.json").is_file()}
+    studies = [r for r in (_study_row(p) for p in sorted((comp_dir / "studies").glob("*"))) if r]
+    metric = next((r["metric"] for r in rows if r["metric"]), None)
+    for r in studies:
+        r["metric"] = f"{metric} (best trial)" if metric else "best trial"
+    frame = pd.DataFrame(rows + studies, columns=COLUMNS)
+    descending = directions == {"maximize"}
+    frame["_done"] = frame["cv"].notna()
+    frame = frame.sort_values(["_done", "cv"], ascending=[False, not descending], na_position="last")
+    return frame.drop(columns="_done").reset_index(drop=True)
+
+
+def show(root: Path, competition: str) -> tuple[pd.DataFrame, Path]:
+    """Print the leaderboard and write it as CSV beside the runs."""
+    frame = leaderboard(root, competition)
+    path = write_csv(frame, Path(root) / competition / "leaderboard.csv")
+    with pd.option_context("display.max_colwidth", 40, "display.width", 200):
+        print(frame.drop(columns=["finished"]).to_string(index=False, float_format=lambda v: f"{v:.5g}")
+              if len(frame) else f"no runs of {competition} under {root}")
+    print(f"leaderboard: {path}")
+    return frame, path
