@@ -82,11 +82,19 @@ def test_test_lacks_a_training_feature(tiny_comp):
 
 
 def test_non_numeric_value_in_numeric_column(tiny_comp):
-    def bad(df):
+    def odd(df):
         df["carat"] = df["carat"].astype(object)
         df.loc[5, "carat"] = "n/a?"
         return df
-    path = edit(tiny_comp, test=bad)  # numeric in train, a string in test
+    # Numeric in train, one odd value in test: read as missing (issue 14's token rule), with a warning.
+    data = load(edit(tiny_comp, test=odd))
+    assert np.isnan(data.test["carat"].iloc[5]) and data.notes["tokens"]["carat"]["tokens"] == ["n/a?"]
+
+    def bad(df):
+        df["carat"] = df["carat"].astype(object)
+        df.loc[5:40, "carat"] = "n/a?"
+        return df
+    path = edit(tiny_comp, test=bad)  # many: an error naming the first
     with pytest.raises(DataError, match=r"test.csv.gz: column 'carat' is numeric but row 7 holds 'n/a\?'"):
         load(path)
     with pytest.raises(DataError, match=r"train.csv.gz: column 'cut' is numeric but row 2 holds 'Ideal'"):

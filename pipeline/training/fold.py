@@ -150,7 +150,9 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
 
     def score(net) -> float:  # the competition metric of this epoch's weights, for history.csv
         with precision_policy(tc.precision):
-            return metric(y_valid, to_pred(net.predict(valid_plain, verbose=0)), task)
+            pred = to_pred(net.predict(valid_plain, verbose=0))
+        # A diverged epoch has no score; NonFiniteLoss stops the fold with the error that says so.
+        return metric(y_valid, pred, task) if np.isfinite(pred).all() else float("nan")
 
     try:
         for s in range(tc.seeds):
