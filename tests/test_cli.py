@@ -84,3 +84,11 @@ def test_help_lists_the_contract():
     for flag in ("--comp", "--run-name", "--set", "--data-dir", "--output-dir", "--smoke", "--debug", "--params",
                  "--tune", "--trials", "--timeout", "--study", "--storage", "--jobs", "--stack", "--stack-methods"):
         assert flag in proc.stdout
+
+
+def test_export_help_lists_every_artifact():
+    from pipeline.export.run import ARTIFACTS
+
+    assert tuple(run.ARTIFACTS) == tuple(ARTIFACTS)
+    proc = cli("--help")
+    assert all(a in proc.stdout for a in ARTIFACTS) and "--predict" in proc.stdout and "--leaderboard" in proc.stdout

@@ -154,6 +154,7 @@ def _infer_task(y: pd.Series) -> tuple[str, str]:
     if not _is_numeric(y):
         return "multiclass", f"the target is text with {levels} values"
     values = y.to_numpy(dtype=float)
+    values = values[np.isfinite(values)]  # an infinite target is refused later, with its row
     if np.all(np.mod(values, 1) == 0) and levels <= 10:
         return "multiclass", f"the target holds {levels} whole numbers (10 or fewer)"
     return "regression", f"the target is numeric with {levels} values"
