@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--params", help="a YAML overlay of config values (e.g. a tuning study's best.yaml)")
     p.add_argument("--data-dir", help="folder holding the competition's files (default: the config's data.dir)")
     p.add_argument("--output-dir", help="root folder for outputs (default: outputs/)")
+    p.add_argument("--submission", metavar="PATH",
+                   help="also copy submission.csv to PATH (in a Kaggle kernel: <output-dir>/submission.csv)")
     p.add_argument("--smoke", action="store_true",
                    help="whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
     p.add_argument("--lr-find", action="store_true",
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
         else:
             result = pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name,
                                               data_dir=args.data_dir, output_dir=args.output_dir, params=args.params,
-                                              smoke=args.smoke)
+                                              smoke=args.smoke, submission=args.submission)
             if args.export is not None:
                 from pipeline.export import export_run
 

@@ -125,6 +125,25 @@ def read_yaml(path: Path) -> dict:
 
 
 
+# Folders that name a place, not a competition: a Kaggle kernel keeps its config in
+# /kaggle/working, next to everything else it writes.
+GENERIC_FOLDERS = {"working", "input", "kaggle", "tmp", "data", "src", "content"}
+
+
+def competition_name(path: Path, raw: dict) -> str:
+    """A config without ``name:`` is named by its folder (competitions/<name>/config.yaml) or its
+    file (<name>.yaml); a generic folder such as /kaggle/working gives way to the data folder's
+    name (data.dir: /kaggle/input/<name>), else the config must say ``name:``."""
+    guess = path.parent.name if path.name == "config.yaml" else path.stem
+    if guess.lower() not in GENERIC_FOLDERS:
+        return guess
+    data_dir = Path(str((raw.get("data") or {}).get("dir", "")))
+    if data_dir.name and data_dir.name.lower() not in GENERIC_FOLDERS and data_dir.name not in (".", ".."):
+        return data_dir.name
+    raise ConfigError(f"{path}: the competition has no name (its folder is {path.parent.name!r}, which names a place). "
+                      f"Add name: <competition> to the config.")
+
+
 def check_names(cfg: Config, source: str) -> Config:
     """Names that refer to registries exist there (an unknown one lists the valid names)."""
     from .metrics import METRICS
@@ -177,7 +196,8 @@ def load_config(comp: str | Path = DEFAULT_COMPETITION,
     """Read a competition's config, apply a params overlay file and ``--set`` overrides, validate."""
     path = find_config(str(comp), competitions_dir)
     raw = read_yaml(path)
-    raw.setdefault("name", path.parent.name if path.name == "config.yaml" else path.stem)
+    if "name" not in raw:
+        raw["name"] = competition_name(path, raw)
     source = str(path)
     if params is not None:
         overlay_path = Path(params)

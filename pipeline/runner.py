@@ -31,15 +31,21 @@ class RunResult:
     files: dict[str, Path]
 
 
+KAGGLE_WORKING = Path("/kaggle/working")  # where Kaggle looks for submission.csv
+
+
 def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, run_name: str | None = None,
                     data_dir: str | Path | None = None, output_dir: str | Path | None = None,
-                    params: str | Path | None = None, smoke: bool = False) -> RunResult:
+                    params: str | Path | None = None, smoke: bool = False,
+                    submission: str | Path | None = None) -> RunResult:
     """Run K-fold CV for a competition and write its outputs.
 
     comp: a name under competitions/ or a config path. overrides: ``["train.epochs=2", ...]`` or a
     dict of dotted keys. params: a YAML overlay (a study's best.yaml). data_dir / output_dir:
     replace the config's data folder and ``outputs/`` (e.g. /kaggle/input/<comp> and
     /kaggle/working). run_name: reuse one to resume a killed run; a finished run is returned as it is.
+    submission: also copy submission.csv there; in a Kaggle kernel (/kaggle/working exists) it is
+    copied to <output_dir>/submission.csv by default, where Kaggle looks for it.
     """
     data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
     from .training.fold import check_train_config  # TensorFlow loads from here on
@@ -51,7 +57,23 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
     else:
         with run, run_logging(run.log_path):
             train_run(run, data)
-    return RunResult(run.scores, run.dir, run.files())
+    files = run.files()
+    target = Path(submission) if submission is not None else (root / "submission.csv" if KAGGLE_WORKING.is_dir()
+                                                               else None)
+    if target is not None:
+        files["submission_copy"] = copy_submission(run, target)
+    return RunResult(run.scores, run.dir, files)
+
+
+def copy_submission(run: Run, target: Path) -> Path:
+    import shutil
+
+    from .outputs import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(run.submission_path, tmp)
+    log.info("submission: %s (a copy of %s)", target, run.submission_path)
+    return target
 
 
 def log_finished(run: Run) -> None:
