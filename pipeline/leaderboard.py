@@ -74,8 +74,9 @@ def show(root: Path, competition: str) -> tuple[pd.DataFrame, Path]:
     """Print the leaderboard and write it as CSV beside the runs."""
     frame = leaderboard(root, competition)
     path = write_csv(frame, Path(root) / competition / "leaderboard.csv")
-    with pd.option_context("display.max_colwidth", 40, "display.width", 200):
-        print(frame.drop(columns=["finished"]).to_string(index=False, float_format=lambda v: f"{v:.5g}")
-              if len(frame) else f"no runs of {competition} under {root}")
+    shown = frame.drop(columns=["finished"]).assign(  # the CSV keeps the whole settings text
+        settings=frame["settings"].astype(str).map(lambda t: t if len(t) <= 48 else t[:45] + "..."))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.5g}")
+          if len(frame) else f"no runs of {competition} under {root}")
     print(f"leaderboard: {path}")
     return frame, path

@@ -50,6 +50,7 @@ def quiet_experimental() -> None:
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     warnings.filterwarnings("ignore", message="The number of trials is too small to compute importances")
+    warnings.filterwarnings("ignore", message="Some regimes for parameter")  # importances of a short study
 
 
 def make_storage(spec: str):
