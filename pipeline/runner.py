@@ -103,7 +103,7 @@ def train_run(run: Run, data: CompetitionData) -> None:
     if run.folds_path.is_file():
         folds = pd.read_csv(run.folds_path, dtype={id_col: str})
     else:
-        folds = load_or_assign_folds(data, None if run.info.get("smoke") else run.comp_dir / "folds")
+        folds = load_or_assign_folds(data, None if run.info.get("smoke") else run.shared_folds_dir)
         write_csv(folds, run.folds_path)
     if not np.array_equal(folds[id_col].astype(str).to_numpy(), data.train[id_col].astype(str).to_numpy()):
         raise DataError(f"{run.folds_path}: folds do not match the ids of {data.paths['train']} row by row. "

@@ -55,6 +55,11 @@ class RunLockedError(PipelineError):
     """Another live process holds the run's lock."""
 
 
+def shared_folds_dir(root: Path, competition: str) -> Path:
+    """Where a competition's fold assignments are saved once and reused by every run and trial."""
+    return Path(root) / check_name(competition, "competition name") / "folds"
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -192,6 +197,10 @@ class Run:
     plots_dir = property(lambda self: self.dir / "plots")
     log_path = property(lambda self: self.dir / "run.log")
     export_dir = property(lambda self: self.dir / "export")
+
+    @property
+    def shared_folds_dir(self) -> Path:
+        return shared_folds_dir(self.root, self.cfg.name)
 
     def fold_dir(self, unit: FoldUnit | str) -> Path:
         return self.dir / "folds" / (unit if isinstance(unit, str) else unit.name)

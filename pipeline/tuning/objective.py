@@ -114,6 +114,7 @@ class Objective:
         from ..cv.loop import train_folds
         from ..models.sklearn_models import SKLEARN_MODELS
         from ..outputs import OUTPUT_ROOT
+        from ..runs import shared_folds_dir
         from ..training.fold import check_train_config
 
         trial.set_user_attr("pid", os.getpid())
@@ -140,7 +141,7 @@ class Objective:
         trial.set_user_attr("config", yaml.safe_dump(data.cfg.to_dict(), sort_keys=False))
         tc = data.cfg.tune
         root = Path(self.output_dir) if self.output_dir is not None else OUTPUT_ROOT
-        folds = load_or_assign_folds(data, None if self.smoke else root / data.cfg.name / "folds")
+        folds = load_or_assign_folds(data, None if self.smoke else shared_folds_dir(root, data.cfg.name))
         units = fold_units(folds, data.cfg.cv.repeats)[: tc.folds or None]
         metric = get_metric(data.cfg.metric, data.task)
         scratch = self.study_dir / "trials" / f"{trial.number:05d}-{os.getpid()}"
