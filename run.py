@@ -10,7 +10,13 @@ import argparse
 import errno
 import sys
 
-import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+try:
+    import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported; checks the versions
+except ImportError as _exc:  # a package outside the tested ranges, or missing: one line, exit 2
+    if "--debug" in sys.argv:
+        raise
+    print(f"error: {_exc}", file=sys.stderr)
+    sys.exit(2)
 import pipeline.errors
 from pipeline.config_files import DEFAULT_COMPETITION
 from pipeline.errors import PipelineError
@@ -39,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", help="root folder for outputs (default: outputs/)")
     p.add_argument("--submission", metavar="PATH",
                    help="also copy submission.csv to PATH (in a Kaggle kernel: <output-dir>/submission.csv)")
+    p.add_argument("--time-limit", metavar="DURATION",
+                   help="wall-clock budget for the run, e.g. 90s, 30m, 8h: folds and epochs are cut so that it "
+                        "ends with a submission in time; scores.json says how many folds ran")
     p.add_argument("--smoke", action="store_true",
                    help="whole path on a small sample: a few hundred rows, 2 folds, 1 epoch")
     p.add_argument("--lr-find", action="store_true",
@@ -79,6 +88,11 @@ def main(argv=None) -> int:
             print(f"error: --{flag} must be at least 1, got {value}", file=sys.stderr)
             return 2
     try:
+        budget = None
+        if args.time_limit is not None:  # the clock starts now, before the data is read
+            from pipeline.time_budget import TimeBudget, parse_duration
+
+            budget = TimeBudget(parse_duration(args.time_limit))
         commands = [f for f, on in (("--tune", args.tune), ("--stack", args.stack is not None),
                                      ("--export-run", bool(args.export_run)), ("--predict", bool(args.predict)),
                                      ("--lr-find", args.lr_find), ("--leaderboard", args.leaderboard)) if on]
@@ -119,7 +133,8 @@ def main(argv=None) -> int:
         else:
             result = pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name,
                                               data_dir=args.data_dir, output_dir=args.output_dir, params=args.params,
-                                              smoke=args.smoke, submission=args.submission)
+                                              smoke=args.smoke, submission=args.submission,
+                                              time_limit=budget)
             if args.export is not None:
                 from pipeline.export import export_run
 
@@ -145,5 +160,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed command (``kaggle-pipeline``, pyproject.toml): the same as python run.py."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

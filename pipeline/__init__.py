@@ -1,8 +1,10 @@
 """Keras/TensorFlow pipeline for Kaggle competitions.
 
-    from pipeline import run_competition
-    result = run_competition("diamonds", overrides=["train.epochs=5"], output_dir="/kaggle/working")
-    result.scores["cv"], result.run_dir
+    import pipeline
+    run = pipeline.fit(train=train_df, test=test_df, target="price", train__epochs=20)
+    run.scores["cv"], run.oof, run.submission, run.predict(new_rows), run.leaderboard()
+
+    result = pipeline.run_competition("diamonds", overrides=["train.epochs=5"])   # as run.py does
 """
 import os
 
@@ -11,23 +13,18 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from . import tf_runtime, versions  # noqa: E402
+
+versions.check()  # the installed versions against the tested ranges: one clear error, not a late crash
+
+tf_runtime.install()  # TensorFlow's start-up lines and Keras' per-model retracing alarm kept out
+
+from .api import fit  # noqa: E402  (none of these loads TensorFlow: training does, when it starts)
 from .config_files import load_config  # noqa: E402
+from .predict import load_run  # noqa: E402
+from .runner import run_competition  # noqa: E402
 from .errors import ConfigError, DataError, PipelineError, TrainingError  # noqa: E402
 
 
-def run_competition(*args, **kwargs):
-    """See :func:`pipeline.runner.run_competition` (imported on first use: it loads TensorFlow)."""
-    from .runner import run_competition as _run
-
-    return _run(*args, **kwargs)
-
-
-def load_run(run, output_dir=None, competition=None):
-    """A finished run (``pipeline.runs.Run``): ``load_run("outputs/diamonds/r1").predict(df)``."""
-    from .predict import load_run as _load
-
-    return _load(run, output_dir, competition)
-
-
-__all__ = ["run_competition", "load_run", "load_config", "PipelineError", "ConfigError", "DataError",
+__all__ = ["fit", "run_competition", "load_run", "load_config", "PipelineError", "ConfigError", "DataError",
            "TrainingError"]

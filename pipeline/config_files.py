@@ -17,7 +17,9 @@ import yaml
 from .config import Config, schema_paths, validate
 from .errors import ConfigError
 
-COMPETITIONS_DIR = Path(__file__).resolve().parents[1] / "competitions"
+# A checkout keeps competitions/ beside the package; an installed wheel carries it inside.
+_INSTALLED = Path(__file__).resolve().parent / "competitions"
+COMPETITIONS_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parents[1] / "competitions"
 DEFAULT_COMPETITION = "diamonds"
 
 
@@ -189,16 +191,21 @@ def resolve(raw: dict, source: str, path: Path | None = None) -> Config:
     return cfg
 
 
-def load_config(comp: str | Path = DEFAULT_COMPETITION,
+def load_config(comp: str | Path | Config = DEFAULT_COMPETITION,
                 overrides: list[str] | dict[str, Any] | None = None,
                 params: str | Path | None = None,
                 competitions_dir: Path = COMPETITIONS_DIR) -> Config:
-    """Read a competition's config, apply a params overlay file and ``--set`` overrides, validate."""
-    path = find_config(str(comp), competitions_dir)
-    raw = read_yaml(path)
-    if "name" not in raw:
-        raw["name"] = competition_name(path, raw)
-    source = str(path)
+    """Read a competition's config (or take a Config built in code), apply a params overlay file
+    and ``--set`` overrides, validate."""
+    if isinstance(comp, Config):
+        path, raw = comp.path, comp.to_dict()
+        source = str(path) if path is not None else "config"
+    else:
+        path = find_config(str(comp), competitions_dir)
+        raw = read_yaml(path)
+        if "name" not in raw:
+            raw["name"] = competition_name(path, raw)
+        source = str(path)
     if params is not None:
         overlay_path = Path(params)
         overlay = read_yaml(overlay_path)

@@ -161,7 +161,7 @@ def permutation_importance_table(run, data) -> pd.DataFrame | None:
     rng = np.random.default_rng(0)
     features = list(data.columns)
     frames = []
-    for unit in [u for u in run.units() if u.repeat == 0][:dc.importance_folds]:
+    for unit in [u for u in run.trained_units() if u.repeat == 0][:dc.importance_folds]:
         rows = unit.valid_idx
         if len(rows) > dc.importance_rows:
             rows = np.sort(rng.choice(rows, dc.importance_rows, replace=False))
@@ -228,8 +228,9 @@ def adversarial_validation(data) -> dict | None:
             "drifting_features": top}
 
 
-def write_diagnostics(run, data, cv, scores: dict) -> dict[str, Path]:
-    """Every diagnostic of a finished CV into the run folder; returns name → file written."""
+def write_diagnostics(run, data, cv, scores: dict, costly: bool = True) -> dict[str, Path]:
+    """Every diagnostic of a finished CV into the run folder; returns name → file written.
+    ``costly=False`` (a time limit nearly spent): the plots only, no model is run again."""
     from .metrics import get_metric
     from .outputs import write_csv, write_json
 
@@ -247,7 +248,7 @@ def write_diagnostics(run, data, cv, scores: dict) -> dict[str, Path]:
         written.update(oof_plots(data.y, cv.oof, data.task, data.classes, folder))
         written["fold_scores"] = fold_scores_plot(scores, folder / "fold_scores.png")
     try:
-        table = permutation_importance_table(run, data) if dc.importance else None
+        table = permutation_importance_table(run, data) if dc.importance and costly else None
     except Exception as exc:  # a diagnostic must not lose a finished run; the report says it is missing
         log.warning("permutation importance skipped: %s: %s", type(exc).__name__, str(exc)[:200])
         table = None
@@ -258,7 +259,7 @@ def write_diagnostics(run, data, cv, scores: dict) -> dict[str, Path]:
         log.info("permutation importance (top 5): %s", ", ".join(
             f"{r.feature} {r.importance:.4g}" for r in table.head(5).itertuples()))
     try:
-        adversarial = adversarial_validation(data) if dc.adversarial else None
+        adversarial = adversarial_validation(data) if dc.adversarial and costly else None
     except Exception as exc:
         log.warning("adversarial validation skipped: %s: %s", type(exc).__name__, str(exc)[:200])
         adversarial = None

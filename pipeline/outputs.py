@@ -20,7 +20,11 @@ import yaml
 
 from .errors import PipelineError
 
-OUTPUT_ROOT = Path(__file__).resolve().parents[1] / "outputs"
+# A checkout writes to its own outputs/; an installed package (site-packages is no place for runs)
+# to outputs/ in the working folder.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+OUTPUT_ROOT = (_CHECKOUT if (_CHECKOUT / "run.py").is_file() and (_CHECKOUT / "pipeline").is_dir()
+               and _CHECKOUT.name not in ("site-packages", "dist-packages") else Path.cwd()) / "outputs"
 
 
 def file_mode() -> int:

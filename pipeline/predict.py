@@ -60,7 +60,7 @@ def predict_file(comp, run: str | Path, input_csv: str | Path | None, out: str |
     write_csv(preds, target)
     console()
     log.info("predicted %d rows with run %s (%d fold models): %s", len(preds), the_run.name,
-             len(the_run.units()), target)
+             len(the_run.trained_units()), target)
     return target
 
 

@@ -20,6 +20,7 @@ from .metrics import get_metric
 from .outputs import write_csv, write_json
 from .runs import Run, load_inputs
 from .submission import format_predictions, make_submission
+from .time_budget import TimeBudget, parse_duration
 
 log = logging.getLogger("pipeline")
 
@@ -37,7 +38,8 @@ KAGGLE_WORKING = Path("/kaggle/working")  # where Kaggle looks for submission.cs
 def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, run_name: str | None = None,
                     data_dir: str | Path | None = None, output_dir: str | Path | None = None,
                     params: str | Path | None = None, smoke: bool = False,
-                    submission: str | Path | None = None) -> RunResult:
+                    submission: str | Path | None = None,
+                    time_limit: str | float | TimeBudget | None = None) -> RunResult:
     """Run K-fold CV for a competition and write its outputs.
 
     comp: a name under competitions/ or a config path. overrides: ``["train.epochs=2", ...]`` or a
@@ -46,23 +48,39 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
     /kaggle/working). run_name: reuse one to resume a killed run; a finished run is returned as it is.
     submission: also copy submission.csv there; in a Kaggle kernel (/kaggle/working exists) it is
     copied to <output_dir>/submission.csv by default, where Kaggle looks for it.
+    time_limit: a wall-clock budget (seconds, or "90s", "30m", "8h") for this call: folds and
+    epochs are cut so that it ends with a submission in time (time_budget.py).
     """
+    budget = time_limit if isinstance(time_limit, TimeBudget) or time_limit is None else \
+        TimeBudget(parse_duration(time_limit))
     data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
     from .training.fold import check_train_config  # TensorFlow loads from here on
 
     check_train_config(data.cfg, data.task)
+    _fresh_session()
     run = Run.create(data, root, run_name, smoke=smoke, data_dir=data_dir)
     if run.finished:
         log_finished(run)
     else:
         with run, run_logging(run.log_path):
-            train_run(run, data)
+            train_run(run, data, budget)
     files = run.files()
     target = Path(submission) if submission is not None else (root / "submission.csv" if KAGGLE_WORKING.is_dir()
                                                                else None)
     if target is not None:
         files["submission_copy"] = copy_submission(run, target)
     return RunResult(run.scores, run.dir, files)
+
+
+def _fresh_session() -> None:
+    """Notebooks call runs one after another in one process: drop the previous run's Keras graph
+    state and models, so memory stays flat and layer names restart."""
+    import gc
+
+    import tf_keras as keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def copy_submission(run: Run, target: Path) -> Path:
@@ -87,7 +105,7 @@ def log_finished(run: Run) -> None:
              "Outputs in %s", run.name, s["metric"], s["cv"], holdout, run.dir)
 
 
-def train_run(run: Run, data: CompetitionData) -> None:
+def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None) -> None:
     """The run's folds (assigned once per competition, or the run's own on resume), every fold unit
     trained or resumed, then oof.csv, test_pred.csv, submission.csv and scores.json (last)."""
     from .cv.folds import load_or_assign_folds
@@ -108,7 +126,8 @@ def train_run(run: Run, data: CompetitionData) -> None:
     if not np.array_equal(folds[id_col].astype(str).to_numpy(), data.train[id_col].astype(str).to_numpy()):
         raise DataError(f"{run.folds_path}: folds do not match the ids of {data.paths['train']} row by row. "
                         f"Delete the competition's saved folds file to assign new ones, and use a new --run-name.")
-    cv = run_cv(data, run.units(), run.fold_dir)
+    units = run.units()
+    cv = run_cv(data, units, run.fold_dir, budget)
     fmt = data.submission_format
     oof = format_predictions(fmt, data.train[id_col], cv.oof)
     oof.insert(1, "fold", folds["fold"].to_numpy())
@@ -116,11 +135,20 @@ def train_run(run: Run, data: CompetitionData) -> None:
     write_csv(format_predictions(fmt, data.test[id_col], cv.test), run.test_pred_path)
     write_csv(make_submission(data, cv.test), run.submission_path)
     scores = _scores(data, cv, run.seconds())
+    if budget is not None:
+        scores["time_limit"] = budget.summary(len(cv.folds), len(units))
     _log_summary(data, scores, cv, run.dir)
     from .diagnostics import write_diagnostics
     from .report import write_report
 
-    write_diagnostics(run, data, cv, scores)
+    # The submission is written. Under a time limit, permutation importance and adversarial
+    # validation (which predict with the models again, often as long as a fold) need a quarter of
+    # the budget still left; the plots are cheap.
+    costly = budget is None or budget.left() > 0.25 * budget.seconds
+    if not costly:
+        log.info("time limit: %.0fs left; permutation importance and adversarial validation skipped",
+                 max(0.0, budget.left()))
+    write_diagnostics(run, data, cv, scores, costly=costly)
     scores["seconds"] = run.seconds()
     if data.cfg.diagnostics.report:
         write_report(run, scores)
@@ -173,6 +201,11 @@ def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
     for r in cv.folds:
         log.info("  %-16s %s %.5g", r.name, m, r.score)
     log.info("folds: %s %.5g ± %.5g", m, scores["fold_mean"], scores["fold_std"])
+    limit = scores.get("time_limit")
+    if limit:
+        log.info("time limit %.0fs: %d of %d folds ran%s%s", limit["seconds"], limit["folds_run"], limit["folds_planned"],
+                 f"; epochs cut short in {', '.join(limit['folds_cut'])}" if limit["folds_cut"] else "",
+                 f"; not started: {', '.join(limit['folds_skipped'])}" if limit["folds_skipped"] else "")
     for member, score in scores.get("members", {}).items():
         log.info("  member %-12s OOF %s %.5g", member, m, score)
     log.info("OOF (cv): %s %.5g", m, scores["cv"])

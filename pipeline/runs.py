@@ -232,6 +232,21 @@ class Run:
     def scores(self) -> dict | None:
         return json.loads(self.scores_path.read_text()) if self.scores_path.is_file() else None
 
+    @property
+    def oof(self) -> pd.DataFrame | None:
+        """oof.csv: every training row's out-of-fold prediction, with its fold."""
+        return self._table(self.oof_path)
+
+    @property
+    def submission(self) -> pd.DataFrame | None:
+        """submission.csv, as it is sent to Kaggle."""
+        return self._table(self.submission_path)
+
+    def _table(self, path: Path) -> pd.DataFrame | None:
+        if not path.is_file():
+            return None
+        return pd.read_csv(path, dtype={self.cfg.data.id: str} if self.cfg.image.column else None)
+
     def require_finished(self, what: str) -> "Run":
         if not self.finished:
             holder = ""
@@ -259,12 +274,18 @@ class Run:
         folds = pd.read_csv(self.folds_path, dtype={self.cfg.data.id: str})
         return fold_units(folds, self.cfg.cv.repeats)
 
+    def trained_units(self) -> list[FoldUnit]:
+        """The fold units with a saved model: all of them, unless a time limit skipped some."""
+        from .training.artifact import FoldResult
+
+        return [u for u in self.units() if FoldResult.is_complete(self.fold_dir(u))]
+
     def unit(self, fold: int, repeat: int = 0) -> FoldUnit:
-        for u in self.units():
+        for u in self.trained_units():
             if u.fold == fold and u.repeat == repeat:
                 return u
         raise ConfigError(f"export.fold {fold}: run {self.name} has folds "
-                          f"{sorted({u.fold for u in self.units()})}. Pick one of them.")
+                          f"{sorted({u.fold for u in self.trained_units()})}. Pick one of them.")
 
     def artifact(self, unit: FoldUnit | str):
         from .training.artifact import FoldArtifact
@@ -309,7 +330,7 @@ class Run:
                 raise DataError(f"{source}: no column {col!r} (image.column of run {self.name}) with the image files.")
             folder = Path(image_dir) if image_dir is not None else self._image_dir()
             images = image_paths(frame[col].astype(str), folder, self.cfg.image.extension)
-        preds = [self.artifact(u).predict(frame, images, source=source) for u in self.units()]
+        preds = [self.artifact(u).predict(frame, images, source=source) for u in self.trained_units()]
         return format_predictions(fmt, frame[fmt.id], np.mean(preds, axis=0))
 
     def _image_dir(self) -> Path:

@@ -93,10 +93,26 @@ def data_dir(cfg: Config, override: str | Path | None = None) -> Path:
 
 
 def read_table(path: Path, field_name: str, text_columns: tuple = ()) -> pd.DataFrame:
-    """A CSV (or .csv.gz) with ``text_columns`` kept as text; one DataError if it cannot be read."""
+    """A CSV (or .csv.gz) or a Parquet file, with ``text_columns`` kept as text; one DataError if
+    it cannot be read."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (config field {field_name}). "
                         f"Put the file there, fix {field_name}, or pass --data-dir.")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = _read_parquet(path, text_columns)
+        names = [str(c) for c in df.columns]
+    else:
+        df, names = _read_csv(path, text_columns)
+    repeated = sorted({str(n) for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}: column name(s) {repeated[:5]} appear more than once in the header. Rename them "
+                        f"so each column has its own name.")
+    if df.empty:
+        raise DataError(f"{path}: has no rows.")
+    return df
+
+
+def _read_csv(path: Path, text_columns: tuple) -> tuple[pd.DataFrame, list]:
     try:
         # The header as written: pandas renames a repeated name ("a", "a.1") without a word.
         names = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
@@ -108,12 +124,28 @@ def read_table(path: Path, field_name: str, text_columns: tuple = ()) -> pd.Data
         if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
             first = f"the compressed file is truncated or damaged: {first}"
         raise DataError(f"{path}: cannot be read as CSV ({first}). Check the file.") from None
-    repeated = sorted({str(n) for n in names if names.count(n) > 1})
-    if repeated:
-        raise DataError(f"{path}: column name(s) {repeated[:5]} appear more than once in the header. Rename them "
-                        f"so each column has its own name.")
-    if df.empty:
-        raise DataError(f"{path}: has no rows.")
+    return df, names
+
+
+def _read_parquet(path: Path, text_columns: tuple) -> pd.DataFrame:
+    """Parquet keeps its own column types; dictionary (categorical) columns come back as text
+    values, as a CSV's would, so the column plans are the same for both formats."""
+    try:
+        import pyarrow  # noqa: F401  (pandas reads Parquet through it)
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow. Install it (pip install pyarrow) or give a CSV.") \
+            from None
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be read as Parquet ({first}). Check the file.") from None
+    for col in df.columns:
+        if isinstance(df[col].dtype, pd.CategoricalDtype):
+            df[col] = df[col].astype(object).where(df[col].notna(), None)
+    for col in text_columns:
+        if col in df.columns:
+            df[col] = df[col].astype(str)
     return df
 
 

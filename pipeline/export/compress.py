@@ -18,6 +18,9 @@ COMPRESSIBLE = ("Dense", "Conv2D")
 
 
 def _tfmot():
+    from ..versions import require
+
+    require("tensorflow-model-optimization")
     import tensorflow_model_optimization as tfmot
 
     return tfmot

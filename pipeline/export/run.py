@@ -317,7 +317,7 @@ class _TrainContext:
                         steps_per_execution=tc.steps_per_execution)
         student.fit(self.inputs.dataset("train", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
         teacher_bytes = sum(p.stat().st_size for p in teacher.keras_paths)
-        ensemble_params = sum(m.count_params() for u in self.run.units() for m in self.run.artifact(u).models())
+        ensemble_params = sum(m.count_params() for u in self.run.trained_units() for m in self.run.artifact(u).models())
         teacher_score = teacher.result().score
         tdir = teacher.dir
         return student, {"student_params": int(student.count_params()), "student_hidden": hidden,

@@ -67,6 +67,9 @@ class LiteModel:
     """A .tflite model in the LiteRT interpreter, called with the Keras input dict."""
 
     def __init__(self, content: bytes, threads: int = 1, xnnpack: bool = True):
+        from ..versions import require
+
+        require("ai-edge-litert")
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

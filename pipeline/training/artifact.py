@@ -52,6 +52,9 @@ TRUSTED_TYPES = [
     "pipeline.preprocessing.numeric.PiecewiseLinear",
     "pipeline.preprocessing.numeric.smooth_clip",
     "scipy.interpolate._bsplines.BSpline",
+    "scipy.interpolate._bsplines._BSpline",  # the same spline's class in other scipy releases
+    # ColumnTransformer's list of leftover column names, in scikit-learn 1.6 (the Kaggle image's).
+    "sklearn.compose._column_transformer._RemainderColsList",
     "scipy._lib.array_api_compat.numpy._aliases.asarray",
     # HistGradientBoosting members: its fitted trees and the bound check it keeps. A partial's
     # target is a node of its own in the file, so it must be on this list too.
@@ -113,6 +116,8 @@ class FoldResult:
     no_tta: tuple[np.ndarray, np.ndarray] | None = None
     score_no_tta: float | None = None
     history: list[dict] = field(default_factory=list)  # per epoch of each seed's model: history.csv
+    # Under a time limit: train seconds, the slowest epoch and whether the limit cut it (not saved).
+    timing: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "score_no_tta")

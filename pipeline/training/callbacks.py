@@ -181,3 +181,33 @@ def reestimate_batchnorm(net, dataset) -> None:
         net(x, training=True)
     for l, m in zip(layers, saved):
         l.momentum = m
+
+
+class StopAtDeadline(keras.callbacks.Callback):
+    """Stop training when the next epoch, and the model's predictions after it, would end after
+    ``deadline``; both are taken as long as the slowest epoch so far (a prediction pass over the
+    validation and test rows costs about a training epoch). The model keeps its best weights."""
+
+    def __init__(self, deadline: float, clock=time.monotonic, label: str = ""):
+        super().__init__()
+        self.deadline, self.clock, self.label = deadline, clock, label
+        self.slowest = 0.0
+        self.train_seconds = 0.0
+        self.stopped_at: int | None = None
+
+    def on_train_begin(self, logs=None):
+        self._train_start = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        self.slowest = max(self.slowest, now - self._epoch_start)
+        if now + 2 * self.slowest > self.deadline and not self.model.stop_training:
+            self.model.stop_training = True
+            self.stopped_at = epoch + 1
+            log.info("%s: time limit: stopping after epoch %d (its best weights are kept)", self.label, epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self.train_seconds += self.clock() - self._train_start

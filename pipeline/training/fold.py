@@ -31,7 +31,7 @@ from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
 from ..preprocessing import TabularPreprocessor, make_target_transformer
 from .artifact import FoldArtifact, FoldResult, clip_target, invert_target, to_output
-from .callbacks import History, NonFiniteLoss, Snapshots, make_callbacks, reestimate_batchnorm
+from .callbacks import History, NonFiniteLoss, Snapshots, StopAtDeadline, make_callbacks, reestimate_batchnorm
 from .devices import make_strategy, precision_policy
 from .optimizers import make_optimizer
 from .schedules import make_schedule
@@ -118,11 +118,14 @@ def member_names(train_cfg) -> list[str]:
 
 
 def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path,
-             seed: int, label: str | None = None, callbacks: list | None = None) -> FoldResult:
+             seed: int, label: str | None = None, callbacks: list | None = None,
+             deadline: float | None = None) -> FoldResult:
     """Train on ``train_idx`` rows of ``data.train``; score and predict ``valid_idx`` and test.
 
     ``label`` prefixes the progress lines (default: ``name``). ``callbacks``: extra Keras callbacks
-    for every model of the fold (tuning's pruning).
+    for every model of the fold (tuning's pruning). ``deadline`` (``time.monotonic()`` seconds):
+    when the fold must be done; each seed's model gets an equal share and stops its epochs in time
+    (time_budget.py).
     """
     label = label or name
     cfg, task, tc = data.cfg, data.task, data.cfg.train
@@ -146,6 +149,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     if cfg.model.name in SKLEARN_MODELS:
         return _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start)
     members, saved, best_epochs, epochs_run, identity, histories = {}, {}, [], [], [], []
+    timers: list[StopAtDeadline] = []
     valid_plain = inputs.dataset("valid")
 
     def score(net) -> float:  # the competition metric of this epoch's weights, for history.csv
@@ -161,8 +165,12 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
             history = History(score if tc.history_metric else None, seed=s)
             tensorboard = fold_dir.with_name(f"{fold_dir.name}.tensorboard") / f"seed{s}" if tc.tensorboard else None
             # Extra callbacks (tuning's per-epoch pruning) watch the first seed's model: one report per epoch.
-            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag,
-                                              [history] + ((callbacks or []) if s == 0 else []), tensorboard)
+            extra = [history] + ((callbacks or []) if s == 0 else [])
+            if deadline is not None:
+                now = time.monotonic()
+                timers.append(StopAtDeadline(now + (deadline - now) / (tc.seeds - s), label=tag))
+                extra.append(timers[-1])
+            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag, extra, tensorboard)
             histories += history.rows
             best_epochs.append(info["best_epoch"])
             epochs_run.append(info["epochs"])
@@ -205,6 +213,10 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     result = FoldResult(name, np.asarray(valid_idx), oof, test, metric(y_valid, oof, task),
                         int(np.median(best_epochs)), int(max(epochs_run)), round(time.perf_counter() - start, 2),
                         member_scores, members, no_tta, score_no_tta, histories)
+    if timers:
+        result.timing = {"train_seconds": sum(t.train_seconds for t in timers),
+                         "slowest_epoch": max(t.slowest for t in timers),
+                         "cut": any(t.stopped_at is not None for t in timers)}
     FoldArtifact.save(fold_dir, saved, _bundle(data, pre, target, clip, images is not None), result)
     return result
 

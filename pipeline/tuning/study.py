@@ -244,6 +244,9 @@ def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int 
 
     ``params``: a YAML overlay that is the base of every trial's config; ``smoke``: every trial
     smoke-sized (400 rows, 2 folds, 1 epoch), to check a whole study path in a minute."""
+    from ..versions import require
+
+    require("optuna")
     import optuna
 
     from ..config_files import apply_overrides, resolve

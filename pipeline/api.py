@@ -1,0 +1,185 @@
+"""The notebook API: ``pipeline.fit`` trains a run from DataFrames or files and returns its Run.
+
+    import pipeline
+    run = pipeline.fit(train=train_df, test=test_df, target="price", train__epochs=20, cv__folds=5)
+    run.scores["cv"], run.oof, run.submission, run.predict(new_rows), run.leaderboard()
+
+It is the command line's run (runner.run_competition) with Python arguments: the config may be a
+dict, a YAML path or a Config; DataFrames are written once into the output folder (under
+``<competition>/inputs/<content hash>/``, so a run folder's fingerprint sees the same files on a
+rerun and resume works as on the command line). Errors name this function's parameters.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import Config
+from .errors import ConfigError, PipelineError
+
+DEFAULT_NAME = "notebook"  # the competition folder of a run whose config names none
+
+# The library's messages are written once for both front ends and speak of the command line's
+# flags; at this boundary they are reworded into this function's parameters.
+_FLAG_TO_PARAMETER = {
+    "--run-name": "run_name=", "--data-dir": "data_dir=", "--output-dir": "output_dir=",
+    "--params": "params=", "--time-limit": "time_limit=", "--comp": "config=", "--submission": "submission=",
+    "--set": "fit(**overrides)", "--smoke": "smoke=True",
+}
+
+
+def _reworded(exc: PipelineError) -> PipelineError:
+    text = str(exc)
+    for flag, parameter in _FLAG_TO_PARAMETER.items():
+        text = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", parameter, text)
+    return type(exc)(text)
+
+
+def fit(train: pd.DataFrame | str | Path | None = None, test: pd.DataFrame | str | Path | None = None, *,
+        target: str | None = None, config: dict | str | Path | Config | None = None,
+        sample_submission: pd.DataFrame | str | Path | None = None, id: str | None = None,
+        name: str | None = None, output_dir: str | Path | None = None, run_name: str | None = None,
+        params: str | Path | None = None, time_limit: str | float | None = None, smoke: bool = False,
+        submission: str | Path | None = None, **overrides: Any):
+    """Train a run with K-fold CV and return it (``pipeline.runs.Run``).
+
+    train, test: DataFrames or paths to CSV / Parquet files. Leave both out to train the files
+        that ``config`` names (a competition under competitions/ or a config path).
+    target: the target column (the config's ``data.target``); id: the id column (``data.id``,
+        default ``id``).
+    config: a dict of config sections, a YAML path, a competition name, or a Config.
+    sample_submission: its columns shape submission.csv; default: the id and the target column.
+    name: the competition's name (its folder under output_dir); default: the config's name, else
+        ``notebook``.
+    output_dir: the output root (default ``outputs/``; ``/kaggle/working`` in a kernel).
+    run_name: a run folder name; the same name resumes an unfinished run and returns a finished
+        one as it is.
+    params: a YAML overlay (a study's best.yaml). time_limit: seconds, or "90s", "30m", "8h".
+    smoke: a few hundred rows, 2 folds, 1 epoch. submission: also copy submission.csv there.
+    **overrides: config values by dotted path with ``__`` for the dots, over ``config``:
+        ``train__epochs=20, model__hidden=[256], metric="auc"`` (the command line's ``--set``).
+    """
+    from .runner import run_competition
+    from .runs import Run
+
+    try:
+        cfg = _config(train, test, target, config, sample_submission, id, name, output_dir, overrides)
+        result = run_competition(cfg, run_name=run_name, output_dir=output_dir, params=params, smoke=smoke,
+                                 submission=submission, time_limit=time_limit)
+        return Run.open(result.run_dir)
+    except PipelineError as exc:
+        raise _reworded(exc) from None
+
+
+def _config(train, test, target, config, sample_submission, id_col, name, output_dir, overrides) -> Config:
+    from .config_files import apply_overrides, competition_name, config_from_dict, resolve
+
+    raw, path = _base_config(config)
+    if overrides:
+        raw = apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}, "fit(**overrides)")
+    data = raw.setdefault("data", {})
+    if target is not None:
+        data["target"] = target
+    if id_col is not None:
+        data["id"] = id_col
+    if name is not None:
+        raw["name"] = name
+    elif not raw.get("name"):
+        raw["name"] = competition_name(path, raw) if path is not None else DEFAULT_NAME
+    if train is None and test is None:  # the files the config names
+        return resolve(raw, str(path) if path is not None else "fit(config=...)", path)
+    if train is None or test is None:
+        missing = "train" if train is None else "test"
+        raise ConfigError(f"fit({missing}=...): missing; give both train and test (DataFrames or CSV/Parquet paths).")
+    if not data.get("target"):
+        raise ConfigError("fit(target=...): name the target column (or set data.target in config).")
+    folder = _write_inputs(raw, train, test, sample_submission, output_dir)
+    data.update(dir=str(folder), train=_file_name(train, "train"), test=_file_name(test, "test"),
+                sample_submission="sample_submission.csv", solution=None)
+    return config_from_dict(raw, folder)
+
+
+def _base_config(config) -> tuple[dict, Path | None]:
+    from .config_files import find_config, read_yaml
+
+    if config is None:
+        return {}, None
+    if isinstance(config, Config):
+        return config.to_dict(), config.path
+    if isinstance(config, dict):
+        return copy.deepcopy(config), None
+    if isinstance(config, (str, Path)):
+        path = find_config(str(config))
+        return read_yaml(path), path
+    raise ConfigError(f"fit(config=...): expected a dict, a YAML path or a Config, got {type(config).__name__}.")
+
+
+def _frame(value, what: str) -> pd.DataFrame:
+    if isinstance(value, pd.DataFrame):
+        return value
+    from .data.load import read_table
+
+    return read_table(Path(value), f"fit({what}=...)")
+
+
+def _file_name(value, what: str) -> str:
+    """A DataFrame's file in the inputs folder, or the given file's absolute path (never copied)."""
+    return f"{what}.parquet" if isinstance(value, pd.DataFrame) else str(Path(value).resolve())
+
+
+def _frame_hash(df: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    h.update(repr([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_inputs(raw: dict, train, test, sample, output_dir) -> Path:
+    """The folder holding this call's data files: DataFrames as Parquet, and a sample submission
+    made from the test ids when none is given. Named by the content, so the same rows give the
+    same folder (and the same fingerprint) on every call."""
+    from .outputs import OUTPUT_ROOT, atomic_path, ensure_writable
+    from .paths import check_name
+
+    id_col, target = raw["data"].get("id", "id"), raw["data"]["target"]
+    test_df = _frame(test, "test")
+    if id_col not in test_df.columns:
+        raise ConfigError(f"fit(test=...): no id column {id_col!r}. Name the id column with id=..., or add one.")
+    if sample is None:
+        sample_df = pd.DataFrame({id_col: test_df[id_col], target: 0})
+    else:
+        sample_df = _frame(sample, "sample_submission")
+    h = hashlib.sha256()
+    for value in (train, test_df, sample_df):
+        h.update((_frame_hash(value) if isinstance(value, pd.DataFrame) else str(Path(value).resolve())).encode())
+    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    folder = root / check_name(raw["name"], "fit(name=...)") / "inputs" / h.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"sample_submission.csv": sample_df}
+    for what, value in (("train", train), ("test", test)):
+        if isinstance(value, pd.DataFrame):
+            files[f"{what}.parquet"] = value
+    for file_name, df in files.items():
+        target_path = folder / file_name
+        if target_path.is_file():  # written by an earlier call with the same content
+            continue
+        with atomic_path(target_path) as tmp:
+            if file_name.endswith(".parquet"):
+                _check_parquet_columns(df, file_name)
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+    return folder
+
+
+def _check_parquet_columns(df: pd.DataFrame, file_name: str) -> None:
+    bad = [c for c in df.columns if not isinstance(c, str)]
+    if bad:
+        what = file_name.split(".")[0]
+        raise ConfigError(f"fit({what}=...): column names must be text, got {bad[:3]}. Rename them "
+                          f"(df.columns = df.columns.astype(str)).")
