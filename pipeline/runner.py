@@ -56,8 +56,8 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
     data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
     from .training.fold import check_train_config  # TensorFlow loads from here on
 
-    check_train_config(data.cfg, data.task)
-    _fresh_session()
+    _fresh_session(data.cfg)
+    check_train_config(data.cfg, data.task)  # creates the tf.distribute strategy, before any TF work
     run = Run.create(data, root, run_name, smoke=smoke, data_dir=data_dir)
     if run.finished:
         log_finished(run)
@@ -72,11 +72,16 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
     return RunResult(run.scores, run.dir, files)
 
 
-def _fresh_session() -> None:
+def _fresh_session(cfg) -> None:
     """Notebooks call runs one after another in one process: drop the previous run's Keras graph
-    state and models, so memory stays flat and layer names restart."""
+    state and models, so memory stays flat and layer names restart. Not in a multi-worker job (one
+    run per worker process): its collective ops must be set up before TensorFlow's runtime starts."""
     import gc
 
+    from .training.devices import worker_count
+
+    if cfg.train.strategy == "multi_worker" or (cfg.train.strategy == "auto" and worker_count() > 1):
+        return
     import tf_keras as keras
 
     keras.backend.clear_session()

@@ -164,3 +164,48 @@ def test_integer_categories_match_across_int_and_float_columns():
     pre = fit({"grade": {"type": "categorical"}}, train, categorical="embedding")
     codes = pre.transform(test)["cat__grade"][:, 0]
     assert codes[0] == pre.transform(train)["cat__grade"][0, 0] and codes[1] > 0 and codes[2] == 0
+
+
+def test_loaded_tables_are_narrowed_and_read_the_same_way():
+    """float32 numerics and pandas categoricals (issue: a million rows on one machine) give the
+    same model inputs as the wide columns they came from."""
+    from pipeline.config import PreprocessingConfig
+    from pipeline.data.load import narrow_dtypes
+    from pipeline.preprocessing import TabularPreprocessor
+    from pipeline.preprocessing import table
+
+    wide = pd.DataFrame({"x": [1.5, np.nan, 3.25, 1e39 / 1e39, 7.0, 2.0] * 50,
+                         "big": [1e300, 1.0, 2.0, 3.0, np.nan, 5.0] * 50,
+                         "c": [3.0, 3.0, np.nan, 4.0, 5.0, 3.0] * 50,
+                         "s": ["a", None, "b", "a", "c", "a"] * 50})
+    columns = {"x": {"type": "numeric"}, "big": {"type": "numeric"}, "c": {"type": "categorical"},
+               "s": {"type": "categorical"}}
+    narrow = wide.copy()
+    counts = narrow_dtypes([narrow], columns)
+    assert narrow["x"].dtype == np.float32 and narrow["big"].dtype == np.float64  # 1e300 would overflow
+    assert isinstance(narrow["c"].dtype, pd.CategoricalDtype) and counts == {"float32": 1, "category": 2}
+    assert list(table._category_strings(narrow["c"])) == list(table._category_strings(wide["c"]))
+    assert list(table._category_strings(narrow["s"])) == list(table._category_strings(wide["s"]))
+    cfg = PreprocessingConfig(categorical="embedding", numeric="standardize")
+    a = TabularPreprocessor(columns, cfg).fit(wide).transform(wide)
+    b = TabularPreprocessor(columns, cfg).fit(narrow).transform(wide)
+    for key in a:
+        assert np.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_transform_in_blocks_equals_one_block(monkeypatch):
+    from pipeline.config import PreprocessingConfig
+    from pipeline.preprocessing import TabularPreprocessor
+    from pipeline.preprocessing import table
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=500), "s": rng.choice(list("abcdefgh"), 500)})
+    columns = {"x": {"type": "numeric"}, "s": {"type": "categorical"}}
+    pre = TabularPreprocessor(columns, PreprocessingConfig(categorical="embedding")).fit(df)
+    rows = rng.permutation(500)[:300]
+    whole = pre.transform(df, rows)
+    monkeypatch.setattr(table, "CHUNK_ROWS", 7)
+    parts = pre.transform(df, rows)
+    same = pre.transform(df.iloc[rows])
+    for key in whole:
+        assert np.array_equal(whole[key], parts[key]) and np.array_equal(whole[key], same[key])

@@ -247,6 +247,7 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     metric, scheme = _scoring(cfg, task)
     images = _image_files(cfg, base, train, test, paths) if cfg.image.column else None
     columns = _plan_columns(cfg, train, test, paths, images, notes)
+    notes["narrowed"] = narrow_dtypes((train, test), columns)
     _check_submission_files(cfg, sample, solution, test, task, classes, paths)
     rcfg = _resolved_config(cfg, task, metric, scheme, columns)
     data = CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images, notes)
@@ -461,6 +462,33 @@ def _plan_columns(cfg: Config, train, test, paths: dict, images, notes: dict) ->
                 registry.get(plan[key], f"features.columns.{col}.{key}")
         columns[col] = plan
     return columns
+
+
+def narrow_dtypes(frames, columns: dict[str, dict]) -> dict[str, int]:
+    """Feature columns in the narrowest faithful type, in place: numerics as float32 (what the
+    model reads; a column whose values float32 cannot hold stays as it is) and categoricals as
+    pandas categoricals (a code per row and one copy of each level, where text columns hold a
+    Python string per cell: most of a large table's memory). The preprocessing reads both forms
+    the same way. Returns how many columns of each kind were narrowed."""
+    counts = {"float32": 0, "category": 0}
+    for df in frames:
+        for name, plan in columns.items():
+            if name not in df.columns:
+                continue
+            col = df[name]
+            if plan["type"] == "numeric":
+                if col.dtype == np.float32 or not pd.api.types.is_numeric_dtype(col) or col.dtype == bool:
+                    continue
+                wide = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                with np.errstate(over="ignore"):
+                    narrow = wide.astype(np.float32)
+                if np.array_equal(np.isfinite(wide), np.isfinite(narrow)):  # nothing overflows to inf
+                    df[name] = narrow
+                    counts["float32"] += 1
+            elif not isinstance(col.dtype, pd.CategoricalDtype) and plan.get("order") is None:
+                df[name] = col.astype("category")
+                counts["category"] += 1
+    return counts
 
 
 def _check_submission_files(cfg: Config, sample, solution, test, task: str, classes: list, paths: dict) -> None:

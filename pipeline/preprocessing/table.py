@@ -22,6 +22,7 @@ from .numeric import SCALERS, choose_auto
 
 NUMERIC_INPUT = "numeric"
 EMBED_PREFIX = "cat__"
+CHUNK_ROWS = 65536  # rows transformed at a time (memory of the intermediates, not speed)
 
 
 @dataclass
@@ -46,12 +47,31 @@ def _to_nan(x):
 
 def _category_strings(col: pd.Series) -> pd.Series:
     """Categories as strings, missing as its own category; 3 and 3.0 are the same category
-    (a column of ints in train.csv reads as floats in a test.csv with gaps)."""
+    (a column of ints in train.csv reads as floats in a test.csv with gaps). A pandas categorical
+    (how a loaded table holds them) is mapped through its levels: one string per level, shared by
+    every row, and the same strings as the plain column would give."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        levels = _category_strings(pd.Series(col.cat.categories)).to_numpy(dtype=object)
+        codes = col.cat.codes.to_numpy()
+        return pd.Series(np.where(codes >= 0, levels[np.maximum(codes, 0)], MISSING), index=col.index, dtype=object)
     values = col.astype(object)
     if pd.api.types.is_float_dtype(col):
         whole = col.notna() & (col % 1 == 0)
         values = values.where(~whole, col[whole].astype("int64").astype(object))
     return values.where(col.notna(), MISSING).astype(str).astype(object)
+
+
+ALIGNMENT = 64  # bytes: what TensorFlow requires of a buffer it shares (datasets.as_tensor)
+
+
+def aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """np.empty whose data starts on a 64-byte boundary, so that TensorFlow can use the array's
+    memory as a tensor without copying it (numpy guarantees only 16 bytes)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
 class TabularPreprocessor:
@@ -139,9 +159,26 @@ class TabularPreprocessor:
             codes = codes - len(infrequent) + 1
         return codes + 1
 
-    def transform(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Model inputs for ``df`` (or its rows at positions ``rows``), in blocks of CHUNK_ROWS:
+        the float64 intermediates of the scalers stay the size of a block, and a fold's rows are
+        never copied out of the table whole; only the float32 / int32 result is full size."""
         if not hasattr(self, "input_spec_"):
             raise RuntimeError("TabularPreprocessor.transform called before fit")
+        n = len(df) if rows is None else len(rows)
+        out = {}
+        if self.numeric_dim_:
+            out[NUMERIC_INPUT] = aligned_empty((n, self.numeric_dim_), np.float32)
+        for name in self.embedders_:
+            out[EMBED_PREFIX + name] = aligned_empty((n, 1), np.int32)
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            part = df.iloc[start:stop] if rows is None else df.iloc[rows[start:stop]]
+            for key, block in self._transform_block(part).items():
+                out[key][start:stop] = block
+        return out
+
+    def _transform_block(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         frame = self._frame(df)
         out = {}
         if self.numeric_dim_:

@@ -51,7 +51,7 @@ def precision_policy(name: str):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _workers() -> int:
+def worker_count() -> int:
     try:
         return len(json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", []))
     except json.JSONDecodeError:
@@ -65,29 +65,27 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """The strategy for ``name`` (cached: TensorFlow allows one TPU/multi-worker setup a process)."""
     if name in _STRATEGY:
         return _STRATEGY[name]
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        if _tpu_resolver() is not None:
-            name = "tpu"
-        elif _workers() > 1:
-            name = "multi_worker"
-        elif len(gpus) > 1:
-            name = "mirrored"
-        else:
-            name = "default"
-    if name == "tpu":
-        resolver = _tpu_resolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        strategy = tf.distribute.TPUStrategy(resolver)
-    elif name == "multi_worker":
+    asked = name
+    # Multi-worker first: its collective ops must be configured before anything initializes
+    # TensorFlow's runtime, which listing the logical devices (below) or looking for a TPU does.
+    if name == "multi_worker" or (name == "auto" and worker_count() > 1):
+        name = "multi_worker"
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices=devices)
     else:
-        strategy = tf.distribute.get_strategy()
+        gpus = tf.config.list_logical_devices("GPU")
+        if name == "auto":
+            name = "tpu" if _tpu_resolver() is not None else "mirrored" if len(gpus) > 1 else "default"
+        if name == "tpu":
+            resolver = _tpu_resolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            strategy = tf.distribute.TPUStrategy(resolver)
+        elif name == "mirrored":
+            devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+            strategy = tf.distribute.MirroredStrategy(devices=devices)
+        else:
+            strategy = tf.distribute.get_strategy()
     if strategy.num_replicas_in_sync > 1:
         log.info("distribution: %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
-    _STRATEGY[name] = strategy
+    _STRATEGY[name] = _STRATEGY[asked] = strategy
     return strategy

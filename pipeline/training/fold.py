@@ -74,14 +74,11 @@ def model_inputs(data, pre, rows: dict[str, tuple[str, np.ndarray | None]], cfg=
 
     ``rows``: split name → ("train" | "test", positions, or None for all). Image competitions get
     each split's image files beside its tabular inputs. ``cfg`` defaults to the competition's."""
-    def pick(table, idx):
-        return table if idx is None else (table.iloc[idx] if hasattr(table, "iloc") else table[idx])
-
     tables = {"train": data.train, "test": data.test}
-    x = {k: pre.transform(pick(tables[src], idx)) for k, (src, idx) in rows.items()}
+    x = {k: pre.transform(tables[src], idx) for k, (src, idx) in rows.items()}
     images = None
     if data.images is not None:
-        images = {k: pick(data.images[src], idx) for k, (src, idx) in rows.items()}
+        images = {k: data.images[src] if idx is None else data.images[src][idx] for k, (src, idx) in rows.items()}
     return FoldInputs(x, cfg or data.cfg, images, cache_dir=cache_dir)
 
 

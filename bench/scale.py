@@ -1,0 +1,197 @@
+"""How cost grows with rows (run by hand, not in CI): load time, peak memory, epoch time, and the
+input pipeline against the compute-only limit, at several table sizes, side by side in one run.
+
+    python bench/scale.py --rows 250000,500000,1000000 [--cols 100] [--format parquet|csv]
+
+The table is synthetic but real-shaped (only cost is measured): 80% numeric columns (lognormal
+skew, 5% missing), 20% categorical (cardinalities from 5 to 20,000, Zipf-distributed, 2% missing),
+a binary target. Each size runs in a fresh process (its peak RSS is its own) through the
+pipeline's own steps: load_competition (the file read and checked), one fold's preprocessing
+(fitted on 80% of the rows, applied to the train and validation rows), then the default MLP trained
+for 3 epochs on the pipeline's tf.data input, and the same model on one batch held in memory and
+repeated for as many steps (the compute-only limit). Epoch times are the last epoch's.
+
+Prints per size: rows, load seconds, peak RSS, RSS / float32 data, fold preprocessing seconds, epoch
+seconds (real input), epoch seconds (compute only), and their ratio; then one line
+``rss_ratio=R epoch_linearity=L input_ratio=I`` (R: peak RSS / float32 data at the largest size;
+L: epoch seconds per row at the largest size / at the smallest; I: real input epoch / compute-only
+epoch at the largest size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_table(rows: int, cols: int, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n_cat = max(1, cols // 5)
+    n_num = cols - n_cat
+    data = {"id": np.arange(rows)}
+    signal = np.zeros(rows)
+    for j in range(n_num):
+        x = rng.lognormal(mean=0.0, sigma=0.5 + (j % 5) * 0.3, size=rows).astype(np.float32)
+        if j < 10:
+            signal += np.log(x) * (0.3 if j % 2 else -0.2)
+        x[rng.random(rows) < 0.05] = np.nan
+        data[f"n{j}"] = x
+    cards = np.geomspace(5, 20000, n_cat).astype(int)
+    for j, card in enumerate(cards):
+        codes = np.minimum(rng.zipf(1.3, size=rows), card) - 1
+        if j < 5:
+            signal += (codes % 7 == 0) * 0.5
+        col = pd.Series(np.char.add("c", codes.astype(str)), dtype=object)
+        col[rng.random(rows) < 0.02] = None
+        data[f"c{j}"] = col
+    df = pd.DataFrame(data)
+    df["target"] = (signal + rng.normal(size=rows) > np.median(signal)).astype(int)
+    return df
+
+
+def write_competition(folder: Path, rows: int, cols: int, fmt: str) -> Path:
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    df = make_table(rows + rows // 5, cols)
+    train, test = df.iloc[:rows].reset_index(drop=True), df.iloc[rows:].drop(columns="target").reset_index(drop=True)
+    ext = "parquet" if fmt == "parquet" else "csv"
+    for name, frame in (("train", train), ("test", test)):
+        frame.to_parquet(folder / f"{name}.{ext}", index=False) if ext == "parquet" else frame.to_csv(
+            folder / f"{name}.{ext}", index=False)
+    pd.DataFrame({"id": test["id"], "target": 0.5}).to_csv(folder / "sample_submission.csv", index=False)
+    (folder / "config.yaml").write_text(
+        f"name: scale\ntask: binary\nmetric: auc\n"
+        f"data: {{dir: ., train: train.{ext}, test: test.{ext}, target: target, solution: null}}\n"
+        f"train: {{epochs: 3, batch_size: 1024}}\n")
+    return folder / "config.yaml"
+
+
+class EpochTimer:
+    def __init__(self):
+        import tf_keras as keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._t)
+
+        self.callback = _Timer()
+
+
+def child(config: str) -> dict:
+    """One size, in this process: load, preprocess one fold, train on real input, then compute-only."""
+    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    from pipeline.config_files import load_config
+    from pipeline.data import load_competition
+
+    out = {}
+    t = time.perf_counter()
+    data = load_competition(load_config(config))
+    out["load_s"] = time.perf_counter() - t
+    out["rss_after_load_mb"] = rss_peak_mb()
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from pipeline.models import get_builder
+    from pipeline.models.heads import encode_labels, make_loss, output_size
+    from pipeline.preprocessing import TabularPreprocessor
+    from pipeline.training.fold import input_spec, model_inputs
+    from pipeline.training.optimizers import make_optimizer
+
+    cfg, n = data.cfg, len(data.train)
+    rng = np.random.default_rng(0)
+    valid_idx = np.sort(rng.choice(n, n // 5, replace=False))
+    train_idx = np.setdiff1d(np.arange(n), valid_idx)
+    t = time.perf_counter()
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=0).fit(data.train.iloc[train_idx])
+    inputs = model_inputs(data, pre, {"train": ("train", train_idx), "valid": ("train", valid_idx)})
+    out["preprocess_s"] = time.perf_counter() - t
+    y = encode_labels(data.y[train_idx], data.task, len(data.classes), cfg.train)
+    spec = input_spec(pre, cfg, False)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(data.task, len(data.classes)))
+        net.compile(optimizer=make_optimizer(cfg.train, cfg.train.lr), loss=make_loss(data.task, cfg.train),
+                    steps_per_execution=cfg.train.steps_per_execution)
+        return net
+
+    epochs = cfg.train.epochs
+    real = inputs.dataset("train", y, training=True, seed=0)
+    timer = EpochTimer().callback
+    model().fit(real, epochs=epochs, verbose=0, callbacks=[timer])
+    out["epoch_s"] = timer.seconds[-1]
+    steps = int(real.cardinality())
+    one = next(iter(real))
+    compute = tf.data.Dataset.from_tensors(one).repeat(steps)
+    timer = EpochTimer().callback
+    model().fit(compute, epochs=epochs, verbose=0, callbacks=[timer])
+    out["compute_epoch_s"] = timer.seconds[-1]
+    out["rss_peak_mb"] = rss_peak_mb()
+    out["rows"] = n
+    out["features"] = len(data.columns)
+    return out
+
+
+def rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", default="250000,500000,1000000")
+    p.add_argument("--cols", type=int, default=100)
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    sizes = [int(r) for r in args.rows.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            config = write_competition(Path(tmp) / str(rows), rows, args.cols, args.format)
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            done = subprocess.run([sys.executable, __file__, "--child", str(config)], capture_output=True, text=True,
+                                  env=env)
+            if done.returncode:
+                sys.stderr.write(done.stderr[-3000:])
+                raise SystemExit(f"size {rows}: the child failed (exit {done.returncode})")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            r["f32_mb"] = rows * args.cols * 4 / 2**20
+            results.append(r)
+            print(f"{rows:>9,} rows x {args.cols} cols ({args.format}): load {r['load_s']:6.1f}s  "
+                  f"peak RSS {r['rss_peak_mb']:7.0f} MB = {r['rss_peak_mb'] / r['f32_mb']:4.2f}x float32 data "
+                  f"({r['f32_mb']:.0f} MB; {r['rss_after_load_mb']:.0f} MB after load)  "
+                  f"preprocess {r['preprocess_s']:6.1f}s  epoch {r['epoch_s']:6.2f}s  "
+                  f"compute-only {r['compute_epoch_s']:6.2f}s  input/compute {r['epoch_s'] / r['compute_epoch_s']:4.2f}",
+                  flush=True)
+    small, large = results[0], results[-1]
+    linearity = (large["epoch_s"] / large["rows"]) / (small["epoch_s"] / small["rows"])
+    print(f"rss_ratio={large['rss_peak_mb'] / large['f32_mb']:.2f} epoch_linearity={linearity:.2f} "
+          f"input_ratio={large['epoch_s'] / large['compute_epoch_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
