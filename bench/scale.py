@@ -8,7 +8,7 @@ skew, 5% missing), 20% categorical (cardinalities from 5 to 20,000, Zipf-distrib
 a binary target. Each size runs in a fresh process (its peak RSS is its own) through the
 pipeline's own steps: load_competition (the file read and checked), one fold's preprocessing
 (fitted on 80% of the rows, applied to the train and validation rows), then the default MLP trained
-for 3 epochs on the pipeline's tf.data input, and the same model on one batch held in memory and
+for 3 epochs (``--epochs``) on the pipeline's tf.data input, and the same model on one batch held in memory and
 repeated for as many steps (the compute-only limit). Epoch times are the last epoch's.
 
 Prints per size: rows, load seconds, peak RSS, RSS / float32 data, fold preprocessing seconds, epoch
@@ -62,7 +62,7 @@ def make_table(rows: int, cols: int, seed: int = 0):
     return df
 
 
-def write_competition(folder: Path, rows: int, cols: int, fmt: str) -> Path:
+def write_competition(folder: Path, rows: int, cols: int, fmt: str, epochs: int = 3) -> Path:
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def write_competition(folder: Path, rows: int, cols: int, fmt: str) -> Path:
     (folder / "config.yaml").write_text(
         f"name: scale\ntask: binary\nmetric: auc\n"
         f"data: {{dir: ., train: train.{ext}, test: test.{ext}, target: target, solution: null}}\n"
-        f"train: {{epochs: 3, batch_size: 1024}}\n")
+        f"train: {{epochs: {epochs}, batch_size: 1024}}\n")
     return folder / "config.yaml"
 
 
@@ -154,6 +154,12 @@ def child(config: str) -> dict:
 
 
 def rss_peak_mb() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that across exec,
+    so a child would report its parent's size at the fork (the parent that made the table)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -162,6 +168,7 @@ def main() -> None:
     p.add_argument("--rows", default="250000,500000,1000000")
     p.add_argument("--cols", type=int, default=100)
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.add_argument("--epochs", type=int, default=3, help="per model; the last one is timed")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -171,7 +178,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
-            config = write_competition(Path(tmp) / str(rows), rows, args.cols, args.format)
+            config = write_competition(Path(tmp) / str(rows), rows, args.cols, args.format, args.epochs)
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             done = subprocess.run([sys.executable, __file__, "--child", str(config)], capture_output=True, text=True,
                                   env=env)
