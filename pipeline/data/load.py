@@ -465,30 +465,23 @@ def _plan_columns(cfg: Config, train, test, paths: dict, images, notes: dict) ->
 
 
 def narrow_dtypes(frames, columns: dict[str, dict]) -> dict[str, int]:
-    """Feature columns in the narrowest faithful type, in place: numerics as float32 (what the
-    model reads; a column whose values float32 cannot hold stays as it is) and categoricals as
-    pandas categoricals (a code per row and one copy of each level, where text columns hold a
-    Python string per cell: most of a large table's memory). The preprocessing reads both forms
-    the same way. Returns how many columns of each kind were narrowed."""
-    counts = {"float32": 0, "category": 0}
+    """Categorical features as pandas categoricals, in place: a code per row and one copy of each
+    level, where a text column holds a string per cell (most of a large table's memory). The
+    preprocessing reads both forms as the same strings. Returns how many columns were narrowed.
+
+    Numeric columns keep the type they were read with (float32 from a Parquet file that has it):
+    rounding a CSV's float64 values to float32 here would fit the scalers on values that the raw
+    rows given to --predict or to the exported preprocessing do not have (a value tied at a
+    quantile knot lands on the other side of it)."""
+    count = 0
     for df in frames:
         for name, plan in columns.items():
-            if name not in df.columns:
+            if name not in df.columns or plan["type"] != "categorical" or plan.get("order") is not None:
                 continue
-            col = df[name]
-            if plan["type"] == "numeric":
-                if col.dtype == np.float32 or not pd.api.types.is_numeric_dtype(col) or col.dtype == bool:
-                    continue
-                wide = col.to_numpy(dtype=np.float64, na_value=np.nan)
-                with np.errstate(over="ignore"):
-                    narrow = wide.astype(np.float32)
-                if np.array_equal(np.isfinite(wide), np.isfinite(narrow)):  # nothing overflows to inf
-                    df[name] = narrow
-                    counts["float32"] += 1
-            elif not isinstance(col.dtype, pd.CategoricalDtype) and plan.get("order") is None:
-                df[name] = col.astype("category")
-                counts["category"] += 1
-    return counts
+            if not isinstance(df[name].dtype, pd.CategoricalDtype):
+                df[name] = df[name].astype("category")
+                count += 1
+    return count
 
 
 def _check_submission_files(cfg: Config, sample, solution, test, task: str, classes: list, paths: dict) -> None:

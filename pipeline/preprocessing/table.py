@@ -51,9 +51,10 @@ def _category_strings(col: pd.Series) -> pd.Series:
     (how a loaded table holds them) is mapped through its levels: one string per level, shared by
     every row, and the same strings as the plain column would give."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        levels = _category_strings(pd.Series(col.cat.categories)).to_numpy(dtype=object)
+        levels = _category_strings(pd.Series(col.cat.categories)).tolist()
+        table = np.array(levels + [MISSING], dtype=object)  # code -1 (missing) → the last entry
         codes = col.cat.codes.to_numpy()
-        return pd.Series(np.where(codes >= 0, levels[np.maximum(codes, 0)], MISSING), index=col.index, dtype=object)
+        return pd.Series(table[np.where(codes >= 0, codes, len(levels))], index=col.index, dtype=object)
     values = col.astype(object)
     if pd.api.types.is_float_dtype(col):
         whole = col.notna() & (col % 1 == 0)
