@@ -16,13 +16,16 @@ command -v "$python" >/dev/null && "$python" -V >/dev/null 2>&1 || python="$(ls 
 mkdir -p "$work"
 grep -v -E '^(optuna|skops|tensorflow-model-optimization|ai-edge-litert|optuna-dashboard|psycopg|pytest|hypothesis)' \
   requirements.txt | sed 's/  *#.*//' | grep -v '^#' | grep . > "$work/image-requirements.txt"
-[ -x "$work/image/bin/python" ] || "$python" -m venv "$work/image"
-"$work/image/bin/python" -m pip install --quiet -c tools/oldest-versions.txt -r "$work/image-requirements.txt" psycopg2-binary
+rm -rf "$work/image" && "$python" -m venv "$work/image"  # a fresh image every time
+# The image has SQLAlchemy 2.0 and psycopg2 too (optuna's and PostgreSQL's drivers).
+"$work/image/bin/python" -m pip install --quiet -c tools/oldest-versions.txt -r "$work/image-requirements.txt" \
+  SQLAlchemy psycopg2-binary
 "$work/image/bin/python" -m pip freeze > "$work/image-packages.txt"
 rm -rf "$work/wheelhouse"
 "$work/image/bin/python" tools/wheelhouse.py --image-packages "$work/image-packages.txt" --out "$work/wheelhouse"
 du -sh "$work/wheelhouse"
-PIP_CONFIG_FILE=/dev/null "$work/image/bin/python" -m pip install --no-index --find-links "$work/wheelhouse" \
-  kaggle-keras-pipeline
+# pip's own configuration off (files and PIP_* variables): the wheelhouse is the only source.
+env $(env | grep -o '^PIP_[A-Z_]*' | sed 's/^/-u /') PIP_CONFIG_FILE=/dev/null \
+  "$work/image/bin/python" -m pip install --no-index --find-links "$work/wheelhouse" kaggle-keras-pipeline
 rm -rf "$work/kernel" && mkdir -p "$work/kernel" && cd "$work/kernel"
 "$work/image/bin/kaggle-pipeline" --smoke
