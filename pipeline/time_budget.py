@@ -9,13 +9,10 @@ fold always runs, so there is always a submission. The scores say how many folds
 """
 from __future__ import annotations
 
-import logging
 import re
 import time
 
 from .errors import ConfigError
-
-log = logging.getLogger("pipeline")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")

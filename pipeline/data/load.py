@@ -247,7 +247,7 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     metric, scheme = _scoring(cfg, task)
     images = _image_files(cfg, base, train, test, paths) if cfg.image.column else None
     columns = _plan_columns(cfg, train, test, paths, images, notes)
-    notes["narrowed"] = narrow_dtypes((train, test), columns)
+    narrow_dtypes((train, test), columns)
     _check_submission_files(cfg, sample, solution, test, task, classes, paths)
     rcfg = _resolved_config(cfg, task, metric, scheme, columns)
     data = CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images, notes)
