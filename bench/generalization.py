@@ -2,6 +2,7 @@
 HistGradientBoosting on the SAME folds, on data nobody tuned for.
 
     python bench/generalization.py [--sets ames_price,chem97_score,portal_species,movielens_liked]
+        [--candidate NAME="key=value;key=value" ...] [--candidates-only]
         [--embedded diamonds,health_insurance] [--data ../shared/datasets/generalization]
         [--set key=value ...] [--output-dir outputs/bench-generalization]
 
@@ -165,54 +166,81 @@ def better_ratio(ours: float, theirs: float, direction: str) -> float:
     return ours / theirs if direction == "maximize" else theirs / ours
 
 
+def parse_candidates(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=key=value;key=value`` → {NAME: ["key=value", ...]}; "default" (no overrides) comes first."""
+    out = {"default": []}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        out[name] = [kv for kv in rest.split(";") if kv]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sets", default=",".join(SETS))
     p.add_argument("--embedded", default="diamonds,health_insurance")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "generalization")
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--candidate", action="append", default=[],
+                   help="NAME=key=value;key=value: a candidate config run beside the default on the same folds")
+    p.add_argument("--candidates-only", action="store_true", help="run the candidates without the default")
     p.add_argument("--output-dir", type=Path, default=ROOT / "outputs" / "bench-generalization")
-    p.add_argument("--run-name", default=None)
+    p.add_argument("--run-name", default="bench")
     args = p.parse_args()
     names = [s for s in args.sets.split(",") if s]
     embedded = [s for s in args.embedded.split(",") if s]
+    candidates = parse_candidates(args.candidate)
+    if args.candidates_only:
+        del candidates["default"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         configs = {n: make_competition(args.data, n, Path(tmp)) for n in names}
         configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
         for name, config in configs.items():
-            t = time.perf_counter()
-            result = run_competition(config, args.overrides, output_dir=args.output_dir, run_name=args.run_name)
-            ours_s = time.perf_counter() - t
+            runs = {}
+            for cand, extra in candidates.items():
+                t = time.perf_counter()
+                result = run_competition(config, args.overrides + extra, output_dir=args.output_dir,
+                                         run_name=f"{args.run_name}-{cand}")
+                runs[cand] = (result, time.perf_counter() - t)
+            result = next(iter(runs.values()))[0]  # every run of a set shares its folds
             data = load_competition(load_config(config, args.overrides))
             folds = pd.read_csv(result.run_dir / "folds.csv")
-            s = result.scores
-            metric = get_metric(s["metric"], data.task)
-            lgb_cv, lgb_ho, lgb_s = gbdt_on_folds(data, folds, fit_lgb, s["metric"])
-            hgb_cv, hgb_ho, hgb_s = gbdt_on_folds(data, folds, fit_hgb, s["metric"])
+            metric = get_metric(result.scores["metric"], data.task)
+            lgb_cv, lgb_ho, lgb_s = gbdt_on_folds(data, folds, fit_lgb, result.scores["metric"])
+            hgb_cv, hgb_ho, hgb_s = gbdt_on_folds(data, folds, fit_hgb, result.scores["metric"])
             best = max if metric.direction == "maximize" else min
-            row = dict(set=name, metric=s["metric"], cv=s["cv"], holdout=s["holdout"], lgb_cv=lgb_cv, lgb_ho=lgb_ho,
-                       hgb_cv=hgb_cv, hgb_ho=hgb_ho, s=ours_s, lgb_s=lgb_s, hgb_s=hgb_s,
-                       r_cv=better_ratio(s["cv"], best(lgb_cv, hgb_cv), metric.direction),
-                       r_ho=better_ratio(s["holdout"], best(lgb_ho, hgb_ho), metric.direction),
-                       r_lgb=better_ratio(s["cv"], lgb_cv, metric.direction))
-            rows.append(row)
-            print(f"{name:18s} {row['metric']:7s} default OOF {row['cv']:.4f} holdout {row['holdout']:.4f} | "
-                  f"LightGBM {lgb_cv:.4f} / {lgb_ho:.4f} | HGB {hgb_cv:.4f} / {hgb_ho:.4f} | "
-                  f"vs best GBDT: OOF x{row['r_cv']:.3f} holdout x{row['r_ho']:.3f} | "
-                  f"seconds {ours_s:.0f} / {lgb_s:.0f} / {hgb_s:.0f}", flush=True)
+            for cand, (res, seconds) in runs.items():
+                s = res.scores
+                row = dict(set=name, cand=cand, metric=s["metric"], cv=s["cv"], holdout=s["holdout"],
+                           lgb_cv=lgb_cv, lgb_ho=lgb_ho, hgb_cv=hgb_cv, hgb_ho=hgb_ho, s=seconds, lgb_s=lgb_s,
+                           hgb_s=hgb_s, r_cv=better_ratio(s["cv"], best(lgb_cv, hgb_cv), metric.direction),
+                           r_ho=better_ratio(s["holdout"], best(lgb_ho, hgb_ho), metric.direction),
+                           r_lgb=better_ratio(s["cv"], lgb_cv, metric.direction),
+                           r_lgb_ho=better_ratio(s["holdout"], lgb_ho, metric.direction),
+                           members=s.get("members", {}))
+                rows.append(row)
+                print(f"{name:18s} {cand:12s} {row['metric']:7s} OOF {row['cv']:.4f} holdout {row['holdout']:.4f} | "
+                      f"LightGBM {lgb_cv:.4f} / {lgb_ho:.4f} | HGB {hgb_cv:.4f} / {hgb_ho:.4f} | "
+                      f"vs best GBDT: OOF x{row['r_cv']:.3f} holdout x{row['r_ho']:.3f} | "
+                      f"seconds {seconds:.0f} / {lgb_s:.0f} / {hgb_s:.0f}", flush=True)
+                for member, score in row["members"].items():
+                    print(f"{'':18s}   member {member:12s} OOF {score:.4f} "
+                          f"(vs LightGBM x{better_ratio(score, lgb_cv, metric.direction):.3f})", flush=True)
     print()
-    print("| set | metric | default OOF | default holdout | LightGBM OOF / holdout | HGB OOF / holdout | "
-          "vs best GBDT (OOF, holdout; >1 better) | seconds default / LGB / HGB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| set | candidate | metric | OOF | holdout | LightGBM OOF / holdout | HGB OOF / holdout | "
+          "vs best GBDT (OOF, holdout; >1 better) | seconds run / LGB / HGB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['set']} | {r['metric']} | {r['cv']:.4f} | {r['holdout']:.4f} | {r['lgb_cv']:.4f} / "
+        print(f"| {r['set']} | {r['cand']} | {r['metric']} | {r['cv']:.4f} | {r['holdout']:.4f} | {r['lgb_cv']:.4f} / "
               f"{r['lgb_ho']:.4f} | {r['hgb_cv']:.4f} / {r['hgb_ho']:.4f} | {r['r_cv']:.3f}, {r['r_ho']:.3f} | "
               f"{r['s']:.0f} / {r['lgb_s']:.0f} / {r['hgb_s']:.0f} |")
-    wins = sum(r["r_cv"] >= 1 and r["r_ho"] >= 1 for r in rows)
-    lgb_wins = sum(r["r_lgb"] >= 1 for r in rows)
-    print(f"default_at_or_above_best_gbdt={wins}/{len(rows)} (OOF and holdout) "
-          f"default_at_or_above_lightgbm_oof={lgb_wins}/{len(rows)}")
+    for cand in candidates:
+        mine = [r for r in rows if r["cand"] == cand]
+        wins = sum(r["r_cv"] >= 1 and r["r_ho"] >= 1 for r in mine)
+        lgb_wins = sum(r["r_lgb"] >= 1 and r["r_lgb_ho"] >= 1 for r in mine)
+        print(f"{cand}: at_or_above_best_gbdt={wins}/{len(mine)} (OOF and holdout) "
+              f"at_or_above_lightgbm={lgb_wins}/{len(mine)} (OOF and holdout)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
                       model_validator)
@@ -81,12 +81,19 @@ class PreprocessingConfig(_Section):
     ple_knots: int = Field(8, ge=3)  # "ple": quantile knots of the piecewise-linear encoding
     impute: Literal["median", "constant"] = "median"
     fill_value: float = 0.0
-    missing_indicator: bool = False
+    # A 0/1 column per numeric column that has missing values in the fold (imputation hides them;
+    # missing-not-at-random values carry signal: bench/generalization.py, portal_species).
+    missing_indicator: bool = True
     categorical: str = "auto"
     onehot_max_levels: int = Field(10, ge=1)  # "auto": one-hot up to this many levels, else embedding
-    min_count: int = Field(1, ge=1)  # categories seen fewer times in a fold share the rare index
+    # "auto": a target encoding (cross-fitted in the fold) instead of an embedding above this many levels.
+    target_levels: Optional[int] = Field(None, ge=1)
+    # Categories seen fewer times in a fold share the rare index; "auto": per column and fold, the
+    # square root of its mean rows per level, within 2-20 (categorical.auto_min_count).
+    min_count: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
     embedding_dim: Optional[int] = Field(None, ge=1)  # None: fastai's min(600, round(1.6 n^0.56))
-    target_log1p: bool = False  # regression only
+    # Regression: train on log1p(target). auto: when the metric is scored on that scale (rmsle).
+    target_log1p: Union[bool, Literal["auto"]] = "auto"
     target_standardize: bool = True  # regression only
     # Regression: predictions clipped to the range of the fold's training targets (a count stays
     # non-negative, a 1-10 rating stays within 1-10).
@@ -137,8 +144,11 @@ class ImageConfig(_Section):
     train_dir: str = "train"  # folders (relative to data.dir) holding the training / test images
     test_dir: str = "test"
     extension: str = ""  # appended to the column's values (e.g. ".png" when it holds bare ids)
-    size: list[int] = [224, 224]  # height, width the images are resized to
-    channels: Literal[1, 3] = 3  # 1: grayscale; 3: RGB (grayscale files are repeated to 3)
+    # height, width the images are resized to; None: the training images' own (most common) size,
+    # scaled down to at most 224 on the longer side.
+    size: Optional[list[int]] = None
+    # 1: grayscale; 3: RGB (grayscale files are repeated to 3); None: 1 when the images are grayscale.
+    channels: Optional[Literal[1, 3]] = None
     resize: Literal["resize", "pad"] = "resize"  # plain resize, or keep the aspect ratio and pad
     # Decoded images are cached: in memory, or in a file when the decoded set is larger than
     # cache_memory_mb ("auto"); "none" decodes every epoch.
@@ -150,7 +160,7 @@ class ImageConfig(_Section):
     @field_validator("size")
     @classmethod
     def _size(cls, v):
-        if len(v) != 2 or any(s < 8 for s in v):
+        if v is not None and (len(v) != 2 or any(s < 8 for s in v)):
             raise ValueError("give [height, width], each at least 8")
         return v
 
@@ -158,6 +168,13 @@ class ImageConfig(_Section):
 class ModelConfig(_Section):
     name: str = "mlp"
     hidden: list[int] = [256, 128]
+    members: int = Field(16, ge=1)  # tabm: ensemble members sharing each layer's weights (TabM's k)
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout on each entity embedding's output
+    # mlp / tabm: periodic (PLR) embeddings of the scaled numeric columns beside them; none: off.
+    numeric_embedding: Literal["none", "plr"] = "none"
+    plr_frequencies: int = Field(16, ge=1)
+    plr_dim: int = Field(16, ge=1)
+    plr_sigma: float = Field(0.1, gt=0)  # initial frequencies ~ N(0, sigma^2) on standardized values
     activation: str = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["none", "batch", "layer", "group"] = "none"
@@ -176,6 +193,12 @@ class ModelConfig(_Section):
     backbone_lr_mult: float = Field(0.1, gt=0, le=1)  # the backbone's learning rate / the head's
     # scikit-learn models (hgb, linear): keyword arguments of the estimator, e.g. {max_iter: 500}.
     params: dict[str, Any] = {}
+    # Keras tabular models: a scikit-learn model fitted on the same fold inputs and averaged into
+    # each fold's prediction with this share (its own OOF score is reported beside the blend's).
+    # On by default: Keras + HGB wins more often than either alone (bench/generalization.py; README).
+    blend: Optional[Literal["hgb", "linear"]] = "hgb"
+    blend_weight: float = Field(0.5, gt=0, lt=1)
+    blend_params: dict[str, Any] = {}  # its estimator's keyword arguments
 
     @field_validator("hidden", "filters", "tabular_hidden")
     @classmethod
@@ -219,6 +242,10 @@ class TrainConfig(_Section):
     swa_epochs: Optional[int] = Field(None, ge=2)  # SWA: average the weights of the last N epochs
     sam_rho: Optional[float] = Field(None, gt=0)  # sharpness-aware minimization radius; None: off
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification
+    # Regression loss: mse (on the transformed target), or poisson (a log link on the raw target:
+    # predictions stay positive; for counts). auto: poisson for count-like targets (non-negative
+    # integers, right-skewed) unless the metric is scored on a log scale; else mse.
+    loss: Literal["auto", "mse", "poisson"] = "auto"
     mixup_alpha: float = Field(0.0, ge=0)  # Mixup's Beta(alpha, alpha); 0: off
     cutmix_alpha: float = Field(0.0, ge=0)  # images: CutMix's Beta(alpha, alpha); with Mixup, one per batch
     grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
@@ -229,6 +256,10 @@ class TrainConfig(_Section):
     # Checkpoint ensemble: which weights of each model predict (averaged): best, last, swa.
     checkpoints: list[Literal["best", "last", "swa"]] = ["best"]
     early_stopping: Optional[int] = Field(10, ge=1)  # patience in epochs; None: off
+    # What early stopping, ReduceLROnPlateau and the "best" checkpoint watch on the validation rows:
+    # the competition metric or the loss. auto: the metric when history_metric computes it (and
+    # not with ema), else the loss.
+    monitor: Literal["auto", "metric", "loss"] = "auto"
     reduce_lr: Optional[int] = Field(5, ge=1)  # ReduceLROnPlateau patience; None: off
     reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
     seed: int = 42
@@ -243,6 +274,9 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.monitor == "metric" and (self.ema or not self.history_metric):
+            raise ValueError("train.monitor=metric needs the metric every epoch: set train.history_metric=true "
+                             "and train.ema=false, or use train.monitor=loss")
         if "swa" in self.checkpoints and not self.swa_epochs:
             raise ValueError("train.checkpoints has swa but train.swa_epochs is not set; set e.g. 10")
         if not self.checkpoints:

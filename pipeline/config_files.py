@@ -153,6 +153,8 @@ def check_names(cfg: Config, source: str) -> Config:
     from .preprocessing.categorical import ENCODERS
     from .preprocessing.numeric import SCALERS
 
+    if cfg.image.column and "name" not in cfg.model.model_fields_set:
+        cfg.model.name = "cnn"  # an image competition that names no model: a CNN, not the MLP
     try:
         MODELS.get(cfg.model.name, "model.name")
         if cfg.metric is not None:

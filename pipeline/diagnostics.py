@@ -207,7 +207,11 @@ def adversarial_validation(data) -> dict | None:
     x = pd.concat(parts, ignore_index=True)
     for col in features:  # categories as pandas categoricals: HGB splits on them natively
         if data.columns[col]["type"] == "categorical":
-            x[col] = x[col].astype(str).astype("category")
+            values = x[col].astype(str)
+            # HGB takes at most 255 levels: beyond the 254 most frequent, the rest are one level
+            # (no category equals the "" it gets: a missing value reads as "nan").
+            top = values.value_counts().index[:254]
+            x[col] = values.where(values.isin(top), "").astype("category")
         else:
             x[col] = pd.to_numeric(x[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
     y = np.r_[np.zeros(len(parts[0]), int), np.ones(len(parts[1]), int)]

@@ -228,7 +228,7 @@ def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *
     """The LR range test for a competition's model: returns the suggested LR and the curve's PNG
     (``outputs/<competition>/lr_find/<timestamp>.png``)."""
     from .outputs import atomic_path, default_run_name
-    from .training.lr_find import lr_find, plot_lr_curve
+    from .training.lr_find import CHECK_EPOCHS, lr_find, plot_lr_curve
 
     from .paths import check_name
 
@@ -238,6 +238,8 @@ def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *
         log.info("LR range test for %s: %s, batch %d, one pass with the LR rising from 1e-7 to 10",
                  data.cfg.name, data.cfg.train.optimizer, data.cfg.train.batch_size)
         lr, sweep = lr_find(data)
+        for tried, loss in sweep.checked.items():
+            log.info("  short run (%d epochs) at lr %.3g: validation loss %.5g", CHECK_EPOCHS, tried, loss)
         with atomic_path(png) as tmp:
             plot_lr_curve(sweep.lrs, sweep.losses, lr, tmp)
         log.info("suggested lr %.3g (set it with --set train.lr=%.3g); curve: %s", lr, lr, png)

@@ -30,7 +30,7 @@ def _fitted_bundles():
     for scaler in SCALERS.names():
         for encoder in ENCODERS.names():
             cfg = PreprocessingConfig(numeric=scaler, categorical=encoder, missing_indicator=True)
-            pre = TabularPreprocessor(columns, cfg).fit(train)
+            pre = TabularPreprocessor(columns, cfg, task="regression").fit(train, train["price"].to_numpy())
             yield f"{scaler}/{encoder}", {"preprocessor": pre, "target": make_target_transformer(True, True).fit(
                 train[["price"]].to_numpy()), "task": "regression", "classes": [], "features": list(columns)}
     pre = TabularPreprocessor(columns, PreprocessingConfig(categorical="embedding")).fit(train)

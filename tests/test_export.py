@@ -20,11 +20,15 @@ from pipeline.preprocessing import TabularPreprocessor
     ("health_insurance", ["preprocessing.numeric=minmax", "preprocessing.categorical=embedding",
                           "preprocessing.min_count=40"]),
     ("health_insurance", ["preprocessing.numeric=none", "preprocessing.impute=constant"]),
+    ("diamonds", ["preprocessing.categorical=target"]),  # regression target encoding
+    ("health_insurance", ["preprocessing.categorical=frequency"]),
+    ("health_insurance", ["preprocessing.categorical=target", "task=multiclass", "metric=logloss"]),
 ])
 def test_preprocessing_json_reproduces_the_pipeline_inputs(tiny_comp, comp, overrides):
     cfg_path = tiny_comp(comp, train_rows=400, test_rows=100)
     data = load_competition(load_config(cfg_path, overrides))
-    pre = TabularPreprocessor(data.columns, data.cfg.preprocessing).fit(data.train.iloc[:300])
+    pre = TabularPreprocessor(data.columns, data.cfg.preprocessing, task=data.task).fit(
+        data.train.iloc[:300], data.y[:300])
     missing = {c: s.missing_values for c, s in data.cfg.features.columns.items() if s.missing_values}
     spec = json.loads(json.dumps(describe(pre, missing)))  # through JSON text, as a server would read it
     raw = pd.read_csv(cfg_path.parent / "data" / "test.csv.gz")  # raw rows: 0 sizes not yet masked

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from pipeline.training.trainer import Trainer
 from pipeline.config import ModelConfig, TrainConfig
 import dataclasses
 
@@ -37,14 +38,15 @@ CASES += [(name, "multiclass", 3) for name in BACKBONES]
 def test_every_model_builds_and_trains_one_step(name, task, n_classes):
     image = name in BACKBONES or name == "cnn"
     model = get_builder(name)(IMAGE_SPEC if image else SPEC, ModelConfig(name=name, hidden=[8, 4], filters=[8, 16]),
-                              output_size(task, n_classes))
+                              output_size(task, n_classes), task)
     if name in BACKBONES:  # training steps of backbones run in test_image_runs; here the build and a forward pass
         out = model(batch(image=True), training=False)
         assert np.isfinite(out.numpy()).all() and out.shape == (8, n_classes) and out.dtype == "float32"
         return
-    model.compile("adam", loss=make_loss(task))
+    trainer = Trainer(model)  # as the pipeline trains: an ensemble's members each get the loss
+    trainer.compile("adam", loss=make_loss(task))
     y = np.zeros(8, dtype="float32" if task == "regression" else "int32")
-    loss = model.train_on_batch(batch(image=image), y)
+    loss = trainer.train_on_batch(batch(image=image), y)
     assert np.isfinite(loss) and model.output_shape == (None, max(1, n_classes if task == "multiclass" else 1))
     assert model.output.dtype == "float32"
 

@@ -24,8 +24,10 @@ NUM = {"normal": {"type": "numeric"}, "skewed": {"type": "numeric"}}
 CAT = {"color": {"type": "categorical"}, "city": {"type": "categorical"}}
 
 
-def fit(columns, df, **cfg):
-    return TabularPreprocessor(columns, PreprocessingConfig(**cfg)).fit(df)
+def fit(columns, df, y=None, task=None, **cfg):
+    if y is None:  # labels for target-aware encoders: a noisy function of the rows
+        y, task = np.random.default_rng(1).normal(size=len(df)), "regression"
+    return TabularPreprocessor(columns, PreprocessingConfig(**cfg), task=task).fit(df, y)
 
 
 @pytest.mark.parametrize("scaler", [s for s in SCALERS if s != "auto"])

@@ -19,7 +19,7 @@ from pipeline.models.heads import make_loss
 from pipeline.preprocessing.table import InputSpec
 from pipeline.training.callbacks import Snapshots, ema_variables, reestimate_batchnorm
 from pipeline.training.devices import precision_policy, resolve_precision
-from pipeline.training.lr_find import lr_find, suggest_lr
+from pipeline.training.lr_find import lr_find, suggest_lr, valley_lr
 from pipeline.training.optimizers import OPTIMIZERS, Lamb, make_optimizer
 from pipeline.training.schedules import effective_lr, lr_at, make_schedule
 from pipeline.training.trainer import Trainer
@@ -321,6 +321,12 @@ def test_lr_range_test_suggests_a_sensible_lr(tiny_comp, tmp_path):
     lr, sweep = lr_find(data, steps=120)
     assert 1e-4 <= lr <= 0.3
     assert sweep.lrs[0] == pytest.approx(1e-7) and np.all(np.diff(sweep.lrs) > 0)
+    # The suggestion is the checked one: the valley or a fraction of it, whichever short run validated best.
+    assert len(sweep.checked) == 3 and lr == min(sweep.checked, key=sweep.checked.get)
+    assert sorted(sweep.checked) == pytest.approx(sorted(sweep.valley * f for f in (1, 1 / 3, 1 / 10)))
+    # The valley: halfway along the longest falling stretch (a noisy bump does not break it).
+    curve = [5.0, 4.0, 4.2, 3.0, 2.0, 1.0, 0.5, 9.0]
+    assert valley_lr([10.0 ** i for i in range(8)], curve) == pytest.approx(1e3)
     # Steepest fall (per log-LR) at 1e-3, before the minimum at 1e-1 and the blow-up at 1.
     assert suggest_lr([1e-4, 1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.9, 0.3, 0.25, 3.0]) == pytest.approx(1e-3)
 
@@ -342,9 +348,12 @@ def test_seed_averaging_and_checkpoint_ensemble_report_every_member(tiny_comp, t
     result = run_competition(cfg, FAST + ["train.epochs=4", "train.seeds=2", "train.swa_epochs=2",
                                           "train.checkpoints=[best, last, swa]"], output_dir=tmp_path)
     members = result.scores["members"]
-    assert sorted(members) == sorted(f"seed{s}_{c}" for s in range(2) for c in ("best", "last", "swa"))
+    keras_members = sorted(f"seed{s}_{c}" for s in range(2) for c in ("best", "last", "swa"))
+    assert sorted(members) == sorted(keras_members + ["hgb"])  # model.blend: hgb, on by default
     fold = np.load(result.run_dir / "folds" / "fold_0" / "predictions.npz")
-    np.testing.assert_allclose(fold["oof"], np.mean([fold[f"oof__{m}"] for m in members], axis=0))
+    # The Keras members' mean, then the blended HGB at its share (model.blend_weight 0.5).
+    keras_mean = np.mean([fold[f"oof__{m}"] for m in keras_members], axis=0)
+    np.testing.assert_allclose(fold["oof"], 0.5 * keras_mean + 0.5 * fold["oof__hgb"])
     assert len(list((result.run_dir / "folds" / "fold_0").glob("model_*.keras"))) == 6
     oof = pd.read_csv(result.files["oof"])
     assert result.scores["cv"] == pytest.approx(np.sqrt(np.mean((oof.price.to_numpy() - _train_y(cfg)) ** 2)))
@@ -373,7 +382,7 @@ def test_switches_with_entity_embeddings(tiny_comp, tmp_path):
         "train.epochs=3", "train.sam_rho=0.05", "train.grad_accum_steps=2", "train.lookahead_steps=2",
         "train.mixup_alpha=0.2", "train.ema=true", "train.swa_epochs=2", "train.checkpoints=[best, swa]",
         "preprocessing.categorical=embedding"], output_dir=tmp_path)
-    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"best", "swa"}
+    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"best", "swa", "hgb"}
 
 
 def test_label_smoothing_on_regression_is_refused(tiny_comp, tmp_path):

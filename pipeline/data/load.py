@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, validate
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..metrics import DEFAULT_METRIC, METRICS, get_metric
 from ..preprocessing.categorical import ENCODERS
 from ..preprocessing.numeric import SCALERS
@@ -249,7 +249,7 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     columns = _plan_columns(cfg, train, test, paths, images, notes)
     narrow_dtypes((train, test), columns)
     _check_submission_files(cfg, sample, solution, test, task, classes, paths)
-    rcfg = _resolved_config(cfg, task, metric, scheme, columns)
+    rcfg = _resolved_config(cfg, task, metric, scheme, columns, y, images)
     data = CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images, notes)
     if solution is not None:
         data.holdout()  # pre-flight: a bad solution file fails now, not after every fold has trained
@@ -326,7 +326,7 @@ def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> t
             bad = int((~np.isfinite(y)).sum())
             raise DataError(f"{path}: target {d.target!r} is infinite in {bad} row(s) (first: row "
                             f"{int(np.flatnonzero(~np.isfinite(y))[0]) + 2}). Drop or fix those rows.")
-        if cfg.preprocessing.target_log1p and (y <= -1).any():
+        if cfg.preprocessing.target_log1p is True and (y <= -1).any():
             raise DataError(f"{path}: preprocessing.target_log1p needs targets > -1, "
                             f"{d.target!r} has {y.min()!r}. Turn it off.")
         return task, y, []
@@ -511,7 +511,52 @@ def _check_submission_files(cfg: Config, sample, solution, test, task: str, clas
                             + ". Expected one column, or one column per class.")
 
 
-def _resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: dict) -> Config:
+LOG_SCALE_METRICS = {"rmsle"}  # scored on log1p(target): preprocessing.target_log1p auto turns on
+
+
+def count_like(y: np.ndarray) -> bool:
+    """Counts of events: non-negative whole numbers that reach down to 0 or 1, with a long right
+    tail (skewness above 1). A Poisson loss with a log link fits them (predictions stay positive,
+    errors scale with size). Whole-dollar prices are not counts: they never come near 0."""
+    from scipy.stats import skew
+
+    y = np.asarray(y, dtype=np.float64)
+    return bool(len(y) > 2 and (y >= 0).all() and (y % 1 == 0).all() and y.min() <= 1
+                and len(np.unique(y)) > 2 and skew(y) > 1)
+
+
+MAX_AUTO_IMAGE_SIDE = 224  # image.size auto: the images' own size, the longer side capped here
+IMAGE_SAMPLE = 32  # training images whose headers decide image.size / image.channels auto
+
+
+def _image_defaults(cfg: Config, resolved: dict, paths: np.ndarray) -> None:
+    """Image competitions: the images' own size and channels when the config gives none, read from
+    the headers of the first training images (Pillow reads no pixels for that). (With no model
+    named, config_files.check_names has made it a CNN.)"""
+    from collections import Counter
+
+    from PIL import Image
+
+    if cfg.image.size is not None and cfg.image.channels is not None:
+        return
+    sizes, gray = Counter(), 0
+    for path in paths[:IMAGE_SAMPLE]:
+        try:
+            with Image.open(path) as img:
+                sizes[(img.height, img.width)] += 1
+                gray += img.mode in ("1", "L", "I", "I;16", "F")
+        except OSError as exc:
+            raise DataError(f"{path}: cannot be read as an image ({exc}). Fix or remove the file.") from None
+    if cfg.image.size is None:
+        (h, w), _ = sizes.most_common(1)[0]
+        scale = min(1.0, MAX_AUTO_IMAGE_SIDE / max(h, w))
+        resolved["image"]["size"] = [max(8, round(h * scale)), max(8, round(w * scale))]
+    if cfg.image.channels is None:
+        resolved["image"]["channels"] = 1 if gray == sum(sizes.values()) else 3
+
+
+def _resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: dict, y=None,
+                     images: dict | None = None) -> Config:
     """The config with everything inferred written in: what the run saves as config.yaml."""
     resolved = cfg.to_dict()
     if cfg.model.weights:  # relative to the config's folder, checked before any training
@@ -522,6 +567,17 @@ def _resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: 
                             f"Attach the backbone's weights file and set model.weights to its path.")
         resolved["model"]["weights"] = str(weights)
     resolved.update(task=task, metric=metric)
+    if images is not None:
+        _image_defaults(cfg, resolved, images["train"])
+    if resolved["preprocessing"]["target_log1p"] == "auto":  # learn on the scale the metric scores
+        resolved["preprocessing"]["target_log1p"] = task == "regression" and metric in LOG_SCALE_METRICS
+    if resolved["train"]["loss"] == "auto":
+        counts = task == "regression" and not resolved["preprocessing"]["target_log1p"] and count_like(y)
+        resolved["train"]["loss"] = "poisson" if counts else "mse"
+    if resolved["train"]["loss"] == "poisson" and (task != "regression" or (y < 0).any()):
+        raise ConfigError(f"{cfg.path or 'config'}: train.loss=poisson needs a regression target >= 0; "
+                          f"this one is {task}{'' if task != 'regression' else f' with minimum {y.min()!r}'}. "
+                          f"Use train.loss=mse.")
     resolved["cv"]["scheme"] = scheme
     cols = resolved["features"]["columns"]
     for col, plan in columns.items():

@@ -14,6 +14,11 @@ Format (``preprocessing.json``):
   - ``{"kind": "onehot", "column", "categories", "infrequent"}``: one column per category, then one
     for the infrequent (rare) ones if any; unseen categories go there, or nowhere.
   - ``{"kind": "ordinal", ..., "mean", "scale"}``: the category's code (unseen -1, rare last), standardized.
+  - ``{"kind": "target", "column", "categories", "encodings", "default", "mean", "scale"}``: the
+    category's target encoding (``encodings[j][i]``: output j of category i; unseen: ``default``),
+    standardized; one column per class for multiclass, else one.
+  - ``{"kind": "frequency", "column", "counts", "mean", "scale"}``: log(1 + the category's training
+    count, 0 if unseen), standardized.
 - ``embeddings``: ``{column: {"codes": {category: index}, "infrequent": [...], "infrequent_index"}}``,
   unseen categories index 0.
 Categories are strings; whole floats lose their ".0"; missing values are the category "__missing__".
@@ -83,6 +88,20 @@ def describe(pre, missing_values: dict | None = None) -> dict:
                 blocks.append({"kind": "ordinal", "column": cols[0], "categories": frequent, "infrequent": rare,
                                "mean": float(scaler.mean_[0]), "scale": float(scaler.scale_[0]),
                                "missing_values": missing_values.get(cols[0], [])})
+            elif name.startswith("target"):
+                encoder, scaler = fitted.steps[0][1], fitted.steps[1][1]
+                blocks.append({"kind": "target", "column": cols[0],
+                               "categories": [str(c) for c in encoder.categories_[0]],
+                               "encodings": [np.asarray(e).tolist() for e in encoder.encodings_],
+                               "default": np.atleast_1d(encoder.target_mean_).tolist(),
+                               "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+                               "missing_values": missing_values.get(cols[0], [])})
+            elif name.startswith("frequency"):
+                blocks.append({"kind": "frequency", "column": cols[0], "counts": dict(fitted.counts_),
+                               "mean": fitted.mean_, "scale": fitted.scale_,
+                               "missing_values": missing_values.get(cols[0], [])})
+            else:  # a block this format cannot describe must not be left out silently
+                raise ValueError(f"preprocessing.json cannot describe the {name} block")
     embeddings = {}
     for col, encoder in pre.embedders_.items():
         frequent, rare = _codes(encoder)
@@ -178,6 +197,15 @@ def apply(spec: dict | str, rows: dict[str, list] | object) -> dict[str, np.ndar
                     elif b["infrequent"]:
                         out[r, -1] = 1.0
                 parts.append(out)
+            elif b["kind"] == "target":  # one column per encoding (per class for multiclass)
+                index = {c: i for i, c in enumerate(b["categories"])}
+                enc = np.asarray(b["encodings"]).T  # (categories, outputs)
+                known = np.array([index.get(v, -1) for v in values])
+                out = np.where(known[:, None] >= 0, enc[np.maximum(known, 0)], np.asarray(b["default"])[None, :])
+                parts.append((out - np.asarray(b["mean"])) / np.asarray(b["scale"]))
+            elif b["kind"] == "frequency":
+                counts = np.array([b["counts"].get(v, 0) for v in values], dtype=np.float64)
+                parts.append(((np.log1p(counts) - b["mean"]) / b["scale"])[:, None])
             else:
                 index = {c: i for i, c in enumerate(b["categories"])}
                 rare = set(b["infrequent"])

@@ -308,7 +308,7 @@ class _TrainContext:
         student_cfg = cfg.model.model_copy(update={"hidden": hidden, "filters": filters})
         spec = model_spec(model)
         keras.utils.set_random_seed(ec.seed)
-        student = get_builder(cfg.model.name)(spec, student_cfg, output_size(task, len(self.data.classes)))
+        student = get_builder(cfg.model.name)(spec, student_cfg, output_size(task, len(self.data.classes)), task)
         # Soft targets ride along with the labels through the training dataset, so Mixup/CutMix mix
         # both alike; image augmentation changes the view, not the teacher's target for the image.
         tc = cfg.train.model_copy(update={"epochs": ec.student_epochs or cfg.train.epochs})
@@ -317,7 +317,9 @@ class _TrainContext:
                         steps_per_execution=tc.steps_per_execution)
         student.fit(self.inputs.dataset("train", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
         teacher_bytes = sum(p.stat().st_size for p in teacher.keras_paths)
-        ensemble_params = sum(m.count_params() for u in self.run.trained_units() for m in self.run.artifact(u).models())
+        # The Keras members (a blended scikit-learn model has no parameter count to compare).
+        ensemble_params = sum(m.count_params() for u in self.run.trained_units()
+                              for m in self.run.artifact(u).models() if hasattr(m, "count_params"))
         teacher_score = teacher.result().score
         tdir = teacher.dir
         return student, {"student_params": int(student.count_params()), "student_hidden": hidden,

@@ -1,5 +1,5 @@
 """Model builders by name. Entries are "module:function" strings resolved on use, so validating a
-config does not import TensorFlow; each builder is ``build(spec, model_cfg, n_outputs) -> keras.Model``.
+config does not import TensorFlow; each builder is ``build(spec, model_cfg, n_outputs, task) -> keras.Model``.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..registry import Registry
 
 MODELS: Registry[str] = Registry("model")
 MODELS.register("mlp")("pipeline.models.mlp:build_mlp")
+MODELS.register("tabm")("pipeline.models.tabm:build_tabm")
 MODELS.register("cnn")("pipeline.models.cnn:build_cnn")
 # tf_keras.applications backbones: name → (class, input preprocessing mode); see backbones.py.
 # "none": the network rescales 0-255 pixels itself.

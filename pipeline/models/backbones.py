@@ -59,7 +59,7 @@ def make_backbone(name: str, shape: tuple[int, int, int], weights: str | None = 
     return base
 
 
-def build_backbone(spec, cfg, n_outputs: int) -> keras.Model:
+def build_backbone(spec, cfg, n_outputs: int, task: str = "regression") -> keras.Model:
     if cfg.weights and not Path(cfg.weights).is_file():
         raise ConfigError(f"model.weights {cfg.weights}: file not found. Attach the weights file and set its path.")
     inputs = make_inputs(spec)

@@ -7,7 +7,7 @@ from .image_head import image_model
 from .inputs import IMAGE_INPUT, make_inputs
 
 
-def build_cnn(spec, cfg, n_outputs: int) -> keras.Model:
+def build_cnn(spec, cfg, n_outputs: int, task: str = "regression") -> keras.Model:
     """``cfg.filters`` blocks of ``cfg.convs_per_block`` 3x3 convolutions; 2x2 max pooling between
     blocks; global average pooling and dropout; then the shared head (image_head.py)."""
     inputs = make_inputs(spec)

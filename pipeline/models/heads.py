@@ -7,6 +7,7 @@ export quantize logits instead of a 256-level probability.
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 from scipy.special import expit, softmax
 
@@ -20,9 +21,21 @@ def dense_labels(task: str, train_cfg) -> bool:
     return task == "multiclass" and (train_cfg.label_smoothing > 0 or train_cfg.mixup_alpha > 0)
 
 
+@keras.saving.register_keras_serializable("pipeline")
+class PoissonLogLink(keras.losses.Loss):
+    """Poisson deviance up to a constant, for a model that outputs z = log(rate): exp(z) - y z.
+    (Keras' Poisson loss takes the rate itself; a log output keeps it positive without a clip.)"""
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(tf.reshape(y_true, tf.shape(y_pred)), y_pred.dtype)
+        return tf.reduce_mean(tf.exp(y_pred) - y_true * y_pred, axis=-1)
+
+
 def make_loss(task: str, train_cfg=None):
     smoothing = train_cfg.label_smoothing if train_cfg is not None else 0.0
     if task == "regression":
+        if train_cfg is not None and train_cfg.loss == "poisson":
+            return PoissonLogLink()
         return keras.losses.MeanSquaredError()
     if task == "binary":
         return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=smoothing)

@@ -22,12 +22,24 @@ def make_inputs(spec: InputSpec) -> dict[str, keras.Input]:
     return inputs
 
 
-def encode_inputs(inputs: dict, spec: InputSpec):
-    """Numeric block and one entity embedding per embedded categorical, concatenated."""
+def encode_inputs(inputs: dict, spec: InputSpec, cfg=None):
+    """Numeric block and one entity embedding per embedded categorical, concatenated; with
+    ``model.numeric_embedding: plr`` (``cfg``), the periodic embeddings of the scaled numerics too."""
     parts = [inputs[NUMERIC_INPUT]] if spec.numeric_dim else []
+    if cfg is not None and cfg.numeric_embedding == "plr" and spec.continuous:
+        from .layers import PeriodicEmbedding, SelectColumns
+
+        x = inputs[NUMERIC_INPUT]
+        if len(spec.continuous) < spec.numeric_dim:
+            x = SelectColumns(spec.continuous, name="continuous")(x)
+        parts.append(PeriodicEmbedding(cfg.plr_frequencies, cfg.plr_dim, cfg.plr_sigma, name="plr")(x))
+    dropout = cfg.embedding_dropout if cfg is not None else 0.0
     for name, vocab, dim in spec.embeddings:
         emb = keras.layers.Embedding(vocab, dim, name=f"emb_{name}")(inputs[name])
-        parts.append(keras.layers.Flatten(name=f"flat_{name}")(emb))
+        flat = keras.layers.Flatten(name=f"flat_{name}")(emb)
+        if dropout:  # a rare level's vector cannot carry its few rows alone
+            flat = keras.layers.Dropout(dropout, name=f"emb_dropout_{name}")(flat)
+        parts.append(flat)
     if len(parts) == 1:
         return parts[0]
     return keras.layers.Concatenate(name="features")(parts)

@@ -46,3 +46,50 @@ class Recompute(keras.layers.Layer):
     def from_config(cls, config):
         block = [keras.layers.deserialize(c) for c in config.pop("block")]
         return cls(block, **config)
+
+
+@keras.saving.register_keras_serializable("pipeline")
+class SelectColumns(keras.layers.Layer):
+    """The given columns of a (batch, d) input (a Lambda would not load in safe mode)."""
+
+    def __init__(self, columns: list[int], **kwargs):
+        super().__init__(**kwargs)
+        self.columns = [int(c) for c in columns]
+
+    def call(self, x):
+        return tf.gather(x, self.columns, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "columns": self.columns}
+
+
+@keras.saving.register_keras_serializable("pipeline")
+class PeriodicEmbedding(keras.layers.Layer):
+    """PLR numeric embeddings (Gorishniy et al., "On Embeddings for Numerical Features in Tabular
+    Deep Learning", 2022): per feature j, ``v = [sin(2 pi c_j x_j), cos(2 pi c_j x_j)]`` with
+    ``frequencies`` trainable c_j drawn from N(0, sigma^2), then a per-feature linear map to
+    ``dim`` and ReLU. (batch, features) → (batch, features * dim), flattened."""
+
+    def __init__(self, frequencies: int = 16, dim: int = 16, sigma: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.frequencies, self.dim, self.sigma = int(frequencies), int(dim), float(sigma)
+
+    def build(self, input_shape):
+        n = int(input_shape[-1])
+        self.c = self.add_weight("frequencies", (n, self.frequencies),
+                                 initializer=keras.initializers.RandomNormal(0.0, self.sigma))
+        fan_in = 2 * self.frequencies
+        bound = 1.0 / fan_in ** 0.5
+        self.kernel = self.add_weight("kernel", (n, fan_in, self.dim),
+                                      initializer=keras.initializers.RandomUniform(-bound, bound))
+        self.bias = self.add_weight("bias", (n, self.dim), initializer=keras.initializers.RandomUniform(-bound, bound))
+        super().build(input_shape)
+
+    def call(self, x):
+        angle = 2.0 * 3.141592653589793 * x[:, :, None] * self.c  # (batch, n, frequencies)
+        v = tf.concat([tf.sin(angle), tf.cos(angle)], axis=-1)
+        h = tf.nn.relu(tf.einsum("bnf,nfd->bnd", v, self.kernel) + self.bias)
+        return tf.reshape(h, (-1, h.shape[1] * self.dim))
+
+    def get_config(self):
+        return {**super().get_config(), "frequencies": self.frequencies, "dim": self.dim, "sigma": self.sigma}

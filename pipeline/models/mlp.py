@@ -42,8 +42,8 @@ def linear_head(x, n_outputs: int):
     return keras.layers.Dense(n_outputs, dtype="float32", name="head")(x)
 
 
-def build_mlp(spec, cfg, n_outputs: int) -> keras.Model:
+def build_mlp(spec, cfg, n_outputs: int, task: str = "regression") -> keras.Model:
     """Dense blocks over the encoded inputs, then a linear head of ``n_outputs`` units."""
     inputs = make_inputs(spec)
-    x = dense_blocks(encode_inputs(inputs, spec), cfg.hidden, cfg)
+    x = dense_blocks(encode_inputs(inputs, spec, cfg), cfg.hidden, cfg)
     return keras.Model(inputs, linear_head(x, n_outputs), name="mlp")

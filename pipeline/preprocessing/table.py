@@ -5,6 +5,11 @@ the "auto" choices) comes from those rows alone. Output is a dict of arrays keye
 inputs: ``"numeric"`` (float32, n × d: scaled numerics, missing indicators, one-hot and ordinal
 codes) and ``"cat__<column>"`` (int32, n × 1) per embedded categorical, index 0 reserved for
 categories unseen in the fold.
+
+Target-aware encoders (``target``) need the fold's labels: ``fit(df, y)``. Their encoding of the
+training rows themselves is cross-fitted (each row's from the other parts of the fold), kept from
+``fit`` and given by ``transform(df, rows, fit_rows=True)``; everything else gets the encoding
+fitted on all the fold's training rows.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from .categorical import ENCODERS, MISSING, embedding_dim
+from .categorical import ENCODERS, MISSING, TARGET_AWARE, auto_min_count, embedding_dim
 from .numeric import SCALERS, choose_auto
 
 NUMERIC_INPUT = "numeric"
@@ -33,6 +38,9 @@ class InputSpec:
     # (input name, vocabulary size including the reserved index 0, embedding width)
     embeddings: list[tuple[str, int, int]] = field(default_factory=list)
     image: tuple[int, int, int] | None = None  # (height, width, channels) of the image input, if any
+    # Positions in the numeric block of the scaled numeric values themselves (not indicators,
+    # one-hot or PLE columns): what a numeric embedding (model.numeric_embedding) encodes.
+    continuous: list[int] = field(default_factory=list)
 
     @property
     def tabular(self) -> bool:
@@ -78,16 +86,19 @@ def aligned_empty(shape: tuple, dtype) -> np.ndarray:
 class TabularPreprocessor:
     """scikit-learn-style: ``__init__`` stores, ``fit`` learns (attributes ending in ``_``)."""
 
-    def __init__(self, columns: dict[str, dict], cfg, seed: int = 0):
+    def __init__(self, columns: dict[str, dict], cfg, seed: int = 0, task: str | None = None):
         # columns: name → {"type": numeric|categorical, "scaler", "encoder", "order", "embedding_dim"}
+        # task: what the labels given to fit are (target-aware encoders): regression, binary, multiclass.
         self.columns = columns
         self.cfg = cfg
         self.seed = seed
+        self.task = task
 
     # ------------------------------------------------------------------ plan
-    def _plan(self, df: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
-        """Resolve "auto" per column from this fold's training rows."""
-        scalers, encoders = {}, {}
+    def _plan(self, df: pd.DataFrame) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+        """Resolve "auto" per column from this fold's training rows: scalers, encoders and the
+        rare-level threshold of each categorical."""
+        scalers, encoders, min_counts = {}, {}, {}
         for name, spec in self.columns.items():
             if spec["type"] == "numeric":
                 choice = spec.get("scaler") or self.cfg.numeric
@@ -95,12 +106,18 @@ class TabularPreprocessor:
                     choice = choose_auto(_to_nan(df[name].to_numpy()), self.cfg.skew_threshold)
                 scalers[name] = choice
             else:
+                counts = df[name].value_counts(dropna=False).to_numpy()
                 choice = spec.get("encoder") or self.cfg.categorical
                 if choice == "auto":
-                    levels = df[name].nunique(dropna=False)
-                    choice = "onehot" if levels <= self.cfg.onehot_max_levels else "embedding"
+                    choice = "onehot" if len(counts) <= self.cfg.onehot_max_levels else "embedding"
+                    if self.cfg.target_levels is not None and len(counts) > self.cfg.target_levels:
+                        choice = "target"
                 encoders[name] = choice
-        return scalers, encoders
+                min_count = self.cfg.min_count
+                if min_count == "auto":  # a declared order is kept whole: pooling levels would break it
+                    min_count = 1 if spec.get("order") else auto_min_count(counts)
+                min_counts[name] = int(min_count)
+        return scalers, encoders, min_counts
 
     def _frame(self, df: pd.DataFrame) -> pd.DataFrame:
         """Numerics as float64, categoricals as strings with missing as its own category."""
@@ -114,9 +131,20 @@ class TabularPreprocessor:
         return pd.DataFrame(out, index=df.index)
 
     # ------------------------------------------------------------------ fit / transform
+    def _encoder(self, name: str, encoder: str):
+        task = self.task
+        if task == "multiclass" and self._label_count <= 2:  # scikit-learn's multiclass encoder needs 3+
+            task = "binary"
+        return ENCODERS.get(encoder)(self.cfg, self.columns[name].get("order"), self.min_counts_[name],
+                                     task=task, seed=self.seed)
+
     def fit(self, df: pd.DataFrame, y=None) -> "TabularPreprocessor":
         frame = self._frame(df)
-        self.scalers_, self.encoders_ = self._plan(frame)
+        self.scalers_, self.encoders_, self.min_counts_ = self._plan(frame)
+        self._label_count = len(np.unique(np.asarray(y))) if y is not None else 0
+        aware = sorted(c for c, e in self.encoders_.items() if e in TARGET_AWARE)
+        if aware and y is None:
+            raise ValueError(f"TabularPreprocessor.fit: the target-aware encoding of {aware} needs the fold's labels (y)")
         n = len(frame)
         blocks = []
         numeric = list(self.scalers_)
@@ -133,22 +161,33 @@ class TabularPreprocessor:
                 MissingIndicator(features="missing-only", error_on_new=False)), numeric))
         for i, (name, enc) in enumerate(self.encoders_.items()):
             if enc != "embedding":  # scikit-learn forbids "__" in block names, so number them
-                blocks.append((f"{enc}_{i}", ENCODERS.get(enc)(self.cfg, self.columns[name].get("order")),
-                               [name]))
-        self.dense_ = ColumnTransformer(blocks, sparse_threshold=0.0).fit(frame) if blocks else None
+                blocks.append((f"{enc}_{i}", self._encoder(name, enc), [name]))
+        self.dense_ = ColumnTransformer(blocks, sparse_threshold=0.0) if blocks else None
+        self._fit_rows = None  # the cross-fitted dense block of the fit rows (not saved: see __getstate__)
+        if self.dense_ is not None and aware:
+            # fit_transform is where TargetEncoder cross-fits; transform alone would leak each row's label.
+            self._fit_rows = np.asarray(self.dense_.fit_transform(frame, np.asarray(y)), dtype=np.float32)
+        elif self.dense_ is not None:
+            self.dense_.fit(frame)
         self.numeric_dim_ = int(self.dense_.transform(frame.iloc[:1]).shape[1]) if blocks else 0
 
+        continuous = []
+        if self.dense_ is not None:
+            for block, part in self.dense_.output_indices_.items():
+                if block.startswith("num_"):  # PLE appends its hat columns after the standardized values
+                    width = len(self.dense_.named_transformers_[block].feature_names_in_)
+                    continuous += list(range(part.start, part.start + width))
         self.embedders_ = {}
         embeddings = []
         for name, enc in self.encoders_.items():
             if enc == "embedding":
-                encoder = ENCODERS.get("embedding")(self.cfg, self.columns[name].get("order"))
+                encoder = self._encoder(name, "embedding")
                 encoder.fit(frame[[name]])
                 vocab = self._vocab_size(encoder)
                 dim = self.columns[name].get("embedding_dim") or self.cfg.embedding_dim or embedding_dim(vocab)
                 self.embedders_[name] = encoder
                 embeddings.append((EMBED_PREFIX + name, vocab, int(dim)))
-        self.input_spec_ = InputSpec(self.numeric_dim_, embeddings)
+        self.input_spec_ = InputSpec(self.numeric_dim_, embeddings, continuous=continuous)
         return self
 
     @staticmethod
@@ -160,12 +199,22 @@ class TabularPreprocessor:
             codes = codes - len(infrequent) + 1
         return codes + 1
 
-    def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_fit_rows", None)  # training rows' encodings: needed during the fold only
+        return state
+
+    def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None, *,
+                  fit_rows: bool = False) -> dict[str, np.ndarray]:
         """Model inputs for ``df`` (or its rows at positions ``rows``), in blocks of CHUNK_ROWS:
         the float64 intermediates of the scalers stay the size of a block, and a fold's rows are
-        never copied out of the table whole; only the float32 / int32 result is full size."""
+        never copied out of the table whole; only the float32 / int32 result is full size.
+
+        ``fit_rows``: these are the rows ``fit`` saw, in its order; target-aware encodings then
+        come cross-fitted, as ``fit`` computed them."""
         if not hasattr(self, "input_spec_"):
             raise RuntimeError("TabularPreprocessor.transform called before fit")
+        cross_fitted = getattr(self, "_fit_rows", None) if fit_rows else None
         n = len(df) if rows is None else len(rows)
         out = {}
         if self.numeric_dim_:
@@ -177,6 +226,10 @@ class TabularPreprocessor:
             part = df.iloc[start:stop] if rows is None else df.iloc[rows[start:stop]]
             for key, block in self._transform_block(part).items():
                 out[key][start:stop] = block
+        if cross_fitted is not None:
+            if len(cross_fitted) != n:
+                raise ValueError(f"transform(fit_rows=True) got {n} rows; fit saw {len(cross_fitted)}")
+            out[NUMERIC_INPUT][:] = cross_fitted
         return out
 
     def _transform_block(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -190,10 +243,11 @@ class TabularPreprocessor:
         return out
 
     def fit_transform(self, df: pd.DataFrame, y=None) -> dict[str, np.ndarray]:
-        return self.fit(df).transform(df)
+        return self.fit(df, y).transform(df, fit_rows=True)
 
     def describe(self) -> dict:
         """What was chosen per column in this fold (for the log and the run folder)."""
         return {"numeric": dict(self.scalers_), "categorical": dict(self.encoders_),
+                "min_count": dict(self.min_counts_),
                 "numeric_dim": self.numeric_dim_,
                 "embeddings": [list(e) for e in self.input_spec_.embeddings]}

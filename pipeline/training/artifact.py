@@ -50,6 +50,7 @@ TRUSTED_TYPES = [
     "pipeline.preprocessing.table.TabularPreprocessor",
     "pipeline.preprocessing.table._to_nan",
     "pipeline.preprocessing.numeric.PiecewiseLinear",
+    "pipeline.preprocessing.categorical.FrequencyEncoder",
     "pipeline.preprocessing.numeric.smooth_clip",
     "scipy.interpolate._bsplines.BSpline",
     "scipy.interpolate._bsplines._BSpline",  # the same spline's class in other scipy releases
@@ -61,6 +62,9 @@ TRUSTED_TYPES = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
     "functools.partial",
+    # TargetEncoder keeps its cross-fitting splitter (scikit-learn >= 1.9): plain settings, no code.
+    "sklearn.model_selection._split.KFold",
+    "sklearn.model_selection._split.StratifiedKFold",
 ]
 
 
@@ -150,6 +154,7 @@ class FoldArtifact:
         self.image = bundle.get("image")  # the ImageConfig as a dict, for image competitions
         clip = bundle.get("target_clip")  # regression: the fold's training target range, or None
         self.clip = tuple(clip) if clip is not None else None
+        self.blend_weight = float(bundle.get("blend_weight", 0.5))  # model.blend's share
         self._models = None
 
     # ------------------------------------------------------------------ disk
@@ -239,22 +244,26 @@ class FoldArtifact:
 
     def predict(self, frame, image_paths=None, *, tta: bool = True, source: str = "rows") -> np.ndarray:
         """The mean over the fold's members of their predictions for ``frame`` (internal form,
-        target units). Image folds need ``image_paths`` (one per row) and average the run's TTA
+        target units); with a blended scikit-learn model (``model.blend``), the Keras members'
+        mean and it, weighted as in training. Image folds need ``image_paths`` (one per row) and average the run's TTA
         views unless ``tta`` is False."""
         from ..models.sklearn_models import predict as sklearn_predict
         from ..models.sklearn_models import to_matrix
 
         features = self.transform(frame, source)
-        preds = []
+        keras_preds, sklearn_preds = [], []
         for model in self.models():
             if not hasattr(model, "predict_on_batch"):  # a scikit-learn estimator
-                preds.append(clip_target(invert_target(sklearn_predict(model, to_matrix(features)[0], self.task),
-                                                       self.target), self.clip))
+                sklearn_preds.append(clip_target(invert_target(
+                    sklearn_predict(model, to_matrix(features)[0], self.task), self.target), self.clip))
                 continue
             views = [to_output(model.predict(x, verbose=0), self.task, self.target, self.clip)
                      for x in self._datasets(features, image_paths, tta)]
-            preds.append(np.mean(views, axis=0))
-        return np.mean(preds, axis=0)
+            keras_preds.append(np.mean(views, axis=0))
+        if keras_preds and sklearn_preds:  # model.blend: the Keras members, then the blended model's share
+            w = self.blend_weight
+            return (1 - w) * np.mean(keras_preds, axis=0) + w * np.mean(sklearn_preds, axis=0)
+        return np.mean(keras_preds or sklearn_preds, axis=0)
 
     def _datasets(self, features, image_paths, tta: bool):
         """One dataset per TTA view (tabular folds: the rows once)."""

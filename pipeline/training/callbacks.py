@@ -58,9 +58,9 @@ class History(keras.callbacks.Callback):
     rows (``score(net)``, one prediction pass), the learning rate and the seconds so far. Saved as
     the fold's history.csv, drawn as the run's learning curves."""
 
-    def __init__(self, score=None, seed: int = 0):
+    def __init__(self, score=None, seed: int = 0, sign: float = 1.0):
         super().__init__()
-        self.score, self.seed, self.rows = score, seed, []
+        self.score, self.seed, self.sign, self.rows = score, seed, sign, []
         self._start = None
 
     def on_train_begin(self, logs=None):
@@ -71,8 +71,11 @@ class History(keras.callbacks.Callback):
         logs = logs or {}
         lr = self.model.optimizer.learning_rate
         lr = lr(self.model.optimizer.iterations) if callable(lr) else lr
+        value = self.score(self.model) if self.score is not None else None
+        if value is not None:  # what early stopping and "best" read when they watch the metric
+            logs[SCORE_KEY] = self.sign * value
         row = {"seed": self.seed, "epoch": epoch + 1, "loss": logs.get("loss"), "val_loss": logs.get("val_loss"),
-               "val_metric": self.score(self.model) if self.score is not None else None,
+               "val_metric": value,
                "lr": float(keras.backend.get_value(lr)), "seconds": round(time.perf_counter() - self._start, 2)}
         self.rows.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
 
@@ -90,18 +93,35 @@ class NonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+SCORE_KEY = "val_score"  # the competition metric on the validation rows, signed so that lower is better
+
+
+def monitor_key(cfg) -> str:
+    """What early stopping, ReduceLROnPlateau and the "best" checkpoint watch: the competition's
+    metric (``val_score``) when ``train.monitor`` asks for it or is auto and the metric is computed
+    every epoch (``train.history_metric``), else the validation loss. The loss and the metric
+    disagree where the metric is not the loss (AUC, accuracy, RMSE of a log-trained target). EMA
+    validates its averaged weights by loss only, so it watches the loss."""
+    if cfg.ema or cfg.monitor == "loss" or not cfg.history_metric:
+        return "val_loss"
+    return SCORE_KEY
+
+
 def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int, snapshots=None, history=None,
                    tensorboard_dir=None) -> list:
-    """Snapshots first (with EMA it rewrites val_loss, which the others then read)."""
-    cbs = ([snapshots] if snapshots is not None else []) + [NonFiniteLoss(), EpochLogger(prefix, cfg.epochs, log_every)]
-    if history is not None:
-        cbs.append(history)
+    """The History first (it adds the metric to the epoch's logs), then Snapshots (with EMA it
+    rewrites val_loss), then those that read them."""
+    monitor = monitor_key(cfg) if history is not None and history.score is not None else "val_loss"
+    if snapshots is not None:
+        snapshots.monitor = monitor
+    cbs = ([history] if history is not None else []) + ([snapshots] if snapshots is not None else [])
+    cbs += [NonFiniteLoss(), EpochLogger(prefix, cfg.epochs, log_every)]
     if tensorboard_dir is not None:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0, write_graph=False))
     if cfg.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping))
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.early_stopping))
     if cfg.reduce_lr and constant_lr:  # a schedule owns the LR; ReduceLROnPlateau cannot set it
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=cfg.reduce_lr,
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, patience=cfg.reduce_lr,
                                                      factor=cfg.reduce_lr_factor, min_lr=cfg.lr * 1e-3))
     return cbs
 
@@ -115,7 +135,8 @@ def ema_variables(optimizer, variables):
 
 
 class Snapshots(keras.callbacks.Callback):
-    """Keeps the weights a checkpoint ensemble draws on: ``best`` (lowest val_loss), ``last`` and
+    """Keeps the weights a checkpoint ensemble draws on: ``best`` (lowest monitored value: val_loss
+    or the signed metric, see ``monitor_key``), ``last`` and
     ``swa`` (the mean of the last ``swa_epochs`` epochs' weights).
 
     With EMA on, the weights of an epoch are the EMA weights: they are swapped in, validated, and
@@ -129,10 +150,11 @@ class Snapshots(keras.callbacks.Callback):
         # State lives from here, not on_train_begin: a staged fit (head, then backbone) is one model.
         self.best, self.best_loss, self.best_epoch = None, np.inf, 0
         self.window = deque(maxlen=self.swa_epochs or 1)
+        self.monitor = "val_loss"  # or the signed metric (make_callbacks sets it)
 
     def _epoch_weights(self, logs):
         if not self.ema:
-            return self.net.get_weights(), logs.get("val_loss", logs.get("loss"))
+            return self.net.get_weights(), logs.get(self.monitor, logs.get("val_loss", logs.get("loss")))
         raw = self.net.get_weights()
         for v, avg in zip(self.net.trainable_variables, ema_variables(self.model.optimizer,
                                                                      self.net.trainable_variables)):

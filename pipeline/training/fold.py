@@ -75,7 +75,8 @@ def model_inputs(data, pre, rows: dict[str, tuple[str, np.ndarray | None]], cfg=
     ``rows``: split name → ("train" | "test", positions, or None for all). Image competitions get
     each split's image files beside its tabular inputs. ``cfg`` defaults to the competition's."""
     tables = {"train": data.train, "test": data.test}
-    x = {k: pre.transform(tables[src], idx) for k, (src, idx) in rows.items()}
+    # "train" is the rows the preprocessing was fitted on: their target encodings come cross-fitted.
+    x = {k: pre.transform(tables[src], idx, fit_rows=k == "train") for k, (src, idx) in rows.items()}
     images = None
     if data.images is not None:
         images = {k: data.images[src] if idx is None else data.images[src][idx] for k, (src, idx) in rows.items()}
@@ -92,7 +93,8 @@ def fit_target(cfg, task: str, y_train: np.ndarray):
     """Regression: the target transform fitted on the fold's training rows; else None."""
     if task != "regression":
         return None
-    target = make_target_transformer(cfg.preprocessing.target_log1p, cfg.preprocessing.target_standardize)
+    target = make_target_transformer(cfg.preprocessing.target_log1p, cfg.preprocessing.target_standardize,
+                                     log_link=cfg.train.loss == "poisson")
     return target.fit(y_train.reshape(-1, 1))
 
 
@@ -129,7 +131,8 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     start = time.perf_counter()
     set_seed(seed, tc.deterministic)
 
-    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed).fit(data.train.iloc[train_idx])
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed, task=task).fit(
+        data.train.iloc[train_idx], data.y[train_idx])
     rows = {"train": ("train", train_idx), "valid": ("train", valid_idx), "test": ("test", None)}
     inputs = model_inputs(data, pre, rows, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
     x, spec, images = inputs.x, input_spec(pre, cfg, data.images is not None), inputs.images
@@ -145,6 +148,12 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     metric = get_metric(cfg.metric, task)
     if cfg.model.name in SKLEARN_MODELS:
         return _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start)
+    # model.blend: the scikit-learn model on the same fold inputs, fitted first so that a time
+    # limit's deadline for the Keras epochs already counts its time.
+    blend = cfg.model.blend if images is None else None
+    if blend:
+        params = {**COMPANION_PARAMS.get(blend, {}), **cfg.model.blend_params}
+        companion = _fit_estimator(data, blend, params, x, pre, target, clip, train_idx, seed)
     members, saved, best_epochs, epochs_run, identity, histories = {}, {}, [], [], [], []
     timers: list[StopAtDeadline] = []
     valid_plain = inputs.dataset("valid")
@@ -159,7 +168,8 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
         for s in range(tc.seeds):
             member_seed = seed + 1000 * s
             tag = label if tc.seeds == 1 else f"{label} seed {s}"
-            history = History(score if tc.history_metric else None, seed=s)
+            history = History(score if tc.history_metric else None, seed=s,
+                              sign=1.0 if metric.direction == "minimize" else -1.0)
             tensorboard = fold_dir.with_name(f"{fold_dir.name}.tensorboard") / f"seed{s}" if tc.tensorboard else None
             # Extra callbacks (tuning's per-epoch pruning) watch the first seed's model: one report per epoch.
             extra = [history] + ((callbacks or []) if s == 0 else [])
@@ -202,6 +212,11 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
 
     oof = np.mean([m[0] for m in members.values()], axis=0)
     test = np.mean([m[1] for m in members.values()], axis=0)
+    if blend:  # the blended model's share of the fold's prediction
+        model, preds = companion
+        members[blend], saved[blend] = preds, (model, None)
+        w = cfg.model.blend_weight
+        oof, test = ((1 - w) * keras_part + w * part for keras_part, part in zip((oof, test), preds))
     member_scores = {m: metric(y_valid, p[0], task) for m, p in members.items()}
     no_tta = score_no_tta = None
     if images is not None:
@@ -214,22 +229,40 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
         result.timing = {"train_seconds": sum(t.train_seconds for t in timers),
                          "slowest_epoch": max(t.slowest for t in timers),
                          "cut": any(t.stopped_at is not None for t in timers)}
-    FoldArtifact.save(fold_dir, saved, _bundle(data, pre, target, clip, images is not None), result)
+    bundle = _bundle(data, pre, target, clip, images is not None)
+    if blend:
+        bundle["blend_weight"] = cfg.model.blend_weight
+    FoldArtifact.save(fold_dir, saved, bundle, result)
     return result
+
+
+def _fit_estimator(data, name: str, params: dict, x: dict, pre, target, clip, train_idx, seed: int):
+    """A scikit-learn model (``model.name`` hgb / linear, or ``model.blend``) fitted on the fold's
+    inputs; returns it and its (OOF, test) predictions in target units."""
+    converted = {k: to_matrix(v) for k, v in x.items()}
+    cats = converted["train"][1]
+    names = sorted(k for k in x["train"] if k != "numeric")
+    sizes = {e[0]: e[1] for e in pre.input_spec_.embeddings}
+    vocab = {c: sizes[n] for c, n in zip(cats, names)}
+    model = build_sklearn(name, data.task, params, cats, vocab, seed)
+    model.fit(converted["train"][0], transform_target(data.y[train_idx], target))
+    preds = tuple(clip_target(invert_target(sklearn_predict(model, converted[k][0], data.task), target), clip)
+                  for k in ("valid", "test"))
+    return model, preds
+
+
+# The blended model's settings unless model.blend_params says otherwise: the generalization
+# README's HGB (learning rate 0.05, early stopping on a 10% inner split), with a cap of 500 rounds
+# and 30 of patience so that a 19-class set stays in minutes.
+COMPANION_PARAMS = {"hgb": {"learning_rate": 0.05, "max_iter": 500, "early_stopping": True,
+                            "validation_fraction": 0.1, "n_iter_no_change": 30}}
 
 
 def _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start) -> FoldResult:
     """A scikit-learn model on the same fold, preprocessing and target transform as a Keras one."""
     cfg, task = data.cfg, data.task
-    converted = {k: to_matrix(v) for k, v in x.items()}
-    matrices, cats = {k: m for k, (m, _) in converted.items()}, converted["train"][1]
-    names = sorted(k for k in x["train"] if k != "numeric")
-    vocab = {c: dict((e[0], e[1]) for e in pre.input_spec_.embeddings)[n] for c, n in zip(cats, names)}
-    y_train = transform_target(data.y[train_idx], target)
-    model = build_sklearn(cfg.model.name, task, dict(cfg.model.params), cats, vocab, seed)
-    model.fit(matrices["train"], y_train)
-    oof, test = (clip_target(invert_target(sklearn_predict(model, matrices[k], task), target), clip)
-                 for k in ("valid", "test"))
+    model, (oof, test) = _fit_estimator(data, cfg.model.name, dict(cfg.model.params), x, pre, target, clip,
+                                        train_idx, seed)
     metric = get_metric(cfg.metric, task)
     score = metric(data.y[valid_idx], oof, task)
     n_iter = getattr(model, "n_iter_", None)  # None for Ridge's direct solvers
@@ -271,7 +304,7 @@ def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, e
     train_ds = inputs.dataset("train", y_fit["train"], training=True, seed=seed)
     valid_ds = inputs.dataset("valid", y_fit["valid"])
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)))
+        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)), task)
     snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds)
     done = 0
     for stage_epochs, unfreeze in _stages(cfg, net):
@@ -295,8 +328,10 @@ def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, e
             trainer.compile(optimizer=make_optimizer(stage_tc, lr), loss=make_loss(task, tc),
                             steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
             trainer.build_optimizer()
+        history = next((cb for cb in extra_callbacks if isinstance(cb, History)), None)
         callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
-                                   snapshots=snapshots, tensorboard_dir=tensorboard_dir) + list(extra_callbacks)
+                                   snapshots=snapshots, history=history, tensorboard_dir=tensorboard_dir)
+        callbacks += [cb for cb in extra_callbacks if cb is not history]
         with precision_policy(tc.precision):
             history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
                                   epochs=done + stage_epochs, callbacks=callbacks, verbose=0)

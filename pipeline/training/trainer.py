@@ -36,6 +36,17 @@ class Trainer(keras.Model):
     def call(self, inputs, training=False):
         return self.net(inputs, training=training)
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        """An ensemble network (TabM) outputs (batch, members, outputs) in training: the loss is
+        the mean of the members' losses, each against the same labels."""
+        if y_pred is not None and y_pred.shape.rank == 3:
+            k = tf.shape(y_pred)[1]
+            y_pred = tf.reshape(y_pred, (-1, y_pred.shape[-1]))  # batch-major: row b's members together
+            y = tf.repeat(y, k, axis=0)
+            if sample_weight is not None:
+                sample_weight = tf.repeat(sample_weight, k, axis=0)
+        return super().compute_loss(x, y, y_pred, sample_weight)
+
     # ------------------------------------------------------------------ pieces of the step
     def _gradients(self, x, y, sample_weight=None):
         with tf.GradientTape() as tape:
