@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sklearn
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
@@ -70,6 +71,11 @@ def _embedding(cfg, order=None, min_count=1, **_):
                           unknown_value=-1, min_frequency=_min_frequency(min_count))
 
 
+# scikit-learn 1.9 deprecates TargetEncoder's shuffle= for a splitter given as cv=; 1.6 (the
+# oldest supported) takes only an int there.
+_SPLITTER_CV = tuple(int(p) for p in sklearn.__version__.split(".")[:2]) >= (1, 9)
+
+
 def target_encoder(task: str | None, seed: int):
     """The smoothed mean target per category (one column per class for multiclass), cross-fitted
     over 5 shuffled parts of the fold in ``fit_transform``; unseen categories get the fold's mean.
@@ -83,7 +89,6 @@ def target_encoder(task: str | None, seed: int):
     return TargetEncoder(target_type=kind, cv=5, shuffle=True, random_state=seed)
 
 
-_SPLITTER_CV = tuple(int(p) for p in __import__("sklearn").__version__.split(".")[:2]) >= (1, 9)
 
 
 @ENCODERS.register("target")
