@@ -328,10 +328,10 @@ def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, e
             trainer.compile(optimizer=make_optimizer(stage_tc, lr), loss=make_loss(task, tc),
                             steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
             trainer.build_optimizer()
-        history = next((cb for cb in extra_callbacks if isinstance(cb, History)), None)
+        recorder = next((cb for cb in extra_callbacks if isinstance(cb, History)), None)
         callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
-                                   snapshots=snapshots, history=history, tensorboard_dir=tensorboard_dir)
-        callbacks += [cb for cb in extra_callbacks if cb is not history]
+                                   snapshots=snapshots, history=recorder, tensorboard_dir=tensorboard_dir)
+        callbacks += [cb for cb in extra_callbacks if cb is not recorder]
         with precision_policy(tc.precision):
             history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
                                   epochs=done + stage_epochs, callbacks=callbacks, verbose=0)
