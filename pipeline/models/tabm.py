@@ -94,12 +94,12 @@ class MemberMean(keras.layers.Layer):
     def call(self, z, training=None):
         if training:
             return z
-        k = tf.cast(tf.shape(z)[1], z.dtype)
         if self.task == "regression":
             return tf.reduce_mean(z, axis=1)
         if self.task == "binary":  # log mean sigmoid - log mean (1 - sigmoid); the log k cancels
             return (tf.reduce_logsumexp(tf.math.log_sigmoid(z), axis=1)
                     - tf.reduce_logsumexp(tf.math.log_sigmoid(-z), axis=1))
+        k = tf.cast(tf.shape(z)[1], z.dtype)
         return tf.reduce_logsumexp(tf.nn.log_softmax(z, axis=-1), axis=1) - tf.math.log(k)
 
     def get_config(self):

@@ -216,6 +216,8 @@ class TabularPreprocessor:
             raise RuntimeError("TabularPreprocessor.transform called before fit")
         cross_fitted = getattr(self, "_fit_rows", None) if fit_rows else None
         n = len(df) if rows is None else len(rows)
+        if cross_fitted is not None and len(cross_fitted) != n:
+            raise ValueError(f"transform(fit_rows=True) got {n} rows; fit saw {len(cross_fitted)}")
         out = {}
         if self.numeric_dim_:
             out[NUMERIC_INPUT] = aligned_empty((n, self.numeric_dim_), np.float32)
@@ -224,18 +226,17 @@ class TabularPreprocessor:
         for start in range(0, n, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, n)
             part = df.iloc[start:stop] if rows is None else df.iloc[rows[start:stop]]
-            for key, block in self._transform_block(part).items():
+            # The fit rows' dense block is the cross-fitted one from fit: not transformed again.
+            for key, block in self._transform_block(part, dense=cross_fitted is None).items():
                 out[key][start:stop] = block
         if cross_fitted is not None:
-            if len(cross_fitted) != n:
-                raise ValueError(f"transform(fit_rows=True) got {n} rows; fit saw {len(cross_fitted)}")
             out[NUMERIC_INPUT][:] = cross_fitted
         return out
 
-    def _transform_block(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    def _transform_block(self, df: pd.DataFrame, dense: bool = True) -> dict[str, np.ndarray]:
         frame = self._frame(df)
         out = {}
-        if self.numeric_dim_:
+        if self.numeric_dim_ and dense:
             out[NUMERIC_INPUT] = np.asarray(self.dense_.transform(frame), dtype=np.float32)
         for name, encoder in self.embedders_.items():
             codes = encoder.transform(frame[[name]]).astype(np.int64) + 1  # -1 (unseen) → 0
