@@ -1,7 +1,7 @@
 """Generalization bench (run by hand, not in CI): the default run against LightGBM and
 HistGradientBoosting on the SAME folds, on data nobody tuned for.
 
-    python bench/generalization.py [--sets ames_price,chem97_score,portal_species,movielens_liked]
+    python bench/generalization.py [--sets ames_price,chem97_score,...] (default: all seven)
         [--candidate NAME="key=value;key=value" ...] [--candidates-only]
         [--embedded diamonds,health_insurance] [--data ../shared/datasets/generalization]
         [--set key=value ...] [--output-dir outputs/bench-generalization]
@@ -47,6 +47,9 @@ SETS = {
     "chem97_score": ("score", "regression", "rmse", ""),
     "portal_species": ("species_id", "multiclass", "logloss", ""),
     "movielens_liked": ("liked", "binary", "auc", ""),
+    "nmes_visits": ("visits", "regression", "rmse", ""),
+    "caravan_purchase": ("Purchase", "binary", "auc", ""),
+    "chile_vote": ("vote", "multiclass", "accuracy", ""),
 }
 HGB_LEVELS = 255
 
@@ -218,15 +221,29 @@ def main() -> None:
                            r_ho=better_ratio(s["holdout"], best(lgb_ho, hgb_ho), metric.direction),
                            r_lgb=better_ratio(s["cv"], lgb_cv, metric.direction),
                            r_lgb_ho=better_ratio(s["holdout"], lgb_ho, metric.direction),
-                           members=s.get("members", {}))
+                           members=s.get("members", {}), members_ho=s.get("members_holdout", {}),
+                           weights=s.get("ensemble", {}).get("weights", {}), method=s.get("ensemble", {}).get("method"))
+                sign = 1 if metric.direction == "maximize" else -1
+                top = max(row["members"], key=lambda m: sign * row["members"][m]) if row["members"] else None
+                row["ens_vs_best_member"] = better_ratio(s["cv"], row["members"][top], metric.direction) if top else 1.0
+                keras = {m: v for m, v in row["members"].items() if m not in ("hgb", "linear")}
+                kbest = max(keras, key=lambda m: sign * keras[m]) if keras else None
+                row["keras_best"] = kbest
+                row["keras_vs_lgb"] = (better_ratio(keras[kbest], lgb_cv, metric.direction),
+                                       better_ratio(row["members_ho"].get(kbest, float("nan")), lgb_ho,
+                                                    metric.direction)) if kbest else None
                 rows.append(row)
                 print(f"{name:18s} {cand:12s} {row['metric']:7s} OOF {row['cv']:.4f} holdout {row['holdout']:.4f} | "
                       f"LightGBM {lgb_cv:.4f} / {lgb_ho:.4f} | HGB {hgb_cv:.4f} / {hgb_ho:.4f} | "
                       f"vs best GBDT: OOF x{row['r_cv']:.3f} holdout x{row['r_ho']:.3f} | "
                       f"seconds {seconds:.0f} / {lgb_s:.0f} / {hgb_s:.0f}", flush=True)
+                print(f"{'':18s}   ensemble {row['method']}: weights {row['weights']}; OOF vs its best member "
+                      f"x{row['ens_vs_best_member']:.4f}", flush=True)
                 for member, score in row["members"].items():
-                    print(f"{'':18s}   member {member:12s} OOF {score:.4f} "
-                          f"(vs LightGBM x{better_ratio(score, lgb_cv, metric.direction):.3f})", flush=True)
+                    ho = row["members_ho"].get(member, float("nan"))
+                    print(f"{'':18s}   member {member:12s} OOF {score:.4f} holdout {ho:.4f} "
+                          f"(vs LightGBM x{better_ratio(score, lgb_cv, metric.direction):.3f}, "
+                          f"x{better_ratio(ho, lgb_ho, metric.direction):.3f})", flush=True)
     print()
     print("| set | candidate | metric | OOF | holdout | LightGBM OOF / holdout | HGB OOF / holdout | "
           "vs best GBDT (OOF, holdout; >1 better) | seconds run / LGB / HGB |")
@@ -239,8 +256,12 @@ def main() -> None:
         mine = [r for r in rows if r["cand"] == cand]
         wins = sum(r["r_cv"] >= 1 and r["r_ho"] >= 1 for r in mine)
         lgb_wins = sum(r["r_lgb"] >= 1 and r["r_lgb_ho"] >= 1 for r in mine)
+        ens_ok = sum(r["ens_vs_best_member"] >= 1 for r in mine)
+        keras_ok = sum(r["keras_vs_lgb"] is not None and min(r["keras_vs_lgb"]) >= 1 for r in mine)
         print(f"{cand}: at_or_above_best_gbdt={wins}/{len(mine)} (OOF and holdout) "
-              f"at_or_above_lightgbm={lgb_wins}/{len(mine)} (OOF and holdout)")
+              f"at_or_above_lightgbm={lgb_wins}/{len(mine)} (OOF and holdout) "
+              f"ensemble_at_or_above_best_member={ens_ok}/{len(mine)} (OOF) "
+              f"best_keras_member_at_or_above_lightgbm={keras_ok}/{len(mine)} (OOF and holdout)")
 
 
 if __name__ == "__main__":

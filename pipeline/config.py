@@ -168,7 +168,7 @@ class ImageConfig(_Section):
 class ModelConfig(_Section):
     name: str = "mlp"
     hidden: list[int] = [256, 128]
-    members: int = Field(16, ge=1)  # tabm: ensemble members sharing each layer's weights (TabM's k)
+    k: int = Field(16, ge=1)  # tabm: ensemble members sharing each layer's weights (TabM's k)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout on each entity embedding's output
     # mlp / tabm: periodic (PLR) embeddings of the scaled numeric columns beside them; none: off.
     numeric_embedding: Literal["none", "plr"] = "none"
@@ -191,14 +191,34 @@ class ModelConfig(_Section):
     head_epochs: int = Field(0, ge=0)  # backbones: first train the head alone for this many epochs
     unfreeze: Optional[int] = Field(None, ge=0)  # then unfreeze the top N backbone layers; None: all
     backbone_lr_mult: float = Field(0.1, gt=0, le=1)  # the backbone's learning rate / the head's
-    # scikit-learn models (hgb, linear): keyword arguments of the estimator, e.g. {max_iter: 500}.
+    # scikit-learn models (hgb, linear) as model.name: keyword arguments of the estimator.
     params: dict[str, Any] = {}
-    # Keras tabular models: a scikit-learn model fitted on the same fold inputs and averaged into
-    # each fold's prediction with this share (its own OOF score is reported beside the blend's).
-    # On by default: Keras + HGB wins more often than either alone (bench/generalization.py; README).
-    blend: Optional[Literal["hgb", "linear"]] = "hgb"
-    blend_weight: float = Field(0.5, gt=0, lt=1)
-    blend_params: dict[str, Any] = {}  # its estimator's keyword arguments
+    # The run's members: models trained on every fold's same inputs, then weighed by the ensemble
+    # (the ensemble section). None: model.name and hgb for a tabular Keras model (it wins more often
+    # than either alone: bench/generalization.py, README), model.name alone otherwise.
+    members: Optional[list[str]] = None
+    # Per scikit-learn member: its estimator's keyword arguments, over the pipeline's defaults.
+    member_params: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw):
+        if isinstance(raw, dict):
+            if {"blend", "blend_weight", "blend_params"} & set(raw):
+                raise ValueError("model.blend, model.blend_weight and model.blend_params were replaced: list the "
+                                 "models in model.members (e.g. [mlp, hgb]); their weights are fitted on OOF "
+                                 "predictions (ensemble.method), or fixed with ensemble.weights")
+            if isinstance(raw.get("members"), int):
+                raise ValueError(f"model.members is now the run's list of models (e.g. [tabm, hgb]); TabM's "
+                                 f"member count is model.k (set model.k={raw['members']})")
+        return raw
+
+    @field_validator("members")
+    @classmethod
+    def _distinct_members(cls, v):
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"name each model once, at least one: got {v}")
+        return v
 
     @field_validator("hidden", "filters", "tabular_hidden")
     @classmethod
@@ -396,6 +416,26 @@ class DiagnosticsConfig(_Section):
     report: bool = True  # report.html
 
 
+class EnsembleConfig(_Section):
+    """How a run weighs its members (model.members): pipeline/ensemble.py."""
+
+    # caruana: greedy ensemble selection with replacement on the OOF predictions (Caruana et al.
+    # 2004, as AutoGluon's WeightedEnsemble); mean: equal weights; fixed: ``weights`` as given.
+    method: Literal["caruana", "mean", "fixed"] = "caruana"
+    weights: dict[str, float] = {}  # method fixed: member name -> weight (normalized to sum to one)
+    rounds: int = Field(50, ge=1)  # caruana: additions (the best round gives the weights; 50: shares in 2% steps)
+
+    @model_validator(mode="after")
+    def _fixed(self):
+        if self.method == "fixed" and (not self.weights or min(self.weights.values()) < 0
+                                       or sum(self.weights.values()) <= 0):
+            raise ValueError("ensemble.method=fixed needs ensemble.weights: {member: weight, ...}, each >= 0, "
+                             "not all 0")
+        if self.weights and self.method != "fixed":
+            raise ValueError("ensemble.weights is used with ensemble.method=fixed; set it, or drop the weights")
+        return self
+
+
 class StackConfig(_Section):
     """Level-2 over finished runs (``--stack RUN ...`` overrides runs)."""
 
@@ -413,6 +453,7 @@ class Config(_Section):
     features: FeaturesConfig = FeaturesConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     model: ModelConfig = ModelConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
     train: TrainConfig = TrainConfig()
     image: ImageConfig = ImageConfig()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
@@ -427,6 +468,10 @@ class Config(_Section):
         if self.model.head_epochs >= self.train.epochs:
             raise ValueError(f"model.head_epochs ({self.model.head_epochs}) must be below train.epochs "
                              f"({self.train.epochs})")
+        fixed = set(self.ensemble.weights)
+        if fixed and self.model.members is not None and fixed != set(self.model.members):
+            raise ValueError(f"ensemble.weights names {sorted(fixed)}; model.members is {self.model.members}. "
+                             f"Give one weight per member")
         if self.train.cutmix_alpha and not self.image.column:
             raise ValueError("train.cutmix_alpha mixes image patches; this competition has no image.column")
         return self

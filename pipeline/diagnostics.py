@@ -57,8 +57,10 @@ def learning_curves(histories: dict[str, pd.DataFrame], metric: str, path: Path)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, h) in enumerate(histories.items()):
         c = colors[i % len(colors)]
-        for seed, rows in h.groupby("seed"):
-            label = name if seed == 0 else None
+        # One line per network: a Keras member's seeds (and, with two Keras members, each member).
+        keys = [k for k in ("member", "seed") if k in h.columns]
+        for i_net, (_, rows) in enumerate(h.groupby(keys, sort=False)):
+            label = name if i_net == 0 else None
             # Markers: a run of one epoch (a smoke run) is a point, which a line alone would not show.
             axes[0, 0].plot(rows["epoch"], rows["val_loss"], color=c, label=label, marker="o", markersize=3)
             axes[0, 0].plot(rows["epoch"], rows["loss"], color=c, linestyle="--", alpha=0.6, marker="o", markersize=2)

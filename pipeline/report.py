@@ -84,7 +84,10 @@ def _scores_section(scores: dict) -> str:
             rows.append({"": label, scores["metric"]: scores[key]})
     folds = [{"fold": n, scores["metric"]: v, "best epoch": e}
              for n, v, e in zip(scores["fold_names"], scores["folds"], scores.get("best_epochs", []))]
-    members = [{"member": m, f"OOF {scores['metric']}": v} for m, v in scores.get("members", {}).items()]
+    weights = scores.get("ensemble", {}).get("weights", {})
+    members = [{"member": m, f"OOF {scores['metric']}": v,
+                f"holdout {scores['metric']}": scores.get("members_holdout", {}).get(m, ""),
+                "ensemble weight": weights.get(m, "")} for m, v in scores.get("members", {}).items()]
     return (_table(rows) + f"<p>{scores['n_train']} training rows, {scores['n_test']} test rows, "
             f"{scores['seconds']:.0f} s of training.</p>" + _table(folds) + (_table(members) if members else ""))
 

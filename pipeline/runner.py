@@ -139,6 +139,7 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
     write_csv(oof, run.oof_path)
     write_csv(format_predictions(fmt, data.test[id_col], cv.test), run.test_pred_path)
     write_csv(make_submission(data, cv.test), run.submission_path)
+    write_json(cv.ensemble.to_dict(), run.ensemble_path)  # the weights --predict and load_run use
     scores = _scores(data, cv, run.seconds())
     if budget is not None:
         scores["time_limit"] = budget.summary(len(cv.folds), len(units))
@@ -171,8 +172,12 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
               "fold_std": float(np.std(fold_scores)),
               "fold_names": [r.name for r in cv.folds],
               "best_epochs": [r.best_epoch for r in cv.folds]}
-    if len(cv.member_oof) > 1:  # seed averaging / checkpoint ensembles: each member beside the mean
-        scores["members"] = {m: metric(data.y[seen], p[seen], data.task) for m, p in cv.member_oof.items()}
+    # Each member's own OOF (and holdout) beside the ensemble's; a Keras member's networks (seeds x
+    # checkpoints) under "networks".
+    scores["members"] = {m: metric(data.y[seen], p[seen], data.task) for m, p in cv.member_oof.items()}
+    scores["ensemble"] = cv.ensemble.to_dict()
+    if cv.detail_oof:
+        scores["networks"] = {k: metric(data.y[seen], p[seen], data.task) for k, p in cv.detail_oof.items()}
     if cv.oof_no_tta is not None:  # image competitions: what test-time augmentation bought
         scores["tta_views"] = list(data.cfg.image.tta.views)
         scores["cv_no_tta"] = metric(data.y[seen], cv.oof_no_tta[seen], data.task)
@@ -180,6 +185,7 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
     if data.solution is not None:
         pos, y_sol = data.holdout()
         scores["holdout"] = metric(y_sol, cv.test[pos], data.task)
+        scores["members_holdout"] = {m: metric(y_sol, p[pos], data.task) for m, p in cv.member_test.items()}
         if cv.test_no_tta is not None:
             scores["holdout_no_tta"] = metric(y_sol, cv.test_no_tta[pos], data.task)
     # seconds: every session of the run (a resumed run counts its earlier sessions too).
@@ -211,9 +217,17 @@ def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
         log.info("time limit %.0fs: %d of %d folds ran%s%s", limit["seconds"], limit["folds_run"], limit["folds_planned"],
                  f"; epochs cut short in {', '.join(limit['folds_cut'])}" if limit["folds_cut"] else "",
                  f"; not started: {', '.join(limit['folds_skipped'])}" if limit["folds_skipped"] else "")
-    for member, score in scores.get("members", {}).items():
-        log.info("  member %-12s OOF %s %.5g", member, m, score)
-    log.info("OOF (cv): %s %.5g", m, scores["cv"])
+    for name, score in scores.get("networks", {}).items():
+        log.info("  network %-16s OOF %s %.5g", name, m, score)
+    weights = scores["ensemble"]["weights"]
+    for member, score in scores["members"].items():
+        holdout = scores.get("members_holdout", {}).get(member)
+        log.info("  member %-12s OOF %s %.5g%s, weight %.3f", member, m, score,
+                 f", holdout {holdout:.5g}" if holdout is not None else "", weights[member])
+    ens = scores["ensemble"]
+    log.info("ensemble (%s%s): weights %s", ens["method"], f"; {ens['note']}" if ens.get("note") else "",
+             ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
+    log.info("OOF (cv): %s %.5g (the ensemble, its weights cross-fitted over the folds)", m, scores["cv"])
     if "cv_no_tta" in scores:
         log.info("OOF without TTA: %s %.5g (TTA views: %s)", m, scores["cv_no_tta"], ", ".join(scores["tta_views"]))
     if "holdout" in scores:

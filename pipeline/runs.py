@@ -190,6 +190,7 @@ class Run:
     test_pred_path = property(lambda self: self.dir / "test_pred.csv")
     submission_path = property(lambda self: self.dir / "submission.csv")
     scores_path = property(lambda self: self.dir / "scores.json")
+    ensemble_path = property(lambda self: self.dir / "ensemble.json")
     profile_path = property(lambda self: self.dir / "profile.json")
     report_path = property(lambda self: self.dir / "report.html")
     importance_path = property(lambda self: self.dir / "importance.csv")
@@ -209,7 +210,8 @@ class Run:
         """The run's output files that exist."""
         paths = {"config": self.config_path, "folds": self.folds_path, "oof": self.oof_path,
                  "test_pred": self.test_pred_path, "submission": self.submission_path,
-                 "scores": self.scores_path, "log": self.log_path, "profile": self.profile_path,
+                 "scores": self.scores_path, "ensemble": self.ensemble_path, "log": self.log_path,
+                 "profile": self.profile_path,
                  "report": self.report_path, "importance": self.importance_path,
                  "adversarial": self.adversarial_path}
         return {k: p for k, p in paths.items() if p.exists()}
@@ -236,6 +238,12 @@ class Run:
     def oof(self) -> pd.DataFrame | None:
         """oof.csv: every training row's out-of-fold prediction, with its fold."""
         return self._table(self.oof_path)
+
+    def oof_predictions(self) -> np.ndarray:
+        """The run's OOF predictions (the ensemble's) in the metrics' internal form, row by row."""
+        from .submission import parse_predictions
+
+        return parse_predictions(self.submission_format, self.oof, self.oof_path)
 
     @property
     def submission(self) -> pd.DataFrame | None:
@@ -288,9 +296,20 @@ class Run:
                           f"{sorted({u.fold for u in self.trained_units()})}. Pick one of them.")
 
     def artifact(self, unit: FoldUnit | str):
+        """A trained fold, predicting with the run's ensemble weights."""
         from .training.artifact import FoldArtifact
 
-        return FoldArtifact.load(self.fold_dir(unit))
+        artifact = FoldArtifact.load(self.fold_dir(unit))
+        artifact.weights = self.ensemble_weights()
+        return artifact
+
+    def ensemble_weights(self) -> dict[str, float] | None:
+        """Member name → weight (ensemble.json), or None before the run has weighed its members."""
+        from .ensemble import Ensemble
+
+        if not self.ensemble_path.is_file():
+            return None
+        return Ensemble.weights_of(json.loads(self.ensemble_path.read_text()))
 
     # ------------------------------------------------------------------ data and prediction
 
@@ -309,7 +328,8 @@ class Run:
 
     def predict(self, frame: pd.DataFrame, *, source: str = "rows", image_dir: str | Path | None = None):
         """Predictions for new rows, as the run made its test predictions: the mean over every fold
-        model (each the mean of its members; image runs average the TTA views). Returns a DataFrame
+        of its members' predictions weighed by the run's ensemble (image runs average the TTA
+        views). Returns a DataFrame
         in the run's prediction format (id, prediction column(s), and ``p_<class>`` for labels)."""
         from .submission import format_predictions
 

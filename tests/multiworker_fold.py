@@ -29,7 +29,9 @@ def main(config: str, out_dir: str, strategy: str) -> None:
     unit = fold_units(assign_folds(data), 1)[0]
     out = Path(out_dir)
     result = fit_fold(data, unit.name, unit.train_idx, unit.valid_idx, out / "fold", seed=0)
-    np.savez(out / "result.npz", oof=result.oof, test=result.test, score=result.score, valid_idx=unit.valid_idx)
+    oof, test = result.members[cfg.model.name]  # the Keras member (the one the strategy distributes)
+    np.savez(out / "result.npz", oof=oof, test=test, score=result.member_scores[cfg.model.name],
+             valid_idx=unit.valid_idx)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def check_outputs(result, comp_dir, target_cols, n_train, folds=2):
     assert resolved["task"] and resolved["cv"]["scheme"] != "auto"
     for k in range(folds_n(folds)):
         fold = run / "folds" / f"fold_{k}"
-        assert {"model_best.keras", "preprocessing.skops", "predictions.npz", "result.json"} <= {p.name for p in fold.iterdir()}
+        assert {"preprocessing.skops", "predictions.npz", "result.json"} <= {p.name for p in fold.iterdir()}
+        assert {m: (fold / m / "member.skops").is_file() for m in scores["members"]} == dict.fromkeys(scores["members"], True)
+        assert list(fold.glob("*/model_best.keras"))  # the Keras member's network
     assert "fold_0 (1/2) epoch 1/2" in (run / "run.log").read_text()
     return scores
 
@@ -91,14 +93,15 @@ def test_label_submission_for_accuracy_adds_probability_columns(tiny_comp, tmp_p
 
 def test_repeats_average_oof(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds", train_rows=120)
-    result = run_competition(cfg, FAST + ["cv.repeats=2", "train.epochs=1"], output_dir=tmp_path / "out")
+    result = run_competition(cfg, FAST + ["cv.repeats=2", "train.epochs=1", "model.members=[mlp]"],
+                             output_dir=tmp_path / "out")
     folds = pd.read_csv(result.run_dir / "folds.csv")
     assert list(folds.columns) == ["id", "fold", "fold_2"] and not (folds.fold == folds.fold_2).all()
     assert result.scores["fold_names"] == ["r1_fold_0", "r1_fold_1", "r2_fold_0", "r2_fold_1"]
     per_fold = {n: np.load(result.run_dir / "folds" / n / "predictions.npz") for n in result.scores["fold_names"]}
     oof = pd.read_csv(result.run_dir / "oof.csv")["price"].to_numpy()
     row = int(per_fold["r1_fold_0"]["valid_idx"][0])
-    preds = [p["oof"][list(p["valid_idx"]).index(row)] for p in per_fold.values() if row in p["valid_idx"]]
+    preds = [p["oof__mlp"][list(p["valid_idx"]).index(row)] for p in per_fold.values() if row in p["valid_idx"]]
     assert len(preds) == 2 and oof[row] == pytest.approx(np.mean(preds), rel=1e-6)
 
 
@@ -156,7 +159,9 @@ def test_smoke_and_saved_fold_predictor(tmp_path):
     train = pd.read_csv("competitions/health_insurance/data/train.csv.gz").set_index("id")
     rows = train.loc[folds.id.to_numpy()[saved["valid_idx"]]]
     predict = load_fold_predictor(result.run_dir / "folds" / "fold_0")
-    np.testing.assert_allclose(predict(rows), saved["oof"], rtol=1e-4, atol=1e-6)
+    weights = result.scores["ensemble"]["weights"]  # it predicts as the run does: its members, weighed
+    expected = sum(w * saved[f"oof__{m}"] for m, w in weights.items())
+    np.testing.assert_allclose(predict(rows), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_multiclass_with_one_column_per_class(tiny_comp, tmp_path):

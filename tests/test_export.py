@@ -54,9 +54,15 @@ def test_every_artifact_converts_runs_and_agrees(tiny_comp, tmp_path, comp, over
     from pipeline.export import export_run
 
     cfg = tiny_comp(comp, train_rows=200, test_rows=60)
-    run_competition(cfg, overrides, output_dir=tmp_path, run_name="r")
+    trained = run_competition(cfg, overrides, output_dir=tmp_path, run_name="r")
     out = export_run(cfg, "r", overrides=overrides + ["export.latency_runs=5", "export.representative_rows=50"],
                      output_dir=tmp_path)
+    report = json.loads((out / "export_report.json").read_text())
+    # What the user saw (the run's ensemble) stands beside every artifact's own scores.
+    assert report["run_scores"]["cv"] == trained.scores["cv"]
+    assert report["run_scores"]["holdout"] == trained.scores["holdout"]
+    assert all("one fold's model" in r["model"] and "holdout" in r for r in report["artifacts"])
+    assert "The run itself (ensemble of" in (out / "report.md").read_text()
     assert {"float32.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite", "preprocessing.json",
             "export_report.json", "report.md"} <= {p.name for p in out.iterdir()}
     report = json.loads((out / "export_report.json").read_text())
@@ -82,6 +88,22 @@ def test_every_artifact_converts_runs_and_agrees(tiny_comp, tmp_path, comp, over
     prep = json.loads((out / "preprocessing.json").read_text())
     assert prep["output"]["task"] == ("regression" if comp == "diamonds" else "multiclass")
     assert (comp == "mnist") == ("image" in prep)
+
+
+@pytest.mark.slow
+def test_distilled_int8_student_approaches_the_runs_holdout(tmp_path):
+    """The student learns the run's ensemble (every member's say, through the OOF predictions),
+    so its INT8 model lands near the run's holdout, not near one fold's Keras member."""
+    from pipeline import run_competition
+    from pipeline.export import export_run
+
+    fast = ["cv.folds=3", "train.seeds=1", "diagnostics.importance=false", "diagnostics.adversarial=false"]
+    trained = run_competition("health_insurance", fast, output_dir=tmp_path, run_name="r")
+    out = export_run("health_insurance", "r", ["distill"], overrides=["export.latency_runs=5"], output_dir=tmp_path)
+    report = json.loads((out / "export_report.json").read_text())
+    student = report["artifacts"][0]
+    assert student["model"] == "a student of the run's ensemble" and student["teacher_holdout"] == trained.scores["holdout"]
+    assert student["holdout"] >= trained.scores["holdout"] - 0.005, (student["holdout"], trained.scores["holdout"])
 
 
 @pytest.mark.slow
@@ -114,7 +136,7 @@ def test_float_io_int8_and_bad_export_inputs(tiny_comp, tmp_path):
         import tf_keras as keras
 
         convert(keras.models.load_model(next((tmp_path / "health_insurance" / "r" / "folds" / "fold_0").glob(
-            "*.keras"))), "int8", {"numeric": np.zeros((0, 3), np.float32)})
+            "*/*.keras"))), "int8", {"numeric": np.zeros((0, 3), np.float32)})
     # A failed export leaves the previous export folder as it was, and no partial one.
     assert sorted(p.name for p in (tmp_path / "health_insurance" / "r" / "export").iterdir()) == before
     assert not (tmp_path / "health_insurance" / "r" / "export.partial").exists()

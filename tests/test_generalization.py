@@ -117,7 +117,7 @@ def test_tabm_members_train_apart_and_predict_their_mean(task, outputs):
     from pipeline.config import ModelConfig
     from pipeline.models import get_builder
 
-    net = get_builder("tabm")(_spec(), ModelConfig(hidden=[16, 8], members=4), outputs, task)
+    net = get_builder("tabm")(_spec(), ModelConfig(hidden=[16, 8], k=4), outputs, task)
     x = _batch()
     members = net(x, training=True).numpy()
     assert members.shape == (32, 4, outputs)
@@ -140,7 +140,7 @@ def test_tabm_and_plr_save_load_safely_and_export_to_tflite(tmp_path):
     from pipeline.export.tflite import convert
     from pipeline.models import get_builder
 
-    net = get_builder("tabm")(_spec(), ModelConfig(hidden=[16], members=4, numeric_embedding="plr"), 3, "multiclass")
+    net = get_builder("tabm")(_spec(), ModelConfig(hidden=[16], k=4, numeric_embedding="plr"), 3, "multiclass")
     x = _batch(8)
     net.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
@@ -205,24 +205,8 @@ def test_poisson_refuses_negative_targets(tiny_comp):
         load_competition(load_config(tiny_comp("diamonds", frames=frames), ["train.loss=poisson"]))
 
 
-# ----------------------------------------------------------------------------- blend and monitor
-
-def test_blend_averages_the_hgb_member_in_and_predict_agrees(tiny_comp, tmp_path):
-    from pipeline import load_run, run_competition
-    from pipeline.training.artifact import FoldResult
-
-    cfg = tiny_comp("health_insurance", train_rows=400, test_rows=100)
-    result = run_competition(cfg, FAST + ["model.blend=hgb", "model.blend_weight=0.3"], output_dir=tmp_path,
-                             run_name="blend")
-    fold = FoldResult.load(result.run_dir / "folds" / "fold_0")
-    keras_oof, hgb_oof = fold.members["best"][0], fold.members["hgb"][0]
-    np.testing.assert_allclose(fold.oof, 0.7 * keras_oof + 0.3 * hgb_oof)
-    assert set(result.scores["members"]) == {"best", "hgb"}
-    test = pd.read_csv(cfg.parent / "data" / "test.csv.gz")
-    again = load_run(result.run_dir).predict(test)
-    written = pd.read_csv(result.run_dir / "test_pred.csv")
-    np.testing.assert_allclose(again.iloc[:, 1].to_numpy(), written.iloc[:, 1].to_numpy(), rtol=1e-5, atol=1e-6)
-
+# ----------------------------------------------------------------------------- monitor
+# (the members and their ensemble: test_ensemble.py)
 
 def test_early_stopping_and_best_weights_watch_the_metric():
     from pipeline.config import TrainConfig

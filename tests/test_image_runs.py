@@ -39,7 +39,7 @@ def test_mnist_end_to_end_with_tta(tiny_comp, tmp_path):
     assert not list(result.run_dir.glob("folds/*.cache"))  # decoded caches are not left behind
     # The saved fold model takes the image and reproduces the fold's predictions without TTA.
     fold = result.run_dir / "folds" / "fold_0"
-    model = keras.models.load_model(fold / "model_best.keras")
+    model = keras.models.load_model(next(fold.glob("*/model_best.keras")))
     assert [i.name for i in model.inputs] == ["image"] and model.inputs[0].shape[1:] == (28, 28, 1)
     saved = np.load(fold / "predictions.npz")
     assert saved["no_tta_oof"].shape[1] == 10
@@ -76,7 +76,7 @@ def test_image_plus_tabular_model(tiny_comp, tmp_path):
     result = run_competition(cfg, TINY_CNN + ["preprocessing.categorical=embedding", "model.tabular_hidden=[8]"],
                              output_dir=tmp_path / "out", run_name="r")
     check_outputs(result, cfg.parent, ["label"], 120)
-    model = keras.models.load_model(result.run_dir / "folds" / "fold_0" / "model_best.keras")
+    model = keras.models.load_model(next((result.run_dir / "folds" / "fold_0").glob("*/model_best.keras")))
     assert sorted(i.name for i in model.inputs) == ["cat__pen", "image", "numeric"]
     names = [l.name for l in model.layers]
     assert "emb_cat__pen" in names and "image_tabular" in names and "tab_dense_0" in names
@@ -91,7 +91,7 @@ def test_backbone_random_weights_staged_unfreezing(tiny_comp, tmp_path):
     result = run_competition(cfg, BACKBONE + ["model.unfreeze=20"], output_dir=tmp_path / "out", run_name="r")
     log = (result.run_dir / "run.log").read_text()
     assert "1 epochs with 0 backbone layers trainable" in log and "backbone layers trainable" in log
-    model = keras.models.load_model(result.run_dir / "folds" / "fold_0" / "model_best.keras")
+    model = keras.models.load_model(next((result.run_dir / "folds" / "fold_0").glob("*/model_best.keras")))
     assert model.get_layer("gray_to_rgb") is not None and model.get_layer("backbone") is not None
 
 
@@ -141,7 +141,7 @@ def test_backbone_weights_file_and_mismatch(tiny_comp, tmp_path):
     assert json.loads((result.run_dir / "scores.json").read_text())["cv"] >= 0
     # The model started from the file: after the head-only epoch and one more at a 10x lower LR, the
     # backbone's first convolution is still close to the saved one (a fresh init would not be).
-    model = keras.models.load_model(result.run_dir / "folds" / "fold_0" / "model_best.keras")
+    model = keras.models.load_model(next((result.run_dir / "folds" / "fold_0").glob("*/model_best.keras")))
     first = model.get_layer("backbone").get_layer("Conv1").kernel.numpy()
     saved = source.get_layer("Conv1").kernel.numpy()
     assert np.corrcoef(first.ravel(), saved.ravel())[0, 1] > 0.9

@@ -20,11 +20,11 @@ DIAGNOSTICS = ["diagnostics.importance=true", "diagnostics.adversarial=true", "d
 
 def test_history_csv_has_every_epoch_of_every_fold(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds", train_rows=150, test_rows=40)
-    result = run_competition(cfg, FAST + ["train.epochs=3", "train.early_stopping=null", "model.blend=null"],
+    result = run_competition(cfg, FAST + ["train.epochs=3", "train.early_stopping=null", "model.members=[mlp]"],
                              output_dir=tmp_path, run_name="h")
     for name in result.scores["fold_names"]:
         history = pd.read_csv(result.run_dir / "folds" / name / "history.csv")
-        assert list(history.columns) == ["seed", "epoch", "loss", "val_loss", "val_metric", "lr", "seconds"]
+        assert list(history.columns) == ["seed", "epoch", "loss", "val_loss", "val_metric", "lr", "seconds", "member"]
         assert history["epoch"].tolist() == [1, 2, 3] and np.isfinite(history["val_metric"]).all()
         assert history["seconds"].is_monotonic_increasing
     # The fold score is the best epoch's: the one with the best metric (train.monitor auto watches it).

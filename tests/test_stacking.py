@@ -9,7 +9,8 @@ import yaml
 from conftest import FAST
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
-from pipeline.stacking.level2 import hill_climb, nested
+from pipeline.ensemble import caruana as hill_climb
+from pipeline.stacking.level2 import nested
 
 
 def test_hill_climbing_recovers_known_weights():
@@ -72,7 +73,9 @@ def test_stack_two_runs_end_to_end(two_runs):
                      "keras", "--output-dir", str(out), "--run-name", "st"]) == 0
     st = out / "health_insurance" / "st"
     scores = json.loads((st / "scores.json").read_text())
-    assert set(scores["members"]) == {"mlp", "hgb"} and set(scores["methods"]) == {"linear", "hill", "rank", "keras"}
+    methods = {m for m in scores["methods"] if not m.startswith("best member")}
+    assert set(scores["members"]) == {"mlp", "hgb"} and methods == {"linear", "hill", "rank", "keras"}
+    assert scores["cv"] >= max(scores["members"].values())  # never below its better member (AUC)
     assert scores["method"] in scores["methods"] and scores["cv"] == scores["methods"][scores["method"]]["cv"]
     assert {"holdout", "members_holdout"} <= set(scores) and "weights" in scores["methods"]["hill"]
     sample = pd.read_csv(cfg.parent / "data" / "sample_submission.csv.gz")
@@ -87,7 +90,7 @@ def test_stack_two_runs_end_to_end(two_runs):
     cfg.write_text(yaml.safe_dump(raw))
     assert run.main(["--comp", str(cfg), "--stack", "--output-dir", str(out), "--run-name", "st2"]) == 0
     again = json.loads((out / "health_insurance" / "st2" / "scores.json").read_text())
-    assert again["members"]["st"] == scores["cv"] and set(again["methods"]) == {"hill"}
+    assert again["members"]["st"] == scores["cv"] and set(again["methods"]) - {"best member st", "best member hgb"} == {"hill"}
     assert run.main(["--comp", str(cfg), "--stack", "--tune"]) == 2
 
 
@@ -135,9 +138,10 @@ def test_sklearn_members_run_through_the_same_cv(tiny_comp, tmp_path, name, mode
     result = run_competition(cfg, [f"model.name={model}", "cv.folds=2"], output_dir=tmp_path, run_name="r")
     assert np.isfinite(result.scores["cv"]) and np.isfinite(result.scores["holdout"])
     fold = result.run_dir / "folds" / "fold_0"
-    assert (fold / "model_best.skops").is_file() and not list(fold.glob("*.keras"))
+    assert (fold / model / "model.skops").is_file() and not list(fold.glob("**/*.keras"))
     saved = np.load(fold / "predictions.npz")
     train = pd.read_csv(cfg.parent / "data" / "train.csv.gz")
-    np.testing.assert_allclose(load_fold_predictor(fold)(train.iloc[saved["valid_idx"]]), saved["oof"], rtol=1e-6)
+    np.testing.assert_allclose(load_fold_predictor(fold)(train.iloc[saved["valid_idx"]]), saved[f"oof__{model}"],
+                               rtol=1e-6)
     with pytest.raises(ConfigError, match=f"model.params .* do not fit model.name {model}"):
         run_competition(cfg, [f"model.name={model}", "model.params={nonsense: 1}"], output_dir=tmp_path)

@@ -347,14 +347,13 @@ def test_seed_averaging_and_checkpoint_ensemble_report_every_member(tiny_comp, t
     cfg = tiny_comp("diamonds", train_rows=200)
     result = run_competition(cfg, FAST + ["train.epochs=4", "train.seeds=2", "train.swa_epochs=2",
                                           "train.checkpoints=[best, last, swa]"], output_dir=tmp_path)
-    members = result.scores["members"]
-    keras_members = sorted(f"seed{s}_{c}" for s in range(2) for c in ("best", "last", "swa"))
-    assert sorted(members) == sorted(keras_members + ["hgb"])  # model.blend: hgb, on by default
+    assert set(result.scores["members"]) == {"mlp", "hgb"}  # the default members
+    networks = sorted(f"seed{s}_{c}" for s in range(2) for c in ("best", "last", "swa"))
+    assert sorted(result.scores["networks"]) == [f"mlp/{n}" for n in networks]
     fold = np.load(result.run_dir / "folds" / "fold_0" / "predictions.npz")
-    # The Keras members' mean, then the blended HGB at its share (model.blend_weight 0.5).
-    keras_mean = np.mean([fold[f"oof__{m}"] for m in keras_members], axis=0)
-    np.testing.assert_allclose(fold["oof"], 0.5 * keras_mean + 0.5 * fold["oof__hgb"])
-    assert len(list((result.run_dir / "folds" / "fold_0").glob("model_*.keras"))) == 6
+    # The mlp member is the mean of its networks; the run weighs it against HGB.
+    np.testing.assert_allclose(fold["oof__mlp"], np.mean([fold[f"oof__mlp__{n}"] for n in networks], axis=0))
+    assert len(list((result.run_dir / "folds" / "fold_0" / "mlp").glob("model_*.keras"))) == 6
     oof = pd.read_csv(result.files["oof"])
     assert result.scores["cv"] == pytest.approx(np.sqrt(np.mean((oof.price.to_numpy() - _train_y(cfg)) ** 2)))
 
@@ -382,7 +381,8 @@ def test_switches_with_entity_embeddings(tiny_comp, tmp_path):
         "train.epochs=3", "train.sam_rho=0.05", "train.grad_accum_steps=2", "train.lookahead_steps=2",
         "train.mixup_alpha=0.2", "train.ema=true", "train.swa_epochs=2", "train.checkpoints=[best, swa]",
         "preprocessing.categorical=embedding"], output_dir=tmp_path)
-    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"best", "swa", "hgb"}
+    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"mlp", "hgb"}
+    assert set(result.scores["networks"]) == {"mlp/best", "mlp/swa"}
 
 
 def test_label_smoothing_on_regression_is_refused(tiny_comp, tmp_path):

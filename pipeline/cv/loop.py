@@ -4,9 +4,10 @@ test predictions.
 ``train_folds`` is the one fold iterator: a run's CV and a tuning trial both walk the units
 through it, so resume, seeding and the progress lines are the same for both.
 
-OOF predictions are kept as a sum and a count per row (as AutoGluon's bagging does), so repeated
-folds average correctly and a row never predicted stays visible as NaN. The test prediction is the
-mean over all fold models (probabilities for classification).
+Each member's OOF predictions are each row's mean over the repeats that predicted it (as
+AutoGluon's bagging does), and a row never predicted stays visible as NaN; its test prediction is
+the mean over all fold models (probabilities for classification). ``gather`` then weighs the
+members (ensemble.py): a run and a tuning trial score the same cross-fitted ensemble.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import logging
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
+from ..ensemble import Ensemble, fit_ensemble
+from ..metrics import get_metric
 from ..time_budget import TimeBudget
 from ..training import FoldResult, fit_fold
 from .folds import FoldUnit
@@ -29,11 +32,15 @@ log = logging.getLogger("pipeline")
 
 @dataclass
 class CVResult:
-    oof: np.ndarray  # mean over the repeats that predicted each row; NaN where none did
+    oof: np.ndarray  # the ensemble's cross-fitted OOF (each row's mean over repeats); NaN where none predicted
     oof_count: np.ndarray
-    test: np.ndarray
+    test: np.ndarray  # the ensemble's test predictions (final weights; mean over the fold models)
     folds: list[FoldResult]
-    member_oof: dict[str, np.ndarray]  # each ensemble member's own OOF predictions (seeds, checkpoints)
+    member_oof: dict[str, np.ndarray]  # each member's own OOF predictions
+    member_test: dict[str, np.ndarray]
+    ensemble: Ensemble
+    groups: np.ndarray  # each row's fold in the first repeat (the ensemble is cross-fitted over them)
+    detail_oof: dict[str, np.ndarray] = field(default_factory=dict)  # a Keras member's seeds x checkpoints
     # Image competitions: OOF and test predictions of the identity view alone (without TTA).
     oof_no_tta: np.ndarray | None = None
     test_no_tta: np.ndarray | None = None
@@ -53,7 +60,8 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
         prefix = f"{label}{unit.name} ({unit.index + 1}/{len(units)})"
         result = _resume(path, prefix)
         if result is not None:
-            log.info("%s: resumed from %s, %s %.5g", prefix, path, data.cfg.metric, result.score)
+            log.info("%s: resumed from %s, %s %s", prefix, path, data.cfg.metric,
+                     ", ".join(f"{m} {v:.5g}" for m, v in result.member_scores.items()))
         elif budget is not None and not budget.can_start(trained):
             budget.folds_skipped += [u.name for u in units[position:] if not FoldResult.is_complete(fold_dir(u))]
             log.info("time limit: %.0fs left, a fold needs about %.0fs; not starting %s", budget.left(),
@@ -72,7 +80,8 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
                 budget.record(time.monotonic() - start, timing["train_seconds"], timing["slowest_epoch"])
                 if timing.get("cut"):
                     budget.folds_cut.append(unit.name)
-            log.info("%s: %s %.5g (best epoch %d of %d, %.1fs)", prefix, data.cfg.metric, result.score,
+            log.info("%s: %s %s (best epoch %d of %d, %.1fs)", prefix, data.cfg.metric,
+                     ", ".join(f"{m} {v:.5g}" for m, v in result.member_scores.items()),
                      result.best_epoch, result.epochs, result.seconds)
         yield result
 
@@ -92,29 +101,39 @@ def _resume(path: Path, prefix: str) -> FoldResult | None:
 
 def run_cv(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path],
            budget: TimeBudget | None = None) -> CVResult:
+    return gather(data, units, list(train_folds(data, units, fold_dir, budget=budget)))
+
+
+def gather(data, units: list[FoldUnit], results: list[FoldResult]) -> CVResult:
+    """The fold units' predictions as the run's: each member's OOF (mean over repeats) and test
+    predictions (mean over the fold models that ran), weighed by the ensemble (ensemble.py)."""
     n, shape = len(data.train), (() if data.task != "multiclass" else (len(data.classes),))
-    oof_sum, oof_count = np.zeros((n,) + shape), np.zeros(n)
-    test_sum = np.zeros((len(data.test),) + shape)
-    results, member_sum = [], {}
-    plain_sum, plain_test = np.zeros_like(oof_sum), np.zeros_like(test_sum)
-    for result in train_folds(data, units, fold_dir, budget=budget):
-        oof_sum[result.valid_idx] += result.oof
-        oof_count[result.valid_idx] += 1
-        for member, (member_oof, _) in result.members.items():
-            member_sum.setdefault(member, np.zeros_like(oof_sum))[result.valid_idx] += member_oof
-        test_sum += result.test
-        if result.no_tta is not None:
-            plain_sum[result.valid_idx] += result.no_tta[0]
-            plain_test += result.no_tta[1]
-        results.append(result)
-    count = oof_count.reshape((n,) + (1,) * len(shape))
+    count = np.zeros(n)
+    for r in results:
+        count[r.valid_idx] += 1
+    per_row = count.reshape((n,) + (1,) * len(shape))
 
-    def mean(total):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    def oof_mean(pairs) -> np.ndarray:  # [(valid_idx, predictions)] → each row's mean; NaN where none
+        total = np.zeros((n,) + shape)
+        for idx, pred in pairs:
+            total[idx] += pred
+        return np.where(per_row > 0, total / np.maximum(per_row, 1), np.nan)
 
+    names = list(results[0].members)
+    member_oof = {m: oof_mean((r.valid_idx, r.members[m][0]) for r in results) for m in names}
+    member_test = {m: np.mean([r.members[m][1] for r in results], axis=0) for m in names}
+    detail_oof = {k: oof_mean((r.valid_idx, r.details[k][0]) for r in results) for k in results[0].details}
+    groups = np.full(n, -1)
+    for u in units:
+        if u.repeat == 0:
+            groups[u.valid_idx] = u.fold
+    ensemble = fit_ensemble(member_oof, data.y, groups, data.task, get_metric(data.cfg.metric, data.task),
+                            len(data.classes), data.cfg.ensemble)
+    metric = get_metric(data.cfg.metric, data.task)
+    for r in results:  # each fold's score: the ensemble's (cross-fitted) predictions of its rows
+        r.score = metric(data.y[r.valid_idx], ensemble.oof[r.valid_idx], data.task)
     plain = all(r.no_tta is not None for r in results)
-    # The mean over the fold models that ran (all of them, unless a time limit skipped some).
-    ran = len(results)
-    return CVResult(mean(oof_sum), oof_count, test_sum / ran, results,
-                    {m: mean(total) for m, total in member_sum.items()},
-                    mean(plain_sum) if plain else None, plain_test / ran if plain else None)
+    return CVResult(ensemble.oof, count, ensemble.predict(member_test), results, member_oof, member_test,
+                    ensemble, groups, detail_oof,
+                    oof_mean((r.valid_idx, r.no_tta[0]) for r in results) if plain else None,
+                    np.mean([r.no_tta[1] for r in results], axis=0) if plain else None)

@@ -4,9 +4,11 @@ the .tflite files, ``preprocessing.json`` (serving without this pipeline), ``exp
 and ``report.md`` (one row per artifact: size, gzip size, latency, metric and its delta against
 the float Keras model, agreement with it). The folder appears whole or not at all.
 
-The exported model is one fold's first member (``export.fold``, of the first repeat): its OOF rows
+Most artifacts are one fold's first Keras member (``export.fold``, of the first repeat): its OOF rows
 are that fold's validation rows, so the report's OOF metric is out-of-sample for it, as is the
-holdout. The run is opened as a Run: its own resolved config (with the ``--params`` it was trained
+holdout. ``distill`` trains a student on the run's own ensemble predictions (its OOF predictions as
+soft targets), so it approaches the run, every member included. The report puts the run's OOF and
+holdout scores (``run_scores``, the ensemble the user saw) beside every artifact's. The run is opened as a Run: its own resolved config (with the ``--params`` it was trained
 with), its fold units and artifacts; only ``export.*`` settings can be changed here.
 """
 from __future__ import annotations
@@ -71,8 +73,9 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = 
     artifact = the_run.artifact(unit)
     models = artifact.keras_paths
     if not models:
-        raise DataError(f"--export-run {the_run.name}: {artifact.dir} holds no Keras model (model_*.keras); "
-                        f"scikit-learn runs cannot be exported to TFLite.")
+        raise DataError(f"--export-run {the_run.name}: {artifact.dir} holds no Keras model (members "
+                        f"{artifact.member_names}); scikit-learn models cannot be exported to TFLite. Train a run "
+                        f"with a Keras model in model.members.")
     data = load_competition(cfg, data_dir if data_dir is not None else the_run.info.get("data_dir"))
     the_run.locked()
     try:
@@ -103,7 +106,7 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     if data.solution is not None:
         hold_pos, hold_y = data.holdout()
     rows = {"rep": ("train", rep_idx), "valid": ("train", valid_idx)}
-    needs_training = bool(set(artifacts) & set(COMPRESSED))
+    needs_training = bool(set(artifacts) & set(COMPRESSED))  # distill: the fold's validation rows too
     if needs_training:
         rows["train"] = ("train", train_idx)
     if hold_pos is not None:
@@ -147,8 +150,14 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     try:
         with run_logging(tmp / "export.log"):
             ref = {k: finish(model.predict(x[k], verbose=0, batch_size=1024)) for k in y}
-            report = {"run": the_run.name, "fold": ec.fold, "fold_unit": unit.name, "model": models[0].name,
-                      "metric": metric.name, "export": ec.model_dump(mode="json"),
+            run_scores = the_run.scores
+            keras_name = artifact.keras_member().name
+            report = {"run": the_run.name, "fold": ec.fold, "fold_unit": unit.name,
+                      "model": f"{keras_name}/{models[0].name}", "metric": metric.name,
+                      "run_scores": {"cv": run_scores["cv"], "holdout": run_scores.get("holdout"),
+                                     "members": list(run_scores.get("members", {})),
+                                     "ensemble": run_scores.get("ensemble", {}).get("weights")},
+                      "export": ec.model_dump(mode="json"),
                       "int8": {"per_channel": per_channel, "equalize": ec.equalize,
                                "calibration_percentile": ec.calibration_percentile},
                       "float_keras": {k: metric(y[k], ref[k], task) for k in y}, "artifacts": []}
@@ -160,7 +169,8 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
             for kind in artifacts:
                 extra = {}
                 if kind == "distill":  # a new model: equalized once trained
-                    log.info("  distill: training a student on %d rows", len(train_idx))
+                    log.info("  distill: training a student on the run's OOF predictions of %d rows",
+                             len(train_idx) + len(valid_idx))
                     student, extra = ctx.distill(model)
                     content = to_int8(for_int8(student))
                 elif kind == "lowrank":
@@ -181,7 +191,9 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
                     content = convert(model, kind)
                 path = tmp / f"{kind}.tflite"
                 path.write_bytes(content)
-                row = {"artifact": kind, "file": path.name, "bytes": len(content),
+                what = ("a student of the run's ensemble" if kind == "distill"
+                        else f"one fold's model: {unit.name}'s {keras_name} member")
+                row = {"artifact": kind, "model": what, "file": path.name, "bytes": len(content),
                        "gzip_bytes": len(gzip.compress(content, mtime=0)), **extra}
                 lite = LiteModel(content, threads=1, xnnpack=True)
                 row.update(delegation(content))
@@ -265,21 +277,24 @@ class _TrainContext:
         out, ranks = c.low_rank(model, x, y, loss, ec, ec.rank, ec.energy)
         return out, {"ranks": ranks, "params": int(out.count_params()), "float_params": int(model.count_params())}
 
-    def teacher(self):
-        """The fold artifact that teaches: this fold's, or the same fold of ``export.teacher_run``."""
+    def teacher(self) -> Run:
+        """The run that teaches: this one, or ``export.teacher_run`` (a run on the same rows)."""
         if not self.ec.teacher_run:
-            return self.artifact
+            return self.run
         teacher = Run.open(self.ec.teacher_run, self.run.root, self.data.cfg.name).require_finished(
             "export.teacher_run")
-        artifact = teacher.artifact(self.unit.name) if teacher.fold_dir(self.unit.name).is_dir() else None
-        if artifact is None or not artifact.keras_paths:
-            raise DataError(f"export.teacher_run {self.ec.teacher_run}: {teacher.fold_dir(self.unit.name)} holds no "
-                            f"Keras model for this fold.")
-        return artifact
+        id_col = self.data.cfg.data.id
+        ids = teacher.oof[id_col].astype(str).to_numpy() if teacher.oof is not None else np.array([])
+        if len(ids) != len(self.data.train) or not (ids == self.data.train[id_col].astype(str).to_numpy()).all():
+            raise DataError(f"export.teacher_run {self.ec.teacher_run}: its oof.csv rows are not this competition's "
+                            f"training rows. Name a run trained on the same data.")
+        return teacher
 
     def distill(self, model):
         """A smaller student of the same family, trained like the fold models (the competition's
-        optimizer, schedule, batch size and augmentation) on the teacher's soft targets and the labels."""
+        optimizer, schedule, batch size and augmentation) on the teacher run's ensemble OOF
+        predictions of the fold's training rows (soft targets: every member of the run speaks)
+        and the labels."""
         import math
 
         import tf_keras as keras
@@ -290,42 +305,58 @@ class _TrainContext:
         from ..training.schedules import make_schedule
         from .compress import distillation_loss
 
+        from ..data.fold_inputs import FoldInputs
+
         teacher = self.teacher()
-        positions = self.unit.train_idx
-        rows = self.data.train.iloc[positions]
-        images = None if self.data.images is None else self.data.images["train"][positions]
-        soft = teacher.predict(rows, images, tta=False)
-        task = self.task
+        # Every training row has an OOF prediction of the run, so the student learns from all of
+        # them: the fold's training rows, then its validation rows (through the fold's
+        # preprocessing, as prediction sees them). Its holdout stays out of sample; its score on
+        # the fold's validation rows does not (the report says so).
+        order = np.concatenate([self.unit.train_idx, self.unit.valid_idx])
+        soft, y_raw = teacher.oof_predictions()[order], self.data.y[order]
+        seen = np.isfinite(soft.reshape(len(soft), -1)).all(axis=1)  # rows a time limit left unpredicted
+        order, soft, y_raw = order[seen], soft[seen], y_raw[seen]
+        split = {k: np.concatenate([self.inputs.x["train"][k], self.inputs.x["valid"][k]])[seen]
+                 for k in self.inputs.x["train"]}
+        paths = None if self.inputs.images is None else {
+            "all": np.concatenate([self.inputs.images["train"], self.inputs.images["valid"]])[seen]}
+        rows = FoldInputs({"all": split}, self.data.cfg, paths)
+        task, target = self.task, self.artifact.target
         if task == "regression":
-            soft = teacher.target.transform(soft.reshape(-1, 1)).ravel() if teacher.target is not None else soft
-            packed = np.column_stack([self.y_fit, soft]).astype(np.float32)
+            y_fit = target.transform(y_raw.reshape(-1, 1)).ravel() if target is not None else y_raw
+            soft = target.transform(soft.reshape(-1, 1)).ravel() if target is not None else soft
+            packed = np.column_stack([y_fit, soft]).astype(np.float32)
         elif task == "binary":
-            packed = np.column_stack([self.y_raw, soft]).astype(np.float32)
+            packed = np.column_stack([y_raw, soft]).astype(np.float32)
         else:
-            packed = np.hstack([np.eye(len(self.data.classes))[self.y_raw], soft]).astype(np.float32)
+            packed = np.hstack([np.eye(len(self.data.classes))[y_raw], soft]).astype(np.float32)
         cfg, ec = self.data.cfg, self.ec
         hidden, filters = student_widths(cfg.model, ec)
         student_cfg = cfg.model.model_copy(update={"hidden": hidden, "filters": filters})
         spec = model_spec(model)
         keras.utils.set_random_seed(ec.seed)
-        student = get_builder(cfg.model.name)(spec, student_cfg, output_size(task, len(self.data.classes)), task)
+        family = self.artifact.keras_member().name  # the student is of the Keras member's family
+        student = get_builder(family)(spec, student_cfg, output_size(task, len(self.data.classes)), task)
         # Soft targets ride along with the labels through the training dataset, so Mixup/CutMix mix
         # both alike; image augmentation changes the view, not the teacher's target for the image.
         tc = cfg.train.model_copy(update={"epochs": ec.student_epochs or cfg.train.epochs})
         lr = make_schedule(tc, math.ceil(len(packed) / tc.batch_size))
         student.compile(make_optimizer(tc, lr), loss=distillation_loss(task, ec.temperature, ec.alpha),
                         steps_per_execution=tc.steps_per_execution)
-        student.fit(self.inputs.dataset("train", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
-        teacher_bytes = sum(p.stat().st_size for p in teacher.keras_paths)
-        # The Keras members (a blended scikit-learn model has no parameter count to compare).
-        ensemble_params = sum(m.count_params() for u in self.run.trained_units()
-                              for m in self.run.artifact(u).models() if hasattr(m, "count_params"))
-        teacher_score = teacher.result().score
-        tdir = teacher.dir
-        return student, {"student_params": int(student.count_params()), "student_hidden": hidden,
-                         "student_filters": filters if spec.image is not None else None, "teacher": str(tdir),
-                         "teacher_fold_score": teacher_score, "student_epochs": tc.epochs,
-                         "teacher_members_bytes": teacher_bytes, "ensemble_float32_bytes": int(4 * ensemble_params),
+        try:
+            student.fit(rows.dataset("all", packed, training=True, seed=ec.seed), epochs=tc.epochs, verbose=0)
+        finally:
+            rows.close()
+        # The run's Keras networks (a scikit-learn member has no parameter count to compare).
+        networks = [n for u in teacher.trained_units() for m in teacher.artifact(u).members().values()
+                    if m.kind == "keras" for n in m.networks()]
+        teacher_scores = teacher.scores
+        return student, {"student_rows": int(len(order)), "valid_in_sample": True,
+                         "student_params": int(student.count_params()), "student_hidden": hidden,
+                         "student_filters": filters if spec.image is not None else None, "teacher": str(teacher.dir),
+                         "teacher_cv": teacher_scores["cv"], "teacher_holdout": teacher_scores.get("holdout"),
+                         "teacher_members": list(teacher_scores.get("members", {})), "student_epochs": tc.epochs,
+                         "ensemble_float32_bytes": int(4 * sum(n.count_params() for n in networks)),
                          "temperature": ec.temperature, "alpha": ec.alpha}
 
 
@@ -402,4 +433,10 @@ def table(report: dict) -> str:
         cells += [f"{r[k]:.5g}" for k in keys] + [f"{r[f'{k}_delta']:+.2g}" for k in keys]
         cells += [f"{r[f'{k}_agreement']:.4f}" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
+    run = report.get("run_scores")
+    if run:  # what the user saw: the run's ensemble, which no single-fold artifact is
+        holdout = f", holdout {run['holdout']:.5g}" if run.get("holdout") is not None else ""
+        lines.append(f"\nThe run itself (ensemble of {', '.join(run['members'])}): OOF {report['metric']} "
+                     f"{run['cv']:.5g}{holdout}. Every artifact but distill is one fold's Keras model "
+                     f"({report['fold_unit']}); distill is a student of the run's ensemble.")
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
 )
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression, PoissonRegressor, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -37,14 +37,21 @@ def to_matrix(features: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
     return np.hstack(blocks), cats
 
 
-def build_sklearn(name: str, task: str, params: dict, cat_columns: list[int], vocab: dict[int, int], seed: int):
-    """An unfitted estimator; ``vocab``: category column → number of codes."""
+def build_sklearn(name: str, task: str, params: dict, cat_columns: list[int], vocab: dict[int, int], seed: int,
+                  poisson: bool = False):
+    """An unfitted estimator; ``vocab``: category column → number of codes. ``poisson``: a count
+    target, fitted with a Poisson loss and log link (HGB's loss="poisson", PoissonRegressor)."""
     if name == "hgb":
         cats = [c for c in cat_columns if vocab[c] <= HGB_MAX_CATEGORIES]
         mask = cats or None
         cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+        if poisson:
+            params = {"loss": "poisson", **params}
         return cls(categorical_features=mask, random_state=seed, **params)
-    if task == "regression":
+    if task == "regression" and poisson:
+        # A small penalty: the inputs are scaled, and PoissonRegressor's default alpha=1 flattens them.
+        model = PoissonRegressor(**{"alpha": 1e-4, "max_iter": 1000, **params})
+    elif task == "regression":
         model = Ridge(**{"alpha": 1.0, **params})
     else:
         model = LogisticRegression(**{"C": 1.0, "max_iter": 2000, **params})

@@ -107,12 +107,12 @@ class MemberMean(keras.layers.Layer):
 
 
 def build_tabm(spec, cfg, n_outputs: int, task: str = "regression") -> keras.Model:
-    """TabM over the encoded inputs: ``cfg.hidden`` BatchEnsemble layers of ``cfg.members``
+    """TabM over the encoded inputs: ``cfg.hidden`` BatchEnsemble layers of ``cfg.k``
     members, ReLU and dropout, one head per member, the members' mean at inference."""
     inputs = make_inputs(spec)
     x = encode_inputs(inputs, spec, cfg)
     for i, width in enumerate(cfg.hidden):
-        x = EnsembleDense(width, cfg.members, random_signs=i == 0, name=f"ensemble_dense_{i}")(x)
+        x = EnsembleDense(width, cfg.k, random_signs=i == 0, name=f"ensemble_dense_{i}")(x)
         x = keras.layers.Activation(cfg.activation, name=f"act_{i}")(x)
         if cfg.dropout:
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)

@@ -5,9 +5,8 @@ own OOF score is honest: no row's prediction ever saw its label. The test predic
 of the K fitted methods' test predictions (as for level-1 models).
 
 - linear: Ridge (regression) or logistic regression on the members' logits (scikit-learn).
-- hill:   Caruana et al. (2004) ensemble selection: greedy forward selection with replacement of
-          members whose average improves the metric; the counts are the weights. Written here:
-          scikit-learn has no ensemble selection.
+- hill:   Caruana et al. (2004) ensemble selection (``ensemble.caruana``, the one that weighs a
+          run's members): greedy forward selection with replacement; the counts are the weights.
 - rank:   the mean of the members' ranks (for rank metrics such as AUC: it ignores calibration).
 - keras:  a small tf_keras network on the members' logits (optional; off by default).
 """
@@ -19,6 +18,7 @@ import numpy as np
 from scipy.special import expit, logit, softmax
 from scipy.stats import rankdata
 
+from ..ensemble import Combiner, caruana, cross_fit
 from ..metrics import Metric
 from ..registry import Registry
 
@@ -62,31 +62,10 @@ def fit_linear(preds, y, task, metric: Metric, seed: int = 0) -> Fitted:
     return Fitted(lambda ps: model.predict_proba(design(ps, task)))
 
 
-def hill_climb(preds: list[np.ndarray], y, task, metric: Metric, max_iter: int = 100) -> np.ndarray:
-    """Ensemble-selection weights (summing to 1) that optimize ``metric`` on these rows."""
-    sign = 1.0 if metric.direction == "maximize" else -1.0
-    scores = [sign * metric(y, p, task) for p in preds]
-    counts = np.zeros(len(preds))
-    best = int(np.argmax(scores))
-    counts[best] = 1
-    total = preds[best].astype(np.float64).copy()
-    best_score = scores[best]
-    for _ in range(max_iter):
-        n = counts.sum()
-        trial = [sign * metric(y, (total + p) / (n + 1), task) for p in preds]
-        j = int(np.argmax(trial))
-        if trial[j] <= best_score + 1e-12:
-            break  # no addition improves: stop (selection with replacement has converged)
-        counts[j] += 1
-        total += preds[j]
-        best_score = trial[j]
-    return counts / counts.sum()
-
-
 @STACKERS.register("hill")
 def fit_hill(preds, y, task, metric: Metric, seed: int = 0) -> Fitted:
-    w = hill_climb(preds, y, task, metric)
-    return Fitted(lambda ps: sum(wi * p for wi, p in zip(w, ps)), {"weights": np.round(w, 4).tolist()})
+    w = caruana(preds, y, task, metric)  # the same ensemble selection that weighs a run's members
+    return Fitted(Combiner(w), {"weights": np.round(w, 4).tolist()})
 
 
 def _rank(p: np.ndarray) -> np.ndarray:
@@ -137,13 +116,7 @@ def nested(method: str, oof: list[np.ndarray], test: list[np.ndarray], y: np.nda
     if method == "rank":  # nothing fitted, so nothing to nest: rank over all OOF rows at once
         fitted = fit(oof, y, task, metric, seed)
         return fitted.predict(oof), fitted.predict(test), None
-    out = np.zeros_like(oof[0], dtype=np.float64)
-    test_sum = np.zeros_like(test[0], dtype=np.float64)
-    ks = sorted(np.unique(folds))
-    for k in ks:
-        tr, va = folds != k, folds == k
-        fitted = fit([p[tr] for p in oof], y[tr], task, metric, seed)
-        out[va] = fitted.predict([p[va] for p in oof])
-        test_sum += fitted.predict(test)
+    out, per_fold = cross_fit(lambda ps, target: fit(ps, target, task, metric, seed).predict, oof, y, folds)
+    test_pred = np.mean([predict(test) for predict in per_fold.values()], axis=0)
     weights = fit(oof, y, task, metric, seed).weights if method in ("hill", "linear") else None
-    return out, test_sum / len(ks), weights
+    return out, test_pred, weights

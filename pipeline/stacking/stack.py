@@ -148,6 +148,16 @@ def _stack(run: Run, data, members: list[Member], methods: list[str], metric) ->
     sign = 1 if metric.direction == "maximize" else -1
     best = max(methods, key=lambda k: sign * scores["methods"][k]["cv"])
     oof, test = results[best]
+    top = max(members, key=lambda m: sign * scores["members"][m.name])
+    if sign * scores["members"][top.name] > sign * scores["methods"][best]["cv"]:
+        # No level-2 method beat the best run alone out of sample: the stack is that run, so it is
+        # never worse than its best member (ensemble.py's rule for a run's members).
+        log.info("  no method beats %s alone (OOF %.5g); the stack is that run", top.name, scores["members"][top.name])
+        best, oof, test = f"best member {top.name}", top.oof, top.test
+        entry = {"cv": scores["members"][top.name]}
+        if data.solution is not None:
+            entry["holdout"] = scores["members_holdout"][top.name]
+        scores["methods"][best] = entry
     scores.update(method=best, cv=scores["methods"][best]["cv"], runs=names)
     if "holdout" in scores["methods"][best]:
         scores["holdout"] = scores["methods"][best]["holdout"]

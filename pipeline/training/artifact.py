@@ -2,10 +2,13 @@
 
 A fold folder holds everything needed to predict again without the run:
 
-- ``model_<member>.keras`` (or ``.skops`` for a scikit-learn member): one per seed and checkpoint;
-- ``preprocessing.skops``: the fold's fitted TabularPreprocessor, target transform, task, classes,
-  feature names and image settings;
-- ``predictions.npz``: the validation rows' positions and the OOF/test predictions (per member too);
+- ``<member>/`` for each member of the run (``mlp/``, ``hgb/``): ``member.skops`` (what the member
+  is: its kind, target transform, clip range, image settings) and its models:
+  ``model_<network>.keras`` (one per seed and checkpoint; ``model_best.keras`` by default) or
+  ``model.skops`` (a scikit-learn estimator); members.py reads and writes them;
+- ``preprocessing.skops``: the fold's fitted TabularPreprocessor, task, classes, feature names and
+  the member names;
+- ``predictions.npz``: the validation rows' positions and each member's OOF/test predictions;
 - ``result.json``: the fold's score, epochs and time;
 - ``history.csv``: every epoch of every seed's model (loss, val_loss, the metric, lr, seconds);
 - ``tensorboard/`` with ``train.tensorboard``.
@@ -108,76 +111,83 @@ def clip_target(pred: np.ndarray, clip: tuple[float, float] | None) -> np.ndarra
 class FoldResult:
     name: str
     valid_idx: np.ndarray
-    oof: np.ndarray  # the members' mean prediction for valid_idx, in the metric's internal form
-    test: np.ndarray
-    score: float
+    score: float  # the fold's best member's score (the run's scores.json has the ensemble's per fold)
     best_epoch: int
     epochs: int
     seconds: float
-    member_scores: dict[str, float] = field(default_factory=dict)
-    members: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name → (oof, test)
+    member_scores: dict[str, float] = field(default_factory=dict)  # member name → its score on the fold
+    # member name → (OOF, test) predictions, in the metric's internal form and the target's units
+    members: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # A Keras member of several networks (seeds x checkpoints): "mlp/seed0_best" → score, predictions.
+    detail_scores: dict[str, float] = field(default_factory=dict)
+    details: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     # Image competitions: (oof, test) of the identity view alone, i.e. without TTA.
     no_tta: tuple[np.ndarray, np.ndarray] | None = None
     score_no_tta: float | None = None
-    history: list[dict] = field(default_factory=list)  # per epoch of each seed's model: history.csv
+    history: list[dict] = field(default_factory=list)  # per epoch of each Keras network: history.csv
     # Under a time limit: train seconds, the slowest epoch and whether the limit cut it (not saved).
     timing: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "score_no_tta")
+        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "detail_scores", "score_no_tta")
         return {k: getattr(self, k) for k in keys}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"valid_idx": self.valid_idx}
+        if self.no_tta is not None:
+            out["no_tta_oof"], out["no_tta_test"] = self.no_tta
+        for key, (oof, test) in {**self.members, **self.details}.items():
+            out[f"oof__{_key(key)}"], out[f"test__{_key(key)}"] = oof, test
+        return out
 
     @classmethod
     def load(cls, fold_dir: Path) -> "FoldResult":
         meta = json.loads((fold_dir / RESULT_FILE).read_text())
         arrays = np.load(fold_dir / PREDICTIONS_FILE)
-        members = {m: (arrays[f"oof__{m}"], arrays[f"test__{m}"]) for m in meta["member_scores"]}
+
+        def pairs(names):
+            return {m: (arrays[f"oof__{_key(m)}"], arrays[f"test__{_key(m)}"]) for m in names}
+
         no_tta = (arrays["no_tta_oof"], arrays["no_tta_test"]) if "no_tta_oof" in arrays else None
-        return cls(valid_idx=arrays["valid_idx"], oof=arrays["oof"], test=arrays["test"], members=members,
-                   no_tta=no_tta, **meta)
+        return cls(valid_idx=arrays["valid_idx"], members=pairs(meta["member_scores"]),
+                   details=pairs(meta.get("detail_scores", {})), no_tta=no_tta, **meta)
 
     @staticmethod
     def is_complete(fold_dir: Path) -> bool:
         return (fold_dir / RESULT_FILE).is_file()
 
 
+def _key(name: str) -> str:
+    """A member's (or "member/network") name as an array name in predictions.npz."""
+    return name.replace("/", "__")
+
+
 class FoldArtifact:
-    """A saved fold: its fitted preprocessing, target transform and member models."""
+    """A saved fold: its fitted preprocessing and its members (``FoldModel``, members.py), one
+    subfolder each."""
 
     def __init__(self, directory: Path, bundle: dict):
         self.dir = Path(directory)
         self.preprocessor = bundle["preprocessor"]
-        self.target = bundle["target"]
         self.task = bundle["task"]
         self.classes = bundle["classes"]
         self.features = list(bundle["features"])
-        self.image = bundle.get("image")  # the ImageConfig as a dict, for image competitions
-        clip = bundle.get("target_clip")  # regression: the fold's training target range, or None
-        self.clip = tuple(clip) if clip is not None else None
-        self.blend_weight = float(bundle.get("blend_weight", 0.5))  # model.blend's share
-        self._models = None
+        self.member_names = list(bundle["members"])
+        self.weights: dict[str, float] | None = None  # the run's ensemble weights (Run.artifact sets them)
+        self._members = None
 
     # ------------------------------------------------------------------ disk
 
     @staticmethod
     def save(fold_dir: Path, members: dict, bundle: dict, result: FoldResult) -> None:
-        """``members``: name → (Keras network, its weights) or (scikit-learn estimator, None)."""
+        """``members``: name → fitted FoldModel."""
         tmp = fold_dir.with_name(fold_dir.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for member, (net, weights) in members.items():
-            if weights is None:  # a scikit-learn estimator
-                dump_trusted(net, tmp / f"model_{member}.skops")
-                continue
-            net.set_weights(weights)
-            net.save(tmp / f"model_{member}.keras")
+        for name, member in members.items():
+            member.save(tmp / name)
         dump_trusted(bundle, tmp / PREPROCESSING_FILE)
-        arrays = {"valid_idx": result.valid_idx, "oof": result.oof, "test": result.test}
-        if result.no_tta is not None:
-            arrays["no_tta_oof"], arrays["no_tta_test"] = result.no_tta
-        for member, (oof, test) in result.members.items():
-            arrays[f"oof__{member}"], arrays[f"test__{member}"] = oof, test
-        np.savez(tmp / PREDICTIONS_FILE, **arrays)
+        np.savez(tmp / PREDICTIONS_FILE, **result.arrays())
         if result.history:
             import pandas as pd
 
@@ -198,8 +208,11 @@ class FoldArtifact:
         if not FoldResult.is_complete(fold_dir) or not (fold_dir / PREPROCESSING_FILE).is_file():
             raise DataError(f"{fold_dir}: not a finished fold (no {RESULT_FILE} or {PREPROCESSING_FILE}).")
         bundle = load_trusted(fold_dir / PREPROCESSING_FILE)
-        if not isinstance(bundle, dict) or not {"preprocessor", "target", "task", "classes", "features"} <= set(bundle):
+        if not isinstance(bundle, dict) or not {"preprocessor", "task", "classes", "features"} <= set(bundle):
             raise DataError(f"{fold_dir / PREPROCESSING_FILE}: not a fold's preprocessing bundle. Train the run again.")
+        if "members" not in bundle:
+            raise DataError(f"{fold_dir}: a fold of an older version of the pipeline (one model file per seed, no "
+                            f"member folders). Train the run again with this version.")
         return cls(fold_dir, bundle)
 
     def result(self) -> FoldResult:
@@ -209,28 +222,44 @@ class FoldArtifact:
     def valid_idx(self) -> np.ndarray:
         return np.load(self.dir / PREDICTIONS_FILE)["valid_idx"]
 
+    def members(self) -> dict:
+        """Member name → its FoldModel (loaded once)."""
+        from .members import FoldModel
+
+        if self._members is None:
+            missing = [n for n in self.member_names if not (self.dir / n).is_dir()]
+            if missing:
+                raise DataError(f"{self.dir}: member folder(s) {missing} missing; the run folder is damaged. Train "
+                                f"the run again.")
+            self._members = {n: FoldModel.load(self.dir / n) for n in self.member_names}
+        return self._members
+
+    def keras_member(self):
+        """The first Keras member (export converts it), or None."""
+        return next((m for m in self.members().values() if m.kind == "keras"), None)
+
     @property
     def keras_paths(self) -> list[Path]:
-        return sorted(self.dir.glob("model_*.keras"))
+        member = self.keras_member()
+        return list(member.paths) if member is not None else []
+
+    @property
+    def target(self):
+        """The first Keras member's target transform (None for classification)."""
+        member = self.keras_member()
+        return member.target if member is not None else None
+
+    @property
+    def clip(self):
+        member = self.keras_member()
+        return member.clip if member is not None else None
 
     def load_keras(self, index: int = 0):
-        """A fresh copy of the ``index``-th Keras member (export compresses copies in place)."""
-        import tf_keras as keras
+        """A fresh copy of the first Keras member's ``index``-th network (export compresses copies
+        in place)."""
+        from .members import load_network
 
-        path = self.keras_paths[index]
-        try:
-            return keras.models.load_model(path, safe_mode=True)
-        except (ValueError, OSError) as exc:  # a Lambda layer's code, a damaged zip
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{path}: the Keras model could not be loaded safely ({first}). Train the run "
-                            f"again.") from None
-
-    def models(self) -> list:
-        """The members: Keras models, or scikit-learn estimators (loaded once)."""
-        if self._models is None:
-            self._models = [self.load_keras(i) for i in range(len(self.keras_paths))]
-            self._models += [load_trusted(p) for p in sorted(self.dir.glob("model_*.skops"))]
-        return self._models
+        return load_network(self.keras_paths[index])
 
     # ------------------------------------------------------------------ prediction
 
@@ -242,50 +271,36 @@ class FoldArtifact:
                             f"(missing values are fine).")
         return self.preprocessor.transform(frame)
 
-    def predict(self, frame, image_paths=None, *, tta: bool = True, source: str = "rows") -> np.ndarray:
-        """The mean over the fold's members of their predictions for ``frame`` (internal form,
-        target units); with a blended scikit-learn model (``model.blend``), the Keras members'
-        mean and it, weighted as in training. Image folds need ``image_paths`` (one per row) and average the run's TTA
-        views unless ``tta`` is False."""
-        from ..models.sklearn_models import predict as sklearn_predict
-        from ..models.sklearn_models import to_matrix
-
+    def predict_members(self, frame, image_paths=None, *, tta: bool = True, source: str = "rows",
+                        only: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Each member's predictions for ``frame`` (internal form, target units); image folds need
+        ``image_paths`` (one per row) and average the run's TTA views unless ``tta`` is False."""
         features = self.transform(frame, source)
-        keras_preds, sklearn_preds = [], []
-        for model in self.models():
-            if not hasattr(model, "predict_on_batch"):  # a scikit-learn estimator
-                sklearn_preds.append(clip_target(invert_target(
-                    sklearn_predict(model, to_matrix(features)[0], self.task), self.target), self.clip))
-                continue
-            views = [to_output(model.predict(x, verbose=0), self.task, self.target, self.clip)
-                     for x in self._datasets(features, image_paths, tta)]
-            keras_preds.append(np.mean(views, axis=0))
-        if keras_preds and sklearn_preds:  # model.blend: the Keras members, then the blended model's share
-            w = self.blend_weight
-            return (1 - w) * np.mean(keras_preds, axis=0) + w * np.mean(sklearn_preds, axis=0)
-        return np.mean(keras_preds or sklearn_preds, axis=0)
+        return {n: m.predict(features, image_paths, tta=tta) for n, m in self.members().items()
+                if only is None or n in only}
 
-    def _datasets(self, features, image_paths, tta: bool):
-        """One dataset per TTA view (tabular folds: the rows once)."""
-        from ..data.datasets import make_dataset
+    def predict(self, frame, image_paths=None, *, tta: bool = True, source: str = "rows",
+                weights: dict[str, float] | None = None) -> np.ndarray:
+        """The members' predictions combined with the run's ensemble weights (``weights``, else
+        those the run set, else equal weights)."""
+        from ..ensemble import weighted
 
-        if self.image is None:
-            return [make_dataset(features, batch_size=4096)]
-        if image_paths is None:
-            raise DataError("this fold's model takes images: pass their file paths, one per row")
-        from ..config import ImageConfig
-        from ..data.images import batches, decoded_dataset
-
-        cfg = ImageConfig(**self.image)
-        decoded = decoded_dataset(np.asarray(image_paths), cfg, "")
-        views = cfg.tta.views if tta else ["identity"]
-        return [batches(decoded, features, None, cfg, batch_size=256, view=v) for v in views]
+        weights = weights or self.weights or {n: 1.0 / len(self.member_names) for n in self.member_names}
+        used = {n for n, w in weights.items() if w > 0}
+        preds = self.predict_members(frame, image_paths, tta=tta, source=source, only=used)
+        return weighted([preds[n] for n in preds], [weights[n] for n in preds])
 
 
 def load_fold_predictor(fold_dir: Path):
-    """A function (raw DataFrame[, image file paths]) → predictions (the mean over the fold's
-    members; no TTA), from a saved fold."""
+    """A function (raw DataFrame[, image file paths]) → predictions (no TTA), from a saved fold:
+    its members weighed as the run weighs them (the run folder's ensemble.json, when the fold is
+    still in its run folder; equal weights otherwise)."""
+    from ..ensemble import Ensemble
+
     artifact = FoldArtifact.load(fold_dir)
+    saved = Path(fold_dir).parent.parent / "ensemble.json"
+    if saved.is_file():
+        artifact.weights = Ensemble.weights_of(json.loads(saved.read_text()))
 
     def predict(df, image_paths=None):
         return artifact.predict(df, image_paths, tta=False)

@@ -1,12 +1,9 @@
-"""Train one fold: fit preprocessing on the fold's training rows, train, predict OOF and test, save.
+"""Train one fold: fit preprocessing on the fold's training rows, fit each member of the run on
+the same inputs, keep every member's OOF and test predictions, save.
 
-Image competitions predict every TTA view (``image.tta.views``) and average the probabilities; the
-identity view's predictions are kept beside them so the run reports what TTA bought.
-
-A fold trains ``train.seeds`` models (seed averaging); each contributes the weights named in
-``train.checkpoints`` (best, last, swa). Every (seed, checkpoint) pair is a *member*; the fold's
-prediction is the mean of its members' predictions, and each member's predictions are kept so the
-run can report every member's OOF score beside the ensemble's.
+``fit_fold`` is the recipe; each member is a ``FoldModel`` (members.py): a Keras model (its seeds,
+checkpoints, target transform and TTA) or a scikit-learn one. ``train_model`` trains one Keras
+network. The run weighs the members' predictions afterwards (ensemble.py, cv/loop.py).
 
 What a fold folder holds, and how it is saved, loaded and asked for predictions: artifact.py.
 """
@@ -23,16 +20,16 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ..data.fold_inputs import FoldInputs
-from ..errors import ConfigError, DataError, TrainingError
+from ..errors import ConfigError, TrainingError
 from ..metrics import get_metric
 from ..models import get_builder
-from ..models.heads import encode_labels, make_loss, output_size
-from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
-from ..models.sklearn_models import predict as sklearn_predict
+from ..models.heads import make_loss, output_size
+from ..models.sklearn_models import SKLEARN_MODELS
 from ..preprocessing import TabularPreprocessor, make_target_transformer
-from .artifact import FoldArtifact, FoldResult, clip_target, invert_target, to_output
-from .callbacks import History, NonFiniteLoss, Snapshots, StopAtDeadline, make_callbacks, reestimate_batchnorm
+from .artifact import FoldArtifact, FoldResult
+from .callbacks import History, NonFiniteLoss, Snapshots, make_callbacks
 from .devices import make_strategy, precision_policy
+from .members import Fold, check_members, deadlines, fit_order, make_member
 from .optimizers import make_optimizer
 from .schedules import make_schedule
 from .trainer import Trainer
@@ -55,12 +52,8 @@ def check_train_config(cfg, task: str) -> None:
         from ..models.backbones import make_backbone
 
         make_backbone(cfg.model.name, (*cfg.image.size, 3), cfg.model.weights)
-    if cfg.model.name in SKLEARN_MODELS:
-        try:
-            build_sklearn(cfg.model.name, task, dict(cfg.model.params), [], {}, 0).get_params()
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"model.params {dict(cfg.model.params)} do not fit model.name {cfg.model.name}: "
-                              f"{exc}") from None
+    names = check_members(cfg, bool(cfg.image.column))
+    if all(n in SKLEARN_MODELS for n in names):
         return
     replicas = make_strategy(tc.strategy).num_replicas_in_sync
     if replicas > 1 and (tc.grad_accum_steps > 1 or tc.sam_rho or tc.lookahead_steps):
@@ -109,175 +102,67 @@ def transform_target(y: np.ndarray, target) -> np.ndarray:
     return target.transform(y.reshape(-1, 1)).ravel() if target is not None else y
 
 
-def member_names(train_cfg) -> list[str]:
-    ckpts = train_cfg.checkpoints
-    if train_cfg.seeds == 1:
-        return list(ckpts)
-    return [f"seed{s}_{c}" for s in range(train_cfg.seeds) for c in ckpts]
-
-
 def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path,
              seed: int, label: str | None = None, callbacks: list | None = None,
              deadline: float | None = None) -> FoldResult:
-    """Train on ``train_idx`` rows of ``data.train``; score and predict ``valid_idx`` and test.
+    """Train every member of the run on ``train_idx`` rows of ``data.train``; predict the
+    ``valid_idx`` rows and the test rows with each; save the fold.
 
     ``label`` prefixes the progress lines (default: ``name``). ``callbacks``: extra Keras callbacks
-    for every model of the fold (tuning's pruning). ``deadline`` (``time.monotonic()`` seconds):
-    when the fold must be done; each seed's model gets an equal share and stops its epochs in time
-    (time_budget.py).
+    for the first Keras member (tuning's pruning). ``deadline`` (``time.monotonic()`` seconds):
+    when the fold must be done; the Keras members share the time the scikit-learn ones leave and
+    stop their epochs in time (time_budget.py).
     """
-    label = label or name
-    cfg, task, tc = data.cfg, data.task, data.cfg.train
-    start = time.perf_counter()
-    set_seed(seed, tc.deterministic)
-
-    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed, task=task).fit(
+    cfg, start = data.cfg, time.perf_counter()
+    set_seed(seed, cfg.train.deterministic)
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed, task=data.task).fit(
         data.train.iloc[train_idx], data.y[train_idx])
     rows = {"train": ("train", train_idx), "valid": ("train", valid_idx), "test": ("test", None)}
     inputs = model_inputs(data, pre, rows, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
-    x, spec, images = inputs.x, input_spec(pre, cfg, data.images is not None), inputs.images
-    y_train, y_valid = data.y[train_idx], data.y[valid_idx]
-    target = fit_target(cfg, task, y_train)
-    clip = target_range(cfg, task, y_train)
-    y_fit = {k: encode_labels(transform_target(v, target), task, len(data.classes), tc)
-             for k, v in (("train", y_train), ("valid", y_valid))}
-
-    def to_pred(raw):
-        return to_output(raw, task, target, clip)
-
-    metric = get_metric(cfg.metric, task)
-    if cfg.model.name in SKLEARN_MODELS:
-        return _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start)
-    # model.blend: the scikit-learn model on the same fold inputs, fitted first so that a time
-    # limit's deadline for the Keras epochs already counts its time.
-    blend = cfg.model.blend if images is None else None
-    if blend:
-        params = {**COMPANION_PARAMS.get(blend, {}), **cfg.model.blend_params}
-        companion = _fit_estimator(data, blend, params, x, pre, target, clip, train_idx, seed)
-    members, saved, best_epochs, epochs_run, identity, histories = {}, {}, [], [], [], []
-    timers: list[StopAtDeadline] = []
-    valid_plain = inputs.dataset("valid")
-
-    def score(net) -> float:  # the competition metric of this epoch's weights, for history.csv
-        with precision_policy(tc.precision):
-            pred = to_pred(net.predict(valid_plain, verbose=0))
-        # A diverged epoch has no score; NonFiniteLoss stops the fold with the error that says so.
-        return metric(y_valid, pred, task) if np.isfinite(pred).all() else float("nan")
-
+    fold = Fold(data, inputs, pre, input_spec(pre, cfg, data.images is not None), train_idx, valid_idx, seed,
+                label or name, fold_dir)
+    names = check_members(cfg, data.images is not None)
+    members, fits = {}, {}
     try:
-        for s in range(tc.seeds):
-            member_seed = seed + 1000 * s
-            tag = label if tc.seeds == 1 else f"{label} seed {s}"
-            history = History(score if tc.history_metric else None, seed=s,
-                              sign=1.0 if metric.direction == "minimize" else -1.0)
-            tensorboard = fold_dir.with_name(f"{fold_dir.name}.tensorboard") / f"seed{s}" if tc.tensorboard else None
-            # Extra callbacks (tuning's per-epoch pruning) watch the first seed's model: one report per epoch.
-            extra = [history] + ((callbacks or []) if s == 0 else [])
-            if deadline is not None:
-                now = time.monotonic()
-                timers.append(StopAtDeadline(now + (deadline - now) / (tc.seeds - s), label=tag))
-                extra.append(timers[-1])
-            weights, net, info = _train_model(data, spec, inputs, y_fit, member_seed, tag, extra, tensorboard)
-            histories += history.rows
-            best_epochs.append(info["best_epoch"])
-            epochs_run.append(info["epochs"])
-            for ckpt in tc.checkpoints:
-                member = ckpt if tc.seeds == 1 else f"seed{s}_{ckpt}"
-                with precision_policy(tc.precision):
-                    net.set_weights(weights[ckpt])
-                    if ckpt == "swa":
-                        reestimate_batchnorm(net, inputs.dataset("train"))
-                    views = {v: tuple(to_pred(net.predict(inputs.dataset(k, view=v), verbose=0))
-                                      for k in ("valid", "test")) for v in inputs.views}
-                    if "identity" not in views:
-                        views_plain = tuple(to_pred(net.predict(inputs.dataset(k), verbose=0)) for k in ("valid", "test"))
-                    else:
-                        views_plain = views["identity"]
-                # TTA: the mean of the views' probabilities (predictions for regression).
-                oof, test = (np.mean([p[i] for p in views.values()], axis=0) for i in (0, 1))
-                if not (np.isfinite(oof).all() and np.isfinite(test).all()):
-                    raise TrainingError(f"{tag}: the model predicts NaN/infinite values; no predictions were written. "
-                                        f"Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
-                members[member] = (oof, test)
-                identity.append(views_plain)
-                saved[member] = (net, net.get_weights())  # after SWA's BatchNorm re-estimation
-    except tf.errors.InvalidArgumentError as exc:
-        if images is None:
-            raise
-        first = str(exc).strip().splitlines()[0][:200]
-        raise DataError(f"{label}: an image could not be decoded or resized ({first}). "
-                        f"Check the files under image.train_dir / image.test_dir.") from None
+        first_keras = True
+        for member, until in zip(fit_order(names), deadlines(fit_order(names), deadline)):
+            model = make_member(member, cfg, data.task, len(data.classes))
+            extra = list(callbacks or []) if model.kind == "keras" and first_keras else []
+            first_keras = first_keras and model.kind != "keras"
+            fits[member] = model.fit(dataclasses.replace(fold, callbacks=extra, deadline=until))
+            members[member] = model
     finally:
         inputs.close()
+    members = {m: members[m] for m in names}  # the config's order
+    result = fold_result(data, name, valid_idx, {m: fits[m] for m in names}, time.perf_counter() - start)
+    bundle = {"preprocessor": pre, "task": data.task, "classes": data.classes, "features": list(data.columns),
+              "members": names}
+    FoldArtifact.save(fold_dir, members, bundle, result)
+    return result
 
-    oof = np.mean([m[0] for m in members.values()], axis=0)
-    test = np.mean([m[1] for m in members.values()], axis=0)
-    if blend:  # the blended model's share of the fold's prediction
-        model, preds = companion
-        members[blend], saved[blend] = preds, (model, None)
-        w = cfg.model.blend_weight
-        oof, test = ((1 - w) * keras_part + w * part for keras_part, part in zip((oof, test), preds))
-    member_scores = {m: metric(y_valid, p[0], task) for m, p in members.items()}
-    no_tta = score_no_tta = None
-    if images is not None:
-        no_tta = tuple(np.mean([p[i] for p in identity], axis=0) for i in (0, 1))
-        score_no_tta = metric(y_valid, no_tta[0], task)
-    result = FoldResult(name, np.asarray(valid_idx), oof, test, metric(y_valid, oof, task),
-                        int(np.median(best_epochs)), int(max(epochs_run)), round(time.perf_counter() - start, 2),
-                        member_scores, members, no_tta, score_no_tta, histories)
+
+def fold_result(data, name: str, valid_idx: np.ndarray, fits: dict, seconds: float) -> FoldResult:
+    """The fold's predictions and scores per member (the run weighs the members afterwards; the
+    fold's own score until then is its best member's)."""
+    metric, y_valid = get_metric(data.cfg.metric, data.task), data.y[valid_idx]
+    scores = {m: metric(y_valid, f.oof, data.task) for m, f in fits.items()}
+    details = {f"{m}/{sub}": p for m, f in fits.items() if len(f.details) > 1 for sub, p in f.details.items()}
+    keras = [f for f in fits.values() if f.details]
+    sign = 1.0 if metric.direction == "maximize" else -1.0
+    no_tta = next((f.no_tta for f in fits.values() if f.no_tta is not None), None)
+    result = FoldResult(name, np.asarray(valid_idx), max(scores.values(), key=lambda v: sign * v),
+                        int(np.median([f.best_epoch for f in keras])) if keras else 0,
+                        int(max(f.epochs for f in (keras or list(fits.values())))), round(seconds, 2),
+                        scores, {m: (f.oof, f.test) for m, f in fits.items()},
+                        {k: metric(y_valid, p[0], data.task) for k, p in details.items()}, details,
+                        no_tta, metric(y_valid, no_tta[0], data.task) if no_tta is not None else None,
+                        [row for f in fits.values() for row in f.history])
+    timers = [t for f in fits.values() for t in f.timers]
     if timers:
         result.timing = {"train_seconds": sum(t.train_seconds for t in timers),
                          "slowest_epoch": max(t.slowest for t in timers),
                          "cut": any(t.stopped_at is not None for t in timers)}
-    bundle = _bundle(data, pre, target, clip, images is not None)
-    if blend:
-        bundle["blend_weight"] = cfg.model.blend_weight
-    FoldArtifact.save(fold_dir, saved, bundle, result)
     return result
-
-
-def _fit_estimator(data, name: str, params: dict, x: dict, pre, target, clip, train_idx, seed: int):
-    """A scikit-learn model (``model.name`` hgb / linear, or ``model.blend``) fitted on the fold's
-    inputs; returns it and its (OOF, test) predictions in target units."""
-    converted = {k: to_matrix(v) for k, v in x.items()}
-    cats = converted["train"][1]
-    names = sorted(k for k in x["train"] if k != "numeric")
-    sizes = {e[0]: e[1] for e in pre.input_spec_.embeddings}
-    vocab = {c: sizes[n] for c, n in zip(cats, names)}
-    model = build_sklearn(name, data.task, params, cats, vocab, seed)
-    model.fit(converted["train"][0], transform_target(data.y[train_idx], target))
-    preds = tuple(clip_target(invert_target(sklearn_predict(model, converted[k][0], data.task), target), clip)
-                  for k in ("valid", "test"))
-    return model, preds
-
-
-# The blended model's settings unless model.blend_params says otherwise: the generalization
-# README's HGB (learning rate 0.05, early stopping on a 10% inner split), with a cap of 500 rounds
-# and 30 of patience so that a 19-class set stays in minutes.
-COMPANION_PARAMS = {"hgb": {"learning_rate": 0.05, "max_iter": 500, "early_stopping": True,
-                            "validation_fraction": 0.1, "n_iter_no_change": 30}}
-
-
-def _fit_sklearn(data, name, x, pre, target, clip, train_idx, valid_idx, fold_dir, seed, start) -> FoldResult:
-    """A scikit-learn model on the same fold, preprocessing and target transform as a Keras one."""
-    cfg, task = data.cfg, data.task
-    model, (oof, test) = _fit_estimator(data, cfg.model.name, dict(cfg.model.params), x, pre, target, clip,
-                                        train_idx, seed)
-    metric = get_metric(cfg.metric, task)
-    score = metric(data.y[valid_idx], oof, task)
-    n_iter = getattr(model, "n_iter_", None)  # None for Ridge's direct solvers
-    iterations = int(np.max(n_iter)) if n_iter is not None else 0
-    result = FoldResult(name, np.asarray(valid_idx), oof, test, score, 0, iterations,
-                        round(time.perf_counter() - start, 2), {"best": score}, {"best": (oof, test)})
-    FoldArtifact.save(fold_dir, {"best": (model, None)}, _bundle(data, pre, target, clip, False), result)
-    return result
-
-
-def _bundle(data, pre, target, clip, images: bool) -> dict:
-    """What the fold's artifact needs besides its models to predict raw rows again."""
-    return {"preprocessor": pre, "target": target, "task": data.task, "classes": data.classes,
-            "features": list(data.columns), "image": data.cfg.image.model_dump() if images else None,
-            "target_clip": list(clip) if clip is not None else None}
 
 
 def _stages(cfg, net) -> list[tuple[int, int | None]]:
@@ -292,19 +177,19 @@ def _stages(cfg, net) -> list[tuple[int, int | None]]:
     return [(head, 0), rest] if head else [rest]
 
 
-def _train_model(data, spec, inputs: FoldInputs, y_fit, seed: int, label: str, extra_callbacks: list,
-                 tensorboard_dir: Path | None = None):
-    """One model: build under the precision policy and strategy, fit (in stages for backbones),
-    return its snapshots."""
+def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, seed: int, label: str,
+                extra_callbacks: list, tensorboard_dir: Path | None = None):
+    """One Keras network of ``model_name``: build under the precision policy and strategy, fit (in
+    stages for backbones), return its snapshots."""
     from ..models.backbones import BACKBONE_LAYER, has_backbone, set_trainable
 
-    cfg, task, tc = data.cfg, data.task, data.cfg.train
+    task, tc = data.task, cfg.train
     set_seed(seed, tc.deterministic)
     steps = math.ceil(len(y_fit["train"]) / tc.batch_size)
     train_ds = inputs.dataset("train", y_fit["train"], training=True, seed=seed)
     valid_ds = inputs.dataset("valid", y_fit["valid"])
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)), task)
+        net = get_builder(model_name)(spec, cfg.model, output_size(task, len(data.classes)), task)
     snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds)
     done = 0
     for stage_epochs, unfreeze in _stages(cfg, net):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tf_keras as keras
 
+from ..errors import ConfigError
 from ..models import get_builder
 from ..models.heads import encode_labels, make_loss, output_size
 from ..preprocessing import TabularPreprocessor
@@ -115,6 +116,7 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
     It fits preprocessing on all rows: it is a diagnostic that writes no OOF predictions.
     """
     cfg, task, tc = data.cfg, data.task, data.cfg.train
+    model_name = keras_member_name(cfg, data.images is not None)
     set_seed(tc.seed)
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=tc.seed, task=task).fit(data.train, data.y)
     y = encode_labels(transform_target(data.y, fit_target(cfg, task, data.y)), task, len(data.classes), tc)
@@ -126,19 +128,33 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
         update={"image": cfg.image.model_copy(update={"cache": "none"})}))
     ds = inputs.dataset("train", y, training=True, seed=tc.seed)
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)), task)
+        net = get_builder(model_name)(spec, cfg.model, output_size(task, len(data.classes)), task)
         trainer = Trainer(net)
         # A constant-LR optimizer the sweep can set; steps_per_execution 1 so it sets every batch.
         trainer.compile(optimizer=make_optimizer(tc, min_lr), loss=make_loss(task, tc), steps_per_execution=1)
         sweep = LRSweep(min_lr, max_lr, steps)
         trainer.fit(ds.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[sweep], verbose=0)
     sweep.valley = valley_lr(sweep.lrs, sweep.losses)
-    sweep.checked = check_lrs(data, pre, spec, y, [sweep.valley * f for f in CHECK_FACTORS]) if check else {}
+    sweep.checked = check_lrs(data, pre, spec, y, [sweep.valley * f for f in CHECK_FACTORS],
+                              model_name) if check else {}
     lr = min(sweep.checked, key=sweep.checked.get) if sweep.checked else sweep.valley
     return lr, sweep
 
 
-def check_lrs(data, pre, spec, y, lrs: list[float]) -> dict[float, float]:
+def keras_member_name(cfg, images: bool) -> str:
+    """The run's first Keras member: the model the range test trains."""
+    from ..models.sklearn_models import SKLEARN_MODELS
+    from .members import check_members
+
+    names = check_members(cfg, images)
+    keras_names = [n for n in names if n not in SKLEARN_MODELS]
+    if not keras_names:
+        raise ConfigError(f"--lr-find: the run's members {names} have no Keras model; the LR range test trains "
+                          f"one. Add a Keras model to model.members (e.g. --set 'model.members=[mlp, hgb]').")
+    return keras_names[0]
+
+
+def check_lrs(data, pre, spec, y, lrs: list[float], model_name: str) -> dict[float, float]:
     """Each LR's validation loss after CHECK_EPOCHS epochs of a fresh model on 80% of the rows
     (a fixed split), the rest validating. NaN losses (diverged) never win."""
     cfg, task, tc = data.cfg, data.task, data.cfg.train
@@ -152,7 +168,7 @@ def check_lrs(data, pre, spec, y, lrs: list[float]) -> dict[float, float]:
     for lr in lrs:
         set_seed(tc.seed)
         with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-            net = get_builder(cfg.model.name)(spec, cfg.model, output_size(task, len(data.classes)), task)
+            net = get_builder(model_name)(spec, cfg.model, output_size(task, len(data.classes)), task)
             trainer = Trainer(net)
             trainer.compile(optimizer=make_optimizer(tc, lr), loss=make_loss(task, tc))
             history = trainer.fit(inputs.dataset("fit", y[fit_rows], training=True, seed=tc.seed),

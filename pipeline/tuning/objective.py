@@ -111,11 +111,12 @@ class Objective:
         import optuna
 
         from ..cv.folds import fold_units, load_or_assign_folds
-        from ..cv.loop import train_folds
+        from ..cv.loop import gather, train_folds
         from ..models.sklearn_models import SKLEARN_MODELS
         from ..outputs import OUTPUT_ROOT
         from ..runs import shared_folds_dir
         from ..training.fold import check_train_config
+        from ..training.members import member_names
 
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
@@ -146,17 +147,18 @@ class Objective:
         metric = get_metric(data.cfg.metric, data.task)
         scratch = self.study_dir / "trials" / f"{trial.number:05d}-{os.getpid()}"
         log.info("trial %d: %s", trial.number, params)
-        epoch_pruning = tc.pruner in ("median", "hyperband") and data.cfg.model.name not in SKLEARN_MODELS
+        epoch_pruning = tc.pruner in ("median", "hyperband") and any(
+            m not in SKLEARN_MODELS for m in member_names(data.cfg, data.images is not None))
 
         def callbacks(unit):  # per epoch: the first fold's validation loss
             return [epoch_pruning_callback(trial, metric.direction)] if epoch_pruning and unit.index == 0 else []
 
-        scores, oof_parts = [], []
+        scores, results = [], []
         try:
             for i, result in enumerate(train_folds(data, units, lambda u: scratch / u.name,
                                                    label=f"trial {trial.number} ", callbacks=callbacks)):
-                scores.append(result.score)
-                oof_parts.append((result.valid_idx, result.oof))
+                scores.append(result.score)  # the fold's best member, until the ensemble is weighed
+                results.append(result)
                 if tc.pruner == "wilcoxon":
                     trial.report(result.score, step=i)
                     if trial.should_prune():
@@ -165,9 +167,12 @@ class Objective:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             trial.set_user_attr("rss_mb", round(rss_mb(), 1))
+        # Scored as a run is: the members weighed by the cross-fitted ensemble, each row's mean
+        # over the repeats that predicted it.
+        cv = gather(data, units, results)
+        seen = cv.oof_count > 0
+        value = metric(data.y[seen], cv.oof[seen], data.task)
+        scores = [r.score for r in results]
         trial.set_user_attr("fold_scores", scores)
-        idx = np.concatenate([v for v, _ in oof_parts])
-        oof = np.concatenate([p for _, p in oof_parts])
-        value = metric(data.y[idx], oof, data.task)
         log.info("trial %d: %s %.5g (folds %s)", trial.number, metric.name, value, np.round(scores, 5).tolist())
         return value

@@ -1,0 +1,424 @@
+"""One interface for a fold's model, whatever the model: ``FoldModel``.
+
+A fold trains every member of the run (``model.members``) on the same fold inputs. Each member
+
+- ``fit(fold)``: trains on the fold's training rows and returns its predictions for the fold's
+  validation and test rows in target units (the metrics' internal form);
+- ``predict(features, image_paths)``: predicts new rows, given the fold preprocessing's output;
+- ``save(folder)`` / ``load(folder)``: its own subfolder of the fold folder, without pickle
+  (Keras files in safe mode, skops with the trusted list);
+- ``describe()``: what the report and scores.json say of it.
+
+A Keras member owns its target transform and link (standardizing, log1p, Poisson's log link), its
+seeds and checkpoints (``train.seeds`` x ``train.checkpoints`` networks, averaged) and TTA. A
+scikit-learn member owns its own target handling: HGB fits counts with ``loss="poisson"`` (the
+Keras model's log link is not its scale), log1p targets for RMSLE, class probabilities for
+classification. The run weighs the members' predictions afterwards (ensemble.py).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, TrainingError
+from ..metrics import get_metric
+from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
+from ..models.sklearn_models import predict as sklearn_predict
+from .artifact import clip_target, dump_trusted, invert_target, load_trusted, to_output
+
+log = logging.getLogger("pipeline")
+MEMBER_FILE = "member.skops"
+
+# A scikit-learn member's settings unless model.params / model.member_params say otherwise: the
+# generalization README's HGB (learning rate 0.05, early stopping on a 10% inner split), with a cap
+# of 500 rounds and 30 of patience so that a 19-class set stays in minutes.
+SKLEARN_DEFAULTS = {"hgb": {"learning_rate": 0.05, "max_iter": 500, "early_stopping": True,
+                            "validation_fraction": 0.1, "n_iter_no_change": 30},
+                    "linear": {}}
+
+
+def member_names(cfg, images: bool) -> list[str]:
+    """The run's members: ``model.members``, or by default the model and HGB for a tabular Keras
+    model (model.name alone for images and scikit-learn models)."""
+    if cfg.model.members is not None:
+        return list(cfg.model.members)
+    if images or cfg.model.name in SKLEARN_MODELS:
+        return [cfg.model.name]
+    return [cfg.model.name, "hgb"]
+
+
+def check_members(cfg, images: bool) -> list[str]:
+    """The member names, each a known model; one ConfigError naming the fix if not."""
+    from ..models import MODELS
+
+    names = member_names(cfg, images)
+    for name in names:
+        if name not in SKLEARN_MODELS and name not in MODELS:
+            raise ConfigError(f"model.members: unknown model {name!r}. Valid: {sorted(set(MODELS) | SKLEARN_MODELS)}")
+        if images and name in SKLEARN_MODELS:
+            raise ConfigError(f"model.members: {name} takes tabular inputs; this competition has images. List "
+                              f"Keras models only (e.g. [{cfg.model.name}]).")
+        if name in SKLEARN_MODELS:
+            params = sklearn_params(cfg.model, name)
+            try:
+                build_sklearn(name, cfg.task or "regression", params, [], {}, 0).get_params()
+            except (TypeError, ValueError) as exc:
+                where = (f"model.params {dict(cfg.model.params)} do not fit model.name {name}"
+                         if name == cfg.model.name and cfg.model.params else
+                         f"model.member_params.{name} {params} do not fit {name}")
+                raise ConfigError(f"{where}: {exc}") from None
+    extra = sorted(set(cfg.model.member_params) - set(names))
+    if extra:
+        raise ConfigError(f"model.member_params names {extra}, which are not members ({names}). Drop them or add "
+                          f"them to model.members.")
+    fixed = set(cfg.ensemble.weights)
+    if fixed and fixed != set(names):
+        raise ConfigError(f"ensemble.weights names {sorted(fixed)}; the members are {names}. Give one weight per "
+                          f"member.")
+    return names
+
+
+def sklearn_params(model_cfg, name: str) -> dict:
+    own = dict(model_cfg.params) if name == model_cfg.name else {}
+    return {**SKLEARN_DEFAULTS.get(name, {}), **own, **model_cfg.member_params.get(name, {})}
+
+
+@dataclass
+class Fold:
+    """What every member of a fold is fitted on."""
+
+    data: object  # CompetitionData
+    inputs: object  # FoldInputs: the preprocessed train / valid / test splits
+    pre: object  # the fold's fitted TabularPreprocessor
+    spec: object  # InputSpec for the Keras builders
+    train_idx: np.ndarray
+    valid_idx: np.ndarray
+    seed: int
+    label: str
+    fold_dir: Path
+    callbacks: list = field(default_factory=list)  # extra Keras callbacks (tuning's pruning)
+    deadline: float | None = None  # time.monotonic() by which this member must be done
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.data.y[self.train_idx]
+
+    @property
+    def y_valid(self) -> np.ndarray:
+        return self.data.y[self.valid_idx]
+
+
+@dataclass
+class MemberFit:
+    """A fitted member's predictions (target units) and what its training did."""
+
+    oof: np.ndarray
+    test: np.ndarray
+    details: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # seeds x checkpoints
+    best_epoch: int = 0
+    epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    no_tta: tuple[np.ndarray, np.ndarray] | None = None
+    timers: list = field(default_factory=list)
+
+
+def make_member(name: str, cfg, task: str, n_classes: int) -> "FoldModel":
+    if name in SKLEARN_MODELS:
+        return SklearnMember(name, task, sklearn_params(cfg.model, name), regression_target(cfg, task),
+                             cfg.preprocessing.target_clip)
+    return KerasMember(name, task, cfg)
+
+
+def regression_target(cfg, task: str) -> str | None:
+    """How a scikit-learn member fits a regression target: poisson, log1p, or None (as it is)."""
+    if task != "regression":
+        return None
+    if cfg.train.loss == "poisson":
+        return "poisson"
+    return "log1p" if cfg.preprocessing.target_log1p is True else None
+
+
+class FoldModel:
+    """The interface of a fold's model (see the module's text)."""
+
+    kind = ""
+
+    def fit(self, fold: Fold) -> MemberFit:
+        raise NotImplementedError
+
+    def predict(self, features: dict[str, np.ndarray], image_paths=None, *, tta: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    def load(folder: Path) -> "FoldModel":
+        state = load_trusted(folder / MEMBER_FILE)
+        if not isinstance(state, dict) or state.get("kind") not in ("keras", "sklearn"):
+            raise DataError(f"{folder / MEMBER_FILE}: not a fold member's description. Train the run again.")
+        cls = KerasMember if state["kind"] == "keras" else SklearnMember
+        return cls.from_state(folder, state)
+
+
+# ----------------------------------------------------------------------------- scikit-learn
+
+
+class SklearnMember(FoldModel):
+    """HistGradientBoosting or a linear model on the fold preprocessing's output."""
+
+    kind = "sklearn"
+
+    def __init__(self, name: str, task: str, params: dict, target: str | None, clip_target_range: bool):
+        self.name, self.task, self.params, self.target = name, task, params, target
+        self.clip_range = clip_target_range
+        self.clip: tuple[float, float] | None = None
+        self.model = None
+
+    def fit(self, fold: Fold) -> MemberFit:
+        x = {k: to_matrix(v) for k, v in fold.inputs.x.items()}
+        cats = x["train"][1]
+        names = sorted(k for k in fold.inputs.x["train"] if k != "numeric")
+        sizes = {e[0]: e[1] for e in fold.pre.input_spec_.embeddings}
+        vocab = {c: sizes[n] for c, n in zip(cats, names)}
+        y = fold.y_train
+        if self.clip_range:
+            self.clip = float(np.min(y)), float(np.max(y))
+        self.model = build_sklearn(self.name, self.task, self.params, cats, vocab, fold.seed,
+                                   poisson=self.target == "poisson")
+        self.model.fit(x["train"][0], np.log1p(y) if self.target == "log1p" else y)
+        return MemberFit(*(self._finish(sklearn_predict(self.model, x[k][0], self.task)) for k in ("valid", "test")),
+                         epochs=self.iterations())
+
+    def _finish(self, raw: np.ndarray) -> np.ndarray:
+        pred = np.expm1(raw) if self.target == "log1p" else raw
+        return clip_target(pred, self.clip)
+
+    def iterations(self) -> int:
+        n_iter = getattr(self.model, "n_iter_", None)  # None for Ridge's direct solvers
+        return int(np.max(n_iter)) if n_iter is not None else 0
+
+    def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
+        return self._finish(sklearn_predict(self.model, to_matrix(features)[0], self.task))
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_trusted(self.model, folder / "model.skops")
+        dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "params": self.params,
+                      "target": self.target, "clip": list(self.clip) if self.clip else None}, folder / MEMBER_FILE)
+
+    @classmethod
+    def from_state(cls, folder: Path, state: dict) -> "SklearnMember":
+        member = cls(state["name"], state["task"], state["params"], state["target"], state["clip"] is not None)
+        member.clip = tuple(state["clip"]) if state["clip"] else None
+        member.model = load_trusted(folder / "model.skops")
+        return member
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "target": self.target, "iterations": self.iterations()}
+
+
+# ----------------------------------------------------------------------------- Keras
+
+
+class KerasMember(FoldModel):
+    """``train.seeds`` x ``train.checkpoints`` networks of one Keras model, averaged; TTA views
+    averaged for images."""
+
+    kind = "keras"
+
+    def __init__(self, name: str, task: str, cfg=None):
+        self.name, self.task, self.cfg = name, task, cfg
+        self.target = None  # the fold's fitted target transform (regression)
+        self.clip: tuple[float, float] | None = None
+        self.image: dict | None = None  # the ImageConfig as a dict, for image competitions
+        self.nets: dict[str, object] = {}  # "seed0_best" (or "best") → network, loaded
+        self._trained: dict[str, tuple] = {}  # after fit: "seed0_best" → (network, its weights)
+        self.paths: list[Path] = []
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, fold: Fold) -> MemberFit:
+        import tensorflow as tf
+
+        from .fold import fit_target, target_range, transform_target
+        from ..models.heads import encode_labels
+
+        data, cfg, tc = fold.data, self.cfg, self.cfg.train
+        task = self.task
+        self.target = fit_target(cfg, task, fold.y_train)
+        self.clip = target_range(cfg, task, fold.y_train)
+        self.image = cfg.image.model_dump() if fold.inputs.images is not None else None
+        y_fit = {k: encode_labels(transform_target(v, self.target), task, len(data.classes), tc)
+                 for k, v in (("train", fold.y_train), ("valid", fold.y_valid))}
+        out = MemberFit(None, None)
+        identity = []
+        try:
+            for s in range(tc.seeds):
+                self._fit_seed(fold, s, y_fit, out, identity)
+        except tf.errors.InvalidArgumentError as exc:
+            if fold.inputs.images is None:
+                raise
+            first = str(exc).strip().splitlines()[0][:200]
+            raise DataError(f"{fold.label}: an image could not be decoded or resized ({first}). "
+                            f"Check the files under image.train_dir / image.test_dir.") from None
+        out.oof, out.test = (np.mean([p[i] for p in out.details.values()], axis=0) for i in (0, 1))
+        if fold.inputs.images is not None:
+            out.no_tta = tuple(np.mean([p[i] for p in identity], axis=0) for i in (0, 1))
+        return out
+
+    def _fit_seed(self, fold: Fold, s: int, y_fit: dict, out: MemberFit, identity: list) -> None:
+        from .callbacks import History, StopAtDeadline, reestimate_batchnorm
+        from .devices import precision_policy
+        from .fold import train_model
+
+        tc, inputs = self.cfg.train, fold.inputs
+        metric = get_metric(self.cfg.metric, self.task)
+        tag = fold.label if tc.seeds == 1 else f"{fold.label} seed {s}"
+        valid_plain = inputs.dataset("valid")
+
+        def score(net) -> float:  # the competition metric of this epoch's weights, for history.csv
+            with precision_policy(tc.precision):
+                pred = self._output(net.predict(valid_plain, verbose=0))
+            # A diverged epoch has no score; NonFiniteLoss stops the fold with the error that says so.
+            return metric(fold.y_valid, pred, self.task) if np.isfinite(pred).all() else float("nan")
+
+        history = History(score if tc.history_metric else None, seed=s,
+                          sign=1.0 if metric.direction == "minimize" else -1.0)
+        tensorboard = fold.fold_dir.with_name(f"{fold.fold_dir.name}.tensorboard") / f"{self.name}-seed{s}" \
+            if tc.tensorboard else None
+        # Extra callbacks (tuning's per-epoch pruning) watch the first seed's model: one report per epoch.
+        extra = [history] + (list(fold.callbacks) if s == 0 else [])
+        if fold.deadline is not None:
+            now = time.monotonic()
+            out.timers.append(StopAtDeadline(now + (fold.deadline - now) / (tc.seeds - s), label=tag))
+            extra.append(out.timers[-1])
+        weights, net, info = train_model(fold.data, self.cfg, self.name, fold.spec, inputs, y_fit,
+                                         fold.seed + 1000 * s, tag, extra, tensorboard)
+        out.history += [{**row, "member": self.name} for row in history.rows]
+        out.best_epoch = max(out.best_epoch, info["best_epoch"])
+        out.epochs = max(out.epochs, info["epochs"])
+        for ckpt in tc.checkpoints:
+            sub = ckpt if tc.seeds == 1 else f"seed{s}_{ckpt}"
+            with precision_policy(tc.precision):
+                net.set_weights(weights[ckpt])
+                if ckpt == "swa":
+                    reestimate_batchnorm(net, inputs.dataset("train"))
+                views = {v: tuple(self._output(net.predict(inputs.dataset(k, view=v), verbose=0))
+                                  for k in ("valid", "test")) for v in inputs.views}
+                plain = views.get("identity") or tuple(self._output(net.predict(inputs.dataset(k), verbose=0))
+                                                       for k in ("valid", "test"))
+            # TTA: the mean of the views' probabilities (predictions for regression).
+            oof, test = (np.mean([p[i] for p in views.values()], axis=0) for i in (0, 1))
+            if not (np.isfinite(oof).all() and np.isfinite(test).all()):
+                raise TrainingError(f"{tag}: the model predicts NaN/infinite values; no predictions were written. "
+                                    f"Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
+            out.details[sub] = (oof, test)
+            identity.append(plain)
+            self._trained[sub] = (net, net.get_weights())  # after SWA's BatchNorm re-estimation
+
+    def _output(self, raw: np.ndarray) -> np.ndarray:
+        return to_output(raw, self.task, self.target, self.clip)
+
+    # ------------------------------------------------------------------ prediction
+
+    def networks(self) -> list:
+        if self._trained:
+            return [self._with_weights(sub) for sub in self._trained]
+        if not self.nets:
+            self.nets = {p.stem.removeprefix("model_"): load_network(p) for p in self.paths}
+        return list(self.nets.values())
+
+    def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
+        preds = []
+        for net in self.networks():
+            views = [self._output(net.predict(x, verbose=0)) for x in self._datasets(features, image_paths, tta)]
+            preds.append(np.mean(views, axis=0))
+        return np.mean(preds, axis=0)
+
+    def _datasets(self, features, image_paths, tta: bool):
+        """One dataset per TTA view (tabular folds: the rows once)."""
+        from ..data.datasets import make_dataset
+
+        if self.image is None:
+            return [make_dataset(features, batch_size=4096)]
+        if image_paths is None:
+            raise DataError("this fold's model takes images: pass their file paths, one per row")
+        from ..config import ImageConfig
+        from ..data.images import batches, decoded_dataset
+
+        cfg = ImageConfig(**self.image)
+        decoded = decoded_dataset(np.asarray(image_paths), cfg, "")
+        views = cfg.tta.views if tta else ["identity"]
+        return [batches(decoded, features, None, cfg, batch_size=256, view=v) for v in views]
+
+    # ------------------------------------------------------------------ disk
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for sub in self._trained:
+            self._with_weights(sub).save(folder / f"model_{sub}.keras")
+        dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "target": self.target,
+                      "clip": list(self.clip) if self.clip else None, "image": self.image,
+                      "networks": list(self._trained)}, folder / MEMBER_FILE)
+
+    def _with_weights(self, sub: str):
+        net, weights = self._trained[sub]  # several checkpoints share one network: set theirs
+        net.set_weights(weights)
+        return net
+
+    @classmethod
+    def from_state(cls, folder: Path, state: dict) -> "KerasMember":
+        member = cls(state["name"], state["task"])
+        member.target, member.image = state["target"], state["image"]
+        member.clip = tuple(state["clip"]) if state["clip"] else None
+        member.paths = [folder / f"model_{sub}.keras" for sub in state["networks"]]
+        missing = [p.name for p in member.paths if not p.is_file()]
+        if missing:
+            raise DataError(f"{folder}: {', '.join(missing)} missing; the run folder is damaged. Train the run again.")
+        return member
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind,
+                "networks": [p.name for p in self.paths] or [f"model_{s}.keras" for s in self._trained]}
+
+
+def load_network(path: Path):
+    import tf_keras as keras
+
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except (ValueError, OSError) as exc:  # a Lambda layer's code, a damaged zip
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: the Keras model could not be loaded safely ({first}). Train the run "
+                        f"again.") from None
+
+
+def deadlines(names: list[str], deadline: float | None):
+    """Each Keras member's share of the time left (scikit-learn members are fitted first, so
+    their time is already spent when the shares are taken)."""
+    keras_left = sum(n not in SKLEARN_MODELS for n in names)
+    for name in names:
+        if deadline is None or name in SKLEARN_MODELS:
+            yield None
+            continue
+        now = time.monotonic()
+        yield now + (deadline - now) / keras_left
+        keras_left -= 1
+
+
+def fit_order(names: list[str]) -> list[str]:
+    """scikit-learn members first, so that a time limit's deadline for the Keras epochs already
+    counts their time."""
+    return sorted(names, key=lambda n: n not in SKLEARN_MODELS)
+
+
+__all__ = ["Fold", "FoldModel", "KerasMember", "MemberFit", "SklearnMember", "check_members", "deadlines",
+           "fit_order", "make_member", "member_names"]
