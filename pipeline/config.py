@@ -510,6 +510,13 @@ def schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 
 
+# Keys of earlier versions and what replaced them, for the error that names them.
+RENAMED = {"model.blend": "list the models in model.members, e.g. [mlp, hgb]",
+           "model.blend_weight": "the members' weights are fitted on OOF predictions; fix them with "
+                                 "ensemble.method=fixed and ensemble.weights",
+           "model.blend_params": "use model.member_params.<member>"}
+
+
 def _describe(error: dict) -> str:
     loc = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":

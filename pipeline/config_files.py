@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, schema_paths, validate
+from .config import RENAMED, Config, schema_paths, validate
 from .errors import ConfigError
 
 # A checkout keeps competitions/ beside the package; an installed wheel carries it inside.
@@ -56,6 +56,8 @@ def check_key(path: str, where: str) -> None:
     # A dict-of-sections key (features.columns.price) is valid as a prefix of its own fields.
     if any(_match(path, ".".join(p.split(".")[: len(path.split("."))])) for p in valid if "*" in p):
         return
+    if path in RENAMED:
+        raise ConfigError(f"{where}: {path} was replaced: {RENAMED[path]}.")
     near = difflib.get_close_matches(path, valid, n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(near)}?" if near else ""
     raise ConfigError(f"{where}: unknown key {path!r}.{hint}")

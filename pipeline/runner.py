@@ -242,11 +242,12 @@ def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *
     """The LR range test for a competition's model: returns the suggested LR and the curve's PNG
     (``outputs/<competition>/lr_find/<timestamp>.png``)."""
     from .outputs import atomic_path, default_run_name
-    from .training.lr_find import CHECK_EPOCHS, lr_find, plot_lr_curve
+    from .training.lr_find import CHECK_EPOCHS, keras_member_name, lr_find, plot_lr_curve
 
     from .paths import check_name
 
     data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir)
+    keras_member_name(data.cfg, data.images is not None)  # a run without a Keras model: one error first
     png = root / check_name(data.cfg.name, "competition name") / "lr_find" / f"{default_run_name()}.png"
     with run_logging(png.with_suffix(".log")):
         log.info("LR range test for %s: %s, batch %d, one pass with the LR rising from 1e-7 to 10",

@@ -159,6 +159,10 @@ def test_old_blend_keys_and_member_count_say_what_replaced_them():
         validate({**base, "model": {"members": 16}}, "c.yaml")
     with pytest.raises(ConfigError, match="ensemble.weights"):
         validate({**base, "ensemble": {"method": "fixed"}}, "c.yaml")
+    from pipeline.config_files import check_key
+
+    with pytest.raises(ConfigError, match="model.blend_weight was replaced: .*ensemble.weights"):
+        check_key("model.blend_weight", "--set")
 
 
 # ----------------------------------------------------------------------------- runs
