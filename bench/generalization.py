@@ -257,7 +257,7 @@ def main() -> None:
         wins = sum(r["r_cv"] >= 1 and r["r_ho"] >= 1 for r in mine)
         lgb_wins = sum(r["r_lgb"] >= 1 and r["r_lgb_ho"] >= 1 for r in mine)
         ens_ok = sum(r["ens_vs_best_member"] >= 1 for r in mine)
-        keras_ok = sum(r["keras_vs_lgb"] is not None and min(r["keras_vs_lgb"]) >= 1 for r in mine)
+        keras_ok = sum(r["keras_vs_lgb"] is not None and all(v >= 1 for v in r["keras_vs_lgb"]) for r in mine)
         print(f"{cand}: at_or_above_best_gbdt={wins}/{len(mine)} (OOF and holdout) "
               f"at_or_above_lightgbm={lgb_wins}/{len(mine)} (OOF and holdout) "
               f"ensemble_at_or_above_best_member={ens_ok}/{len(mine)} (OOF) "

@@ -85,7 +85,9 @@ def _scores_section(scores: dict) -> str:
     folds = [{"fold": n, scores["metric"]: v, "best epoch": e}
              for n, v, e in zip(scores["fold_names"], scores["folds"], scores.get("best_epochs", []))]
     weights = scores.get("ensemble", {}).get("weights", {})
-    members = [{"member": m, f"OOF {scores['metric']}": v,
+    info = scores.get("member_info", {})
+    members = [{"member": m, "what": ", ".join(f"{k} {v}" for k, v in info.get(m, {}).items() if k != "name"),
+                f"OOF {scores['metric']}": v,
                 f"holdout {scores['metric']}": scores.get("members_holdout", {}).get(m, ""),
                 "ensemble weight": weights.get(m, "")} for m, v in scores.get("members", {}).items()]
     return (_table(rows) + f"<p>{scores['n_train']} training rows, {scores['n_test']} test rows, "

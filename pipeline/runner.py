@@ -176,6 +176,7 @@ def _scores(data: CompetitionData, cv, seconds: float) -> dict:
     # checkpoints) under "networks".
     scores["members"] = {m: metric(data.y[seen], p[seen], data.task) for m, p in cv.member_oof.items()}
     scores["ensemble"] = cv.ensemble.to_dict()
+    scores["member_info"] = cv.folds[0].member_info  # what each member is (the first fold's describe())
     if cv.detail_oof:
         scores["networks"] = {k: metric(data.y[seen], p[seen], data.task) for k, p in cv.detail_oof.items()}
     if cv.oof_no_tta is not None:  # image competitions: what test-time augmentation bought

@@ -223,6 +223,10 @@ def test_each_member_scores_in_the_run_as_it_does_alone_and_predict_agrees(case,
     assert sign * scores["cv"] >= max(sign * v for v in scores["members"].values()) - 1e-12
     if case == "count":  # HGB fits the counts with its own Poisson loss, not the Keras model's link
         assert scores["members"]["hgb"] < 1.5 * min(scores["members"].values())
+        assert scores["member_info"]["hgb"]["target"] == "poisson"
+    if case == "rmsle":
+        assert scores["member_info"]["hgb"]["target"] == "log1p"
+    assert scores["member_info"]["mlp"]["networks"] == ["model_best.keras"]
     # --predict and load_run go through the same members and weights as test_pred.csv.
     for result in (both, alone["hgb"]):
         run = Run.open(result.run_dir)

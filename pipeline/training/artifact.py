@@ -125,11 +125,13 @@ class FoldResult:
     no_tta: tuple[np.ndarray, np.ndarray] | None = None
     score_no_tta: float | None = None
     history: list[dict] = field(default_factory=list)  # per epoch of each Keras network: history.csv
+    member_info: dict[str, dict] = field(default_factory=dict)  # each member's describe()
     # Under a time limit: train seconds, the slowest epoch and whether the limit cut it (not saved).
     timing: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "detail_scores", "score_no_tta")
+        keys = ("name", "score", "best_epoch", "epochs", "seconds", "member_scores", "detail_scores", "score_no_tta",
+                "member_info")
         return {k: getattr(self, k) for k in keys}
 
     def arrays(self) -> dict[str, np.ndarray]:

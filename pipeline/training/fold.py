@@ -135,6 +135,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
         inputs.close()
     members = {m: members[m] for m in names}  # the config's order
     result = fold_result(data, name, valid_idx, {m: fits[m] for m in names}, time.perf_counter() - start)
+    result.member_info = {m: model.describe() for m, model in members.items()}
     bundle = {"preprocessor": pre, "task": data.task, "classes": data.classes, "features": list(data.columns),
               "members": names}
     FoldArtifact.save(fold_dir, members, bundle, result)

@@ -222,7 +222,8 @@ class SklearnMember(FoldModel):
         return member
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "target": self.target, "iterations": self.iterations()}
+        return {"name": self.name, "kind": self.kind, "target": self.target or ("as it is" if self.task == "regression" else "class probabilities"),
+                "iterations": self.iterations()}
 
 
 # ----------------------------------------------------------------------------- Keras
