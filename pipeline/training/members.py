@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ..errors import ConfigError, DataError, TrainingError
 from ..metrics import get_metric
 from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
-from .artifact import clip_target, dump_trusted, invert_target, load_trusted, to_output
+from .artifact import clip_target, dump_trusted, load_trusted, to_output
 
 log = logging.getLogger("pipeline")
 MEMBER_FILE = "member.skops"
@@ -142,22 +143,26 @@ def regression_target(cfg, task: str) -> str | None:
     return "log1p" if cfg.preprocessing.target_log1p is True else None
 
 
-class FoldModel:
+class FoldModel(ABC):
     """The interface of a fold's model (see the module's text)."""
 
-    kind = ""
+    kind = ""  # "keras" | "sklearn": what FoldModel.load builds back
 
+    @abstractmethod
     def fit(self, fold: Fold) -> MemberFit:
-        raise NotImplementedError
+        """Train on the fold's training rows; predict its validation and test rows."""
 
+    @abstractmethod
     def predict(self, features: dict[str, np.ndarray], image_paths=None, *, tta: bool = True) -> np.ndarray:
-        raise NotImplementedError
+        """Predictions (target units) for rows already through the fold's preprocessing."""
 
+    @abstractmethod
     def save(self, folder: Path) -> None:
-        raise NotImplementedError
+        """Write the member into ``folder`` (no pickle)."""
 
+    @abstractmethod
     def describe(self) -> dict:
-        raise NotImplementedError
+        """What the member is, for scores.json and the report."""
 
     @staticmethod
     def load(folder: Path) -> "FoldModel":
