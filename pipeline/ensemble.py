@@ -153,8 +153,9 @@ def fit_ensemble(member_oof: dict[str, np.ndarray], y: np.ndarray, folds: np.nda
     dropped = [n for n in names if sign * scores[n] < sign * constant + 2 * spread[n]]
     for n in dropped:
         log.warning("warning: member %s scores OOF %s %.5g, no better than a constant prediction (%.5g; its own "
-                    "predictions shuffled over the rows score within +-%.2g): it gets weight 0", n, metric.name,
-                    scores[n], constant, spread[n])
+                    "predictions shuffled over the rows score within +-%.2g): %s", n, metric.name, scores[n],
+                    constant, spread[n], "it keeps the weight ensemble.weights gives it" if method == "fixed"
+                    else "it gets weight 0")
     keep = [i for i, n in enumerate(names) if n not in dropped]
     if not keep:
         log.warning("warning: no member scores better than a constant prediction (OOF %s %.5g); the run keeps "
