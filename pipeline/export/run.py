@@ -348,15 +348,15 @@ class _TrainContext:
         finally:
             rows.close()
         # The run's Keras networks (a scikit-learn member has no parameter count to compare).
-        networks = [n for u in teacher.trained_units() for m in teacher.artifact(u).members().values()
-                    if m.kind == "keras" for n in m.networks()]
+        params = sum(n.count_params() for u in teacher.trained_units() for m in teacher.artifact(u).members().values()
+                     if m.kind == "keras" for n in m.networks())
         teacher_scores = teacher.scores
         return student, {"student_rows": int(len(order)), "valid_in_sample": True,
                          "student_params": int(student.count_params()), "student_hidden": hidden,
                          "student_filters": filters if spec.image is not None else None, "teacher": str(teacher.dir),
                          "teacher_cv": teacher_scores["cv"], "teacher_holdout": teacher_scores.get("holdout"),
                          "teacher_members": list(teacher_scores.get("members", {})), "student_epochs": tc.epochs,
-                         "ensemble_float32_bytes": int(4 * sum(n.count_params() for n in networks)),
+                         "ensemble_float32_bytes": int(4 * params),
                          "temperature": ec.temperature, "alpha": ec.alpha}
 
 

@@ -335,12 +335,16 @@ class KerasMember(FoldModel):
 
     # ------------------------------------------------------------------ prediction
 
-    def networks(self) -> list:
+    def networks(self):
+        """Each network with its weights, one at a time: after fit, several checkpoints share one
+        network whose weights are set as it is reached (use each before taking the next)."""
         if self._trained:
-            return [self._with_weights(sub) for sub in self._trained]
+            for sub in self._trained:
+                yield self._with_weights(sub)
+            return
         if not self.nets:
             self.nets = {p.stem.removeprefix("model_"): load_network(p) for p in self.paths}
-        return list(self.nets.values())
+        yield from self.nets.values()
 
     def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
         preds = []
