@@ -1,9 +1,12 @@
 """Training-toolkit benchmark (run by hand, not in CI), each part measured side by side in one run.
 
-    python bench/training.py [--part speed --part memory --part recipes] [--comp diamonds ...]
+    python bench/training.py [--part speed --part families --part memory --part recipes] [--comp diamonds ...]
 
 speed:   epoch time on diamonds' fold 0 with and without XLA, with and without mixed precision
          (bfloat16 on CPU), the median of the epochs after the first (which compiles).
+families: epoch time of each Keras family with its own recipe (batch size included) on the same
+         fold: mlp, realmlp, TabM as its authors set it (mini, k=32, 2x512) and smaller TabMs;
+         the ratio to the mlp's epoch (the TabM issue's goal: at most 3x).
 memory:  peak resident memory of a few training steps of a deep MLP with and without gradient
          checkpointing, each variant in its own process (peak RSS is per process).
 recipes: the OOF score of each competition's default recipe against the default plus EMA, SWA,
@@ -37,15 +40,17 @@ RECIPES = {
 }
 
 
-def epoch_times(comp: str, overrides: list[str], epochs: int = 4) -> float:
+def epoch_times(comp: str, overrides: list[str], epochs: int = 4, model: str | None = None) -> float:
     import tf_keras as keras
 
     from pipeline.config_files import load_config
     from pipeline.cv.folds import assign_folds
     from pipeline.data import load_competition
     from pipeline.data.datasets import make_dataset
-    from pipeline.models import get_builder
+    from pipeline.models import build_model
     from pipeline.models.heads import encode_labels, make_loss, output_size
+    from pipeline.models.layers import adapt_layers
+    from pipeline.training.recipes import member_config
     from pipeline.preprocessing import TabularPreprocessor, make_target_transformer
     from pipeline.training.devices import precision_policy
     from pipeline.training.optimizers import make_optimizer
@@ -53,14 +58,17 @@ def epoch_times(comp: str, overrides: list[str], epochs: int = 4) -> float:
     from pipeline.training.trainer import Trainer
 
     data = load_competition(load_config(comp, overrides + [f"train.epochs={epochs}"]))
-    cfg, tc = data.cfg, data.cfg.train
+    model = model or data.cfg.model.name
+    cfg = member_config(data.cfg, model, data.task)  # realmlp and tabm: their own batch size and optimizer
+    tc = cfg.train
     train_idx = np.flatnonzero(assign_folds(data).fold.to_numpy() != 0)
     rows = data.train.iloc[train_idx]
     pre = TabularPreprocessor(data.columns, cfg.preprocessing).fit(rows)
     y = data.y[train_idx]
     if data.task == "regression":
         y = make_target_transformer(False, True).fit_transform(y.reshape(-1, 1)).ravel()
-    ds = make_dataset(pre.transform(rows), encode_labels(y, data.task, len(data.classes), tc),
+    features = pre.transform(rows)
+    ds = make_dataset(features, encode_labels(y, data.task, len(data.classes), tc),
                       batch_size=tc.batch_size, shuffle=True)
     times = []
 
@@ -73,9 +81,11 @@ def epoch_times(comp: str, overrides: list[str], epochs: int = 4) -> float:
 
     keras.utils.set_random_seed(0)
     with precision_policy(tc.precision):
-        net = get_builder(cfg.model.name)(pre.input_spec_, cfg.model, output_size(data.task, len(data.classes)))
+        net = build_model(model, pre.input_spec_, cfg.model, output_size(data.task, len(data.classes)), data.task)
+        adapt_layers(net, features)
         trainer = Trainer(net)
-        trainer.compile(make_optimizer(tc, make_schedule(tc, math.ceil(len(y) / tc.batch_size))),
+        steps = math.ceil(len(y) / tc.batch_size)
+        trainer.compile(make_optimizer(tc, make_schedule(tc, steps), net=net, total_steps=epochs * steps),
                         make_loss(data.task, tc), steps_per_execution=tc.steps_per_execution,
                         jit_compile=tc.jit_compile)
         trainer.fit(ds, epochs=epochs, verbose=0, callbacks=[Clock()])
@@ -94,6 +104,26 @@ def part_speed(comps) -> None:
             t = epoch_times(comp, overrides)
             base = base or t
             print(f"{name:24s} {t:8.3f} s   x{base / t:5.2f} vs float32", flush=True)
+
+
+FAMILIES = {
+    "mlp": ("mlp", []),
+    "realmlp": ("realmlp", []),
+    "tabm (authors: mini, k=32, 2x512)": ("tabm", []),
+    "tabm mini, k=32, 2x256": ("tabm", ["model.tabm.hidden=[256, 256]"]),
+    "tabm mini, k=8, 2x256": ("tabm", ["model.tabm.k=8", "model.tabm.hidden=[256, 256]"]),
+}
+
+
+def part_families(comps) -> None:
+    for comp in comps:
+        print(f"\n== families: {comp}, fold 0, seconds per training epoch (median of epochs 2-4), "
+              f"each with its own recipe's batch size")
+        base = None
+        for label, (model, overrides) in FAMILIES.items():
+            t = epoch_times(comp, ["train.steps_per_execution=16"] + overrides, model=model)
+            base = base or t
+            print(f"{label:36s} {t:8.3f} s   x{t / base:6.2f} the mlp's epoch", flush=True)
 
 
 MEMORY_SCRIPT = """
@@ -154,7 +184,7 @@ def part_recipes(comps, output_dir: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", action="append", choices=["speed", "memory", "recipes"])
+    p.add_argument("--part", action="append", choices=["speed", "families", "memory", "recipes"])
     p.add_argument("--comp", action="append", help="default: diamonds and health_insurance")
     p.add_argument("--output-dir", type=Path, default=ROOT / "outputs" / "bench")
     args = p.parse_args()
@@ -162,6 +192,8 @@ def main() -> None:
     parts = args.part or ["speed", "memory", "recipes"]
     if "speed" in parts:
         part_speed(comps)
+    if "families" in parts:
+        part_families(comps)
     if "memory" in parts:
         part_memory()
     if "recipes" in parts:

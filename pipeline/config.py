@@ -165,10 +165,64 @@ class ImageConfig(_Section):
         return v
 
 
+class RealMLPConfig(_Section):
+    """model.name realmlp: RealMLP-TD (Holzmueller et al. 2024, pytabkit's defaults) and its own
+    training recipe; train.* still sets the run-wide parts (seeds, checkpoints, precision)."""
+
+    hidden: list[int] = [256, 256, 256]
+    embedding_dim: int = Field(8, ge=1)  # per categorical above preprocessing.onehot_max_levels
+    plr_hidden: int = Field(16, ge=1)  # PBLD: cos(2 pi w x + b) features per numeric column
+    plr_dim: int = Field(4, ge=2)  # PBLD: per numeric column, plr_dim - 1 linear outputs and the value
+    plr_sigma: float = Field(0.1, gt=0)
+    activation: Literal["auto", "selu", "mish", "relu"] = "auto"  # auto: selu classification, mish regression
+    dropout: float = Field(0.15, ge=0.0, lt=1.0)  # on a flat-cosine schedule
+    lr: Optional[float] = Field(None, gt=0)  # None: 0.04 classification, 0.2 regression
+    weight_decay: float = Field(0.02, ge=0)  # decoupled, on a flat-cosine schedule; not on biases
+    beta_2: float = Field(0.95, gt=0, lt=1)
+    # The authors train 256 epochs; 32 here (the coslog4 schedule is stretched over the epochs
+    # given) for the time goal; see the README's generalization table for what it measured.
+    epochs: int = Field(32, ge=1)
+    batch_size: int = Field(256, ge=1)
+    # auto: 0.1 for metrics on hard labels (accuracy, f1), 0 for AUC, log loss (the authors' advice).
+    label_smoothing: Union[float, Literal["auto"]] = "auto"
+    # lr multipliers (the authors' parameter groups): front scale, biases, parametric activations, PBLD.
+    scale_lr_factor: float = Field(6.0, gt=0)
+    bias_lr_factor: float = Field(0.1, gt=0)
+    act_lr_factor: float = Field(0.1, gt=0)
+    plr_lr_factor: float = Field(0.1, gt=0)
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing(cls, v):
+        if v != "auto" and not 0 <= v < 1:
+            raise ValueError(f"give a value in [0, 1) or auto, got {v}")
+        return v
+
+
+class TabMConfig(_Section):
+    """model.name tabm: TabM (Gorishniy et al. 2025) as its authors train it: k members sharing
+    the MLP's weights, and its own training recipe (AdamW, early stopping)."""
+
+    variant: Literal["mini", "full"] = "mini"  # mini: one input adapter per member; full: BatchEnsemble
+    k: int = Field(32, ge=1)
+    hidden: list[int] = [512, 512]
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # ple: piecewise-linear embeddings of the numeric columns (version B); none: the values as they are.
+    numeric_embedding: Literal["ple", "none"] = "ple"
+    bins: int = Field(48, ge=2)  # PLE: quantile bins per numeric column (fewer for few distinct values)
+    embedding_dim: int = Field(16, ge=1)  # PLE's width per numeric column
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(3e-4, ge=0)
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(256, ge=1)
+    early_stopping: int = Field(16, ge=1)  # patience in epochs
+
+
 class ModelConfig(_Section):
-    name: str = "mlp"
+    # realmlp: the Keras model that won most often across the nine visible sets (README, First score
+    # on new data); mlp, tabm, hgb, linear, cnn or a backbone otherwise.
+    name: str = "realmlp"
     hidden: list[int] = [256, 128]
-    k: int = Field(16, ge=1)  # tabm: ensemble members sharing each layer's weights (TabM's k)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout on each entity embedding's output
     # mlp / tabm: periodic (PLR) embeddings of the scaled numeric columns beside them; none: off.
     numeric_embedding: Literal["none", "plr"] = "none"
@@ -194,11 +248,13 @@ class ModelConfig(_Section):
     # scikit-learn models (hgb, linear) as model.name: keyword arguments of the estimator.
     params: dict[str, Any] = {}
     # The run's members: models trained on every fold's same inputs, then weighed by the ensemble
-    # (the ensemble section). None: model.name and hgb for a tabular Keras model (it wins more often
-    # than either alone: bench/generalization.py, README), model.name alone otherwise.
+    # (the ensemble section). None: model.name and hgb for a tabular Keras model (the pair wins more
+    # often than either alone: bench/generalization.py, README), model.name alone otherwise.
     members: Optional[list[str]] = None
     # Per scikit-learn member: its estimator's keyword arguments, over the pipeline's defaults.
     member_params: dict[str, dict[str, Any]] = {}
+    realmlp: RealMLPConfig = RealMLPConfig()
+    tabm: TabMConfig = TabMConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -210,7 +266,9 @@ class ModelConfig(_Section):
                                  "predictions (ensemble.method), or fixed with ensemble.weights")
             if isinstance(raw.get("members"), int):
                 raise ValueError(f"model.members is now the run's list of models (e.g. [tabm, hgb]); TabM's "
-                                 f"member count is model.k (set model.k={raw['members']})")
+                                 f"member count is model.tabm.k (set model.tabm.k={raw['members']})")
+            if "k" in raw:
+                raise ValueError(f"model.k moved to model.tabm.k (set model.tabm.k={raw['k']})")
         return raw
 
     @field_validator("members")
@@ -238,16 +296,20 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(256, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "lion", "lamb"] = "adamw"
+    # realmlp: Adam with the network's per-parameter learning-rate factors and decoupled weight
+    # decay on a flat-cosine schedule (RealMLP's; optimizers.FactorAdam).
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop", "lion", "lamb", "realmlp"] = "adamw"
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)  # adamw, lamb
+    weight_decay: float = Field(1e-5, ge=0)  # adamw, lamb, realmlp
+    beta_2: float = Field(0.999, gt=0, lt=1)  # adam, adamw, realmlp: the second-moment decay
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd, rmsprop
     nesterov: bool = True  # sgd
     # Linear LR scaling: lr * batch_size / base_batch_size.
     scale_lr: bool = False
     base_batch_size: int = Field(256, ge=1)
-    # constant (+ ReduceLROnPlateau), cosine, sgdr (warm restarts), onecycle, step; see schedules.py.
-    schedule: Literal["constant", "cosine", "sgdr", "onecycle", "step"] = "constant"
+    # constant (+ ReduceLROnPlateau), cosine, sgdr (warm restarts), onecycle, step, coslog4 (RealMLP's);
+    # see schedules.py.
+    schedule: Literal["constant", "cosine", "sgdr", "onecycle", "step", "coslog4"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0)
     sgdr_period: float = Field(10.0, gt=0)  # epochs of the first cycle
     sgdr_mult: float = Field(2.0, ge=1)  # each next cycle this many times longer
@@ -514,7 +576,8 @@ def schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 RENAMED = {"model.blend": "list the models in model.members, e.g. [mlp, hgb]",
            "model.blend_weight": "the members' weights are fitted on OOF predictions; fix them with "
                                  "ensemble.method=fixed and ensemble.weights",
-           "model.blend_params": "use model.member_params.<member>"}
+           "model.blend_params": "use model.member_params.<member>",
+           "model.k": "TabM's settings are in model.tabm; set model.tabm.k"}
 
 
 def _describe(error: dict) -> str:

@@ -203,9 +203,27 @@ def _log_plan(data: CompetitionData, run_dir: Path) -> None:
         im = cfg.image
         log.info("images: column %r, %dx%dx%d (%s), cache %s, TTA views %s", im.column, *im.size, im.channels,
                  im.resize, im.cache, ", ".join(im.tta.views))
-    log.info("cv %s: %d folds x %d repeat(s), seed %d; model %s %s; %d epochs, batch %d; run folder %s",
-             cfg.cv.scheme, cfg.cv.folds, cfg.cv.repeats, cfg.cv.seed, cfg.model.name, cfg.model.hidden,
-             cfg.train.epochs, cfg.train.batch_size, run_dir)
+    log.info("cv %s: %d folds x %d repeat(s), seed %d; members %s; run folder %s",
+             cfg.cv.scheme, cfg.cv.folds, cfg.cv.repeats, cfg.cv.seed, member_plan(data), run_dir)
+
+
+def member_plan(data: CompetitionData) -> str:
+    """Each member in a few words: its layers and its epochs and batch (Keras), or its kind."""
+    from .models import model_section
+    from .models.sklearn_models import SKLEARN_MODELS
+    from .training.members import member_names
+    from .training.recipes import member_config
+
+    cfg, out = data.cfg, []
+    for name in member_names(cfg, data.images is not None):
+        if name in SKLEARN_MODELS:
+            out.append(name)
+            continue
+        tc = member_config(cfg, name, data.task or "regression").train
+        section = model_section(cfg.model, name)
+        widths = section.hidden if data.images is None else cfg.model.filters
+        out.append(f"{name} {widths} ({tc.epochs} epochs, batch {tc.batch_size})")
+    return ", ".join(out)
 
 
 def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:

@@ -532,7 +532,8 @@ class Run:
 
 
 # --smoke: the whole path on a small sample, for checking shapes and configs before a long run.
-SMOKE_OVERRIDES = {"cv.folds": 2, "cv.repeats": 1, "train.epochs": 1}
+SMOKE_OVERRIDES = {"cv.folds": 2, "cv.repeats": 1, "train.epochs": 1, "model.realmlp.epochs": 1,
+                   "model.tabm.epochs": 1}
 SMOKE_ROWS = 400
 
 

@@ -12,7 +12,7 @@ from pipeline.time_budget import TimeBudget, parse_duration
 
 from conftest import cut
 
-QUICK = dict(train__epochs=2, cv__folds=2, model__hidden=[16], train__seeds=1, diagnostics__importance=False,
+QUICK = dict(train__epochs=2, cv__folds=2, model__hidden=[16], model__realmlp__epochs=2, train__seeds=1, diagnostics__importance=False,
              diagnostics__adversarial=False, diagnostics__report=False, diagnostics__plots=False)
 
 

@@ -79,4 +79,4 @@ def test_params_overlay_is_checked_and_merged(tmp_path):
 
 def test_config_from_dict_defaults():
     cfg = config_from_dict({"data": {"target": "y"}})
-    assert cfg.cv.folds == 5 and cfg.model.name == "mlp" and cfg.task is None
+    assert cfg.cv.folds == 5 and cfg.model.name == "realmlp" and cfg.task is None

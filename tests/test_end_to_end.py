@@ -140,7 +140,7 @@ def test_killed_run_leaves_no_submission_and_resumes(tiny_comp, tmp_path, monkey
 def test_diverging_training_writes_no_predictions(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds")
     with pytest.raises(PipelineError, match=r"fold_0 \(1/2\): the (loss became|model predicts) NaN"):
-        run_competition(cfg, FAST + ["train.lr=1e30", "train.optimizer=adam", "train.early_stopping=null",
+        run_competition(cfg, FAST + ["model.name=mlp", "train.lr=1e30", "train.optimizer=adam", "train.early_stopping=null",
                                      "preprocessing.target_standardize=false", "preprocessing.numeric=none"],
                         output_dir=tmp_path / "out", run_name="nan")
     run = tmp_path / "out" / "diamonds" / "nan"

@@ -155,7 +155,7 @@ def test_old_blend_keys_and_member_count_say_what_replaced_them():
     base = {"data": {"train": "t.csv", "target": "y"}}
     with pytest.raises(ConfigError, match="model.members"):
         validate({**base, "model": {"blend": "hgb"}}, "c.yaml")
-    with pytest.raises(ConfigError, match="model.k"):
+    with pytest.raises(ConfigError, match="model.tabm.k"):
         validate({**base, "model": {"members": 16}}, "c.yaml")
     with pytest.raises(ConfigError, match="ensemble.weights"):
         validate({**base, "ensemble": {"method": "fixed"}}, "c.yaml")

@@ -40,7 +40,8 @@ def test_preprocessing_json_reproduces_the_pipeline_inputs(tiny_comp, comp, over
         np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-5)
 
 
-FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.hidden=[16, 8]", "train.seeds=1"]
+FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.hidden=[16, 8]", "train.seeds=1", "model.realmlp.epochs=3",
+            "model.realmlp.hidden=[16, 8]"]
 
 
 @pytest.mark.slow
@@ -150,7 +151,7 @@ COMPRESS_OPTS = ["export.latency_runs=5", "export.representative_rows=50", "expo
 
 @pytest.mark.slow
 @pytest.mark.parametrize("comp, overrides", [
-    ("diamonds", ["train.epochs=3", "cv.folds=2", "model.hidden=[32, 16]", "train.seeds=1"]),  # with embeddings
+    ("diamonds", ["model.name=mlp", "train.epochs=3", "cv.folds=2", "model.hidden=[32, 16]", "train.seeds=1"]),  # with embeddings
     ("mnist", ["train.epochs=2", "cv.folds=2", "model.filters=[8, 16]", "model.convs_per_block=1",
                "model.hidden=[16]", "image.tta.views=[identity]"]),
 ])

@@ -109,38 +109,14 @@ def test_periodic_embedding_shapes_and_only_the_scaled_numerics():
     assert regular.get_layer("emb_dropout_cat__c").rate == 0.3
 
 
-@pytest.mark.parametrize("task, outputs", [("regression", 1), ("binary", 1), ("multiclass", 3)])
-def test_tabm_members_train_apart_and_predict_their_mean(task, outputs):
-    import tensorflow as tf
-    from scipy.special import expit, softmax
-
-    from pipeline.config import ModelConfig
-    from pipeline.models import get_builder
-
-    net = get_builder("tabm")(_spec(), ModelConfig(hidden=[16, 8], k=4), outputs, task)
-    x = _batch()
-    members = net(x, training=True).numpy()
-    assert members.shape == (32, 4, outputs)
-    assert np.std(members, axis=1).mean() > 1e-4  # the random-sign adapters make the members differ
-    out = net(x, training=False).numpy()
-    assert out.shape == (32, outputs)
-    if task == "regression":
-        np.testing.assert_allclose(out, members.mean(axis=1), rtol=1e-5, atol=1e-6)
-    elif task == "binary":  # logit of the mean probability
-        np.testing.assert_allclose(expit(out), expit(members).mean(axis=1), rtol=1e-4, atol=1e-6)
-    else:
-        np.testing.assert_allclose(softmax(out, axis=1), softmax(members, axis=2).mean(axis=1), rtol=1e-4, atol=1e-6)
-    assert tf.reduce_all(tf.math.is_finite(out))
-
-
-def test_tabm_and_plr_save_load_safely_and_export_to_tflite(tmp_path):
+def test_plr_saves_loads_safely_and_exports_to_tflite(tmp_path):
     import tf_keras as keras
 
     from pipeline.config import ModelConfig
     from pipeline.export.tflite import convert
     from pipeline.models import get_builder
 
-    net = get_builder("tabm")(_spec(), ModelConfig(hidden=[16], k=4, numeric_embedding="plr"), 3, "multiclass")
+    net = get_builder("mlp")(_spec(), ModelConfig(hidden=[16], numeric_embedding="plr"), 3, "multiclass")
     x = _batch(8)
     net.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)

@@ -5,7 +5,7 @@ from pipeline.training.trainer import Trainer
 from pipeline.config import ModelConfig, TrainConfig
 import dataclasses
 
-from pipeline.models import BACKBONES, MODELS, get_builder
+from pipeline.models import BACKBONES, MODELS, build_model, get_builder
 from pipeline.models.sklearn_models import SKLEARN_MODELS
 from pipeline.models.heads import make_loss, output_size, to_prediction
 from pipeline.preprocessing.table import InputSpec
@@ -37,8 +37,9 @@ CASES += [(name, "multiclass", 3) for name in BACKBONES]
 @pytest.mark.parametrize("name, task, n_classes", CASES)
 def test_every_model_builds_and_trains_one_step(name, task, n_classes):
     image = name in BACKBONES or name == "cnn"
-    model = get_builder(name)(IMAGE_SPEC if image else SPEC, ModelConfig(name=name, hidden=[8, 4], filters=[8, 16]),
-                              output_size(task, n_classes), task)
+    cfg = ModelConfig(name=name, hidden=[8, 4], filters=[8, 16], realmlp={"hidden": [8, 4]},
+                      tabm={"hidden": [8], "k": 2, "bins": 4})
+    model = build_model(name, IMAGE_SPEC if image else SPEC, cfg, output_size(task, n_classes), task)
     if name in BACKBONES:  # training steps of backbones run in test_image_runs; here the build and a forward pass
         out = model(batch(image=True), training=False)
         assert np.isfinite(out.numpy()).all() and out.shape == (8, n_classes) and out.dtype == "float32"

@@ -38,7 +38,7 @@ def test_leaderboard_orders_runs_by_the_metric_and_shows_failures(tiny_comp, tmp
     import pipeline.cv.loop as loop
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=40)
-    run_competition(cfg, FAST, output_dir=tmp_path, run_name="mlp")
+    run_competition(cfg, FAST + ["model.name=mlp"], output_dir=tmp_path, run_name="mlp")
     run_competition(cfg, ["model.name=linear", "cv.folds=2"], output_dir=tmp_path, run_name="linear")
     real = loop.fit_fold
     monkeypatch.setattr(loop, "fit_fold", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))

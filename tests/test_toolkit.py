@@ -345,7 +345,7 @@ def test_lr_find_command_writes_the_curve(tiny_comp, tmp_path, capsys):
 @pytest.mark.slow
 def test_seed_averaging_and_checkpoint_ensemble_report_every_member(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds", train_rows=200)
-    result = run_competition(cfg, FAST + ["train.epochs=4", "train.seeds=2", "train.swa_epochs=2",
+    result = run_competition(cfg, FAST + ["model.name=mlp", "train.epochs=4", "train.seeds=2", "train.swa_epochs=2",
                                           "train.checkpoints=[best, last, swa]"], output_dir=tmp_path)
     assert set(result.scores["members"]) == {"mlp", "hgb"}  # the default members
     networks = sorted(f"seed{s}_{c}" for s in range(2) for c in ("best", "last", "swa"))
@@ -366,7 +366,7 @@ def _train_y(cfg):
 def test_all_switches_together_through_the_pipeline(tiny_comp, tmp_path):
     cfg = tiny_comp("health_insurance", train_rows=200)
     result = run_competition(cfg, FAST + [
-        "train.epochs=3", "train.ema=true", "train.sam_rho=0.05", "train.mixup_alpha=0.2",
+        "model.name=mlp", "train.epochs=3", "train.ema=true", "train.sam_rho=0.05", "train.mixup_alpha=0.2",
         "train.label_smoothing=0.1", "train.lookahead_steps=3", "train.grad_accum_steps=2", "train.clip=global_norm",
         "train.schedule=onecycle", "train.optimizer=lamb", "train.jit_compile=true", "model.norm=group",
         "model.checkpoint=true", "train.precision=mixed_bfloat16"], output_dir=tmp_path)
@@ -378,7 +378,7 @@ def test_switches_with_entity_embeddings(tiny_comp, tmp_path):
     """Embeddings give sparse gradients: SAM and accumulation must handle them."""
     cfg = tiny_comp("diamonds", train_rows=200)
     result = run_competition(cfg, FAST + [
-        "train.epochs=3", "train.sam_rho=0.05", "train.grad_accum_steps=2", "train.lookahead_steps=2",
+        "model.name=mlp", "train.epochs=3", "train.sam_rho=0.05", "train.grad_accum_steps=2", "train.lookahead_steps=2",
         "train.mixup_alpha=0.2", "train.ema=true", "train.swa_epochs=2", "train.checkpoints=[best, swa]",
         "preprocessing.categorical=embedding"], output_dir=tmp_path)
     assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"mlp", "hgb"}

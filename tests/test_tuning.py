@@ -160,7 +160,7 @@ def test_bad_search_space(tiny_comp, tmp_path):
 
 def test_default_space_with_conditional_layers_for_the_mlp(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds", train_rows=200, test_rows=40)
-    summary = tune(cfg, ["train.epochs=2", "cv.folds=2", "tune.folds=1", "tune.pruner=median"], trials=3,
+    summary = tune(cfg, ["model.name=mlp", "train.epochs=2", "cv.folds=2", "tune.folds=1", "tune.pruner=median"], trials=3,
                    output_dir=tmp_path, study="m")
     trials = trials_of(summary)
     for t in trials:

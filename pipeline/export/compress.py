@@ -30,6 +30,15 @@ def _compressible(layer) -> bool:
     return type(layer).__name__ in COMPRESSIBLE and layer.name != "head"
 
 
+def require_compressible(model, kind: str) -> None:
+    """tfmot wraps Keras' own Dense and Conv2D layers only: a network built of custom layers
+    (realmlp's NTK layers) has nothing to compress, which tfmot reports as an internal error."""
+    if not any(_compressible(layer) for layer in model.layers):
+        raise ConfigError(f"export {kind}: the {model.name} network has no Dense or Conv2D layer that "
+                          f"tensorflow-model-optimization can wrap (its layers are its own). Export int8 "
+                          f"(post-training quantization) or float16 instead, or distill it into a student.")
+
+
 def _clone(model, wrap):
     """``model`` with ``wrap(layer)`` around every compressible layer (tfmot's documented way).
 
@@ -37,6 +46,7 @@ def _clone(model, wrap):
     nothing else uses (export loads one per artifact)."""
     import tf_keras as keras
 
+    require_compressible(model, "compression")
     return keras.models.clone_model(model, clone_function=lambda l: wrap(l) if _compressible(l) else l)
 
 
@@ -65,6 +75,7 @@ def qat(model, x, y, loss, ec, scheme=None):
             return qk.quantize_annotate_layer(layer, Default8BitOutputQuantizeConfig())
         return layer
 
+    require_compressible(model, "qat")
     annotated = keras.models.clone_model(model, clone_function=annotate)
     with qk.quantize_scope({"Default8BitOutputQuantizeConfig": Default8BitOutputQuantizeConfig}):
         q = qk.quantize_apply(annotated, scheme) if scheme is not None else qk.quantize_apply(annotated)

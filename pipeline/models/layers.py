@@ -1,8 +1,26 @@
 """Custom layers shared by the model families."""
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+
+def adapt_layers(net, features: dict[str, np.ndarray], rows: int = 50_000, seed: int = 0) -> int:
+    """Data-dependent initialization: every layer with an ``adapt_to(x)`` method (RealMLP's
+    scaling and NTK layers, TabM's bins) is fitted, in the network's order, on what reaches it from
+    a sample of the training rows. Returns the number of layers adapted."""
+    adaptive = [layer for layer in net.layers if hasattr(layer, "adapt_to")]
+    if not adaptive:
+        return 0
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(features.values())))
+    idx = np.sort(rng.choice(n, size=min(n, rows), replace=False))
+    sample = {k: v[idx] for k, v in features.items() if k in set(net.input_names)}
+    for layer in adaptive:
+        upstream = keras.Model(net.inputs, layer.input)
+        layer.adapt_to(upstream.predict(sample, batch_size=4096, verbose=0), rng)
+    return len(adaptive)
 
 
 @keras.saving.register_keras_serializable("pipeline")

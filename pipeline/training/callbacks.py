@@ -96,6 +96,23 @@ class NonFiniteLoss(keras.callbacks.Callback):
 SCORE_KEY = "val_score"  # the competition metric on the validation rows, signed so that lower is better
 
 
+class ScheduleLayers(keras.callbacks.Callback):
+    """RealMLP's dropout on a flat-cosine schedule: before each epoch, every layer with
+    ``set_schedule_factor`` gets flat_cos(progress) (progress over this fit's epochs)."""
+
+    def __init__(self, net, first_epoch: int, epochs: int):
+        super().__init__()
+        self.layers = [layer for layer in net.layers if hasattr(layer, "set_schedule_factor")]
+        self.first, self.epochs = first_epoch, max(1, epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from .schedules import flat_cos
+
+        factor = float(flat_cos((epoch - self.first) / self.epochs))
+        for layer in self.layers:
+            layer.set_schedule_factor(factor)
+
+
 def monitor_key(cfg) -> str:
     """What early stopping, ReduceLROnPlateau and the "best" checkpoint watch: the competition's
     metric (``val_score``) when ``train.monitor`` asks for it or is auto and the metric is computed

@@ -22,12 +22,13 @@ import tf_keras as keras
 from ..data.fold_inputs import FoldInputs
 from ..errors import ConfigError, TrainingError
 from ..metrics import get_metric
-from ..models import get_builder
+from ..models import build_model
+from ..models.layers import adapt_layers
 from ..models.heads import make_loss, output_size
 from ..models.sklearn_models import SKLEARN_MODELS
 from ..preprocessing import TabularPreprocessor, make_target_transformer
 from .artifact import FoldArtifact, FoldResult
-from .callbacks import History, NonFiniteLoss, Snapshots, make_callbacks
+from .callbacks import History, NonFiniteLoss, ScheduleLayers, Snapshots, make_callbacks
 from .devices import make_strategy, precision_policy
 from .members import Fold, check_members, deadlines, fit_order, make_member
 from .optimizers import make_optimizer
@@ -187,10 +188,12 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
     task, tc = data.task, cfg.train
     set_seed(seed, tc.deterministic)
     steps = math.ceil(len(y_fit["train"]) / tc.batch_size)
-    train_ds = inputs.dataset("train", y_fit["train"], training=True, seed=seed)
+    train_ds = inputs.dataset("train", y_fit["train"], training=True, seed=seed, batch_size=tc.batch_size)
     valid_ds = inputs.dataset("valid", y_fit["valid"])
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(model_name)(spec, cfg.model, output_size(task, len(data.classes)), task)
+        net = build_model(model_name, spec, cfg.model, output_size(task, len(data.classes)), task)
+        if inputs.images is None:  # data-dependent initialization (RealMLP, TabM's bins)
+            adapt_layers(net, inputs.x["train"], seed=seed)
     snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds)
     done = 0
     for stage_epochs, unfreeze in _stages(cfg, net):
@@ -211,13 +214,16 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
             trainer = Trainer(net, grad_accum_steps=tc.grad_accum_steps, sam_rho=tc.sam_rho,
                               lookahead_steps=tc.lookahead_steps, lookahead_alpha=tc.lookahead_alpha,
                               backbone_variables=backbone_vars, backbone_optimizer=backbone_opt)
-            trainer.compile(optimizer=make_optimizer(stage_tc, lr), loss=make_loss(task, tc),
+            optimizer = make_optimizer(stage_tc, lr, net=net, total_steps=stage_epochs * steps)
+            trainer.compile(optimizer=optimizer, loss=make_loss(task, tc),
                             steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
             trainer.build_optimizer()
         recorder = next((cb for cb in extra_callbacks if isinstance(cb, History)), None)
         callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
                                    snapshots=snapshots, history=recorder, tensorboard_dir=tensorboard_dir)
         callbacks += [cb for cb in extra_callbacks if cb is not recorder]
+        if any(hasattr(layer, "set_schedule_factor") for layer in net.layers):
+            callbacks.append(ScheduleLayers(net, done, stage_epochs))
         with precision_policy(tc.precision):
             history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
                                   epochs=done + stage_epochs, callbacks=callbacks, verbose=0)

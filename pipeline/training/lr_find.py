@@ -19,12 +19,14 @@ import numpy as np
 import tf_keras as keras
 
 from ..errors import ConfigError
-from ..models import get_builder
+from ..models import build_model
+from ..models.layers import adapt_layers
 from ..models.heads import encode_labels, make_loss, output_size
 from ..preprocessing import TabularPreprocessor
 from .devices import make_strategy, precision_policy
 from .fold import fit_target, input_spec, model_inputs, set_seed, transform_target
 from .optimizers import make_optimizer
+from .recipes import member_config
 from .trainer import Trainer
 
 
@@ -115,8 +117,9 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
 
     It fits preprocessing on all rows: it is a diagnostic that writes no OOF predictions.
     """
-    cfg, task, tc = data.cfg, data.task, data.cfg.train
-    model_name = keras_member_name(cfg, data.images is not None)
+    model_name = keras_member_name(data.cfg, data.images is not None)
+    cfg = member_config(data.cfg, model_name, data.task)  # realmlp and tabm: their own recipe
+    task, tc = data.task, cfg.train
     set_seed(tc.seed)
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=tc.seed, task=task).fit(data.train, data.y)
     y = encode_labels(transform_target(data.y, fit_target(cfg, task, data.y)), task, len(data.classes), tc)
@@ -126,16 +129,16 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
     # No cache: the sweep may stop part-way through a pass, which a file cache cannot take.
     inputs = model_inputs(data, pre, {"train": ("train", None)}, cfg.model_copy(
         update={"image": cfg.image.model_copy(update={"cache": "none"})}))
-    ds = inputs.dataset("train", y, training=True, seed=tc.seed)
+    ds = inputs.dataset("train", y, training=True, seed=tc.seed, batch_size=tc.batch_size)
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-        net = get_builder(model_name)(spec, cfg.model, output_size(task, len(data.classes)), task)
+        net = fresh_network(model_name, spec, cfg, data, inputs.x["train"])
         trainer = Trainer(net)
         # A constant-LR optimizer the sweep can set; steps_per_execution 1 so it sets every batch.
-        trainer.compile(optimizer=make_optimizer(tc, min_lr), loss=make_loss(task, tc), steps_per_execution=1)
+        trainer.compile(optimizer=make_optimizer(tc, min_lr, net=net), loss=make_loss(task, tc), steps_per_execution=1)
         sweep = LRSweep(min_lr, max_lr, steps)
         trainer.fit(ds.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[sweep], verbose=0)
     sweep.valley = valley_lr(sweep.lrs, sweep.losses)
-    sweep.checked = check_lrs(data, pre, spec, y, [sweep.valley * f for f in CHECK_FACTORS],
+    sweep.checked = check_lrs(data, cfg, pre, spec, y, [sweep.valley * f for f in CHECK_FACTORS],
                               model_name) if check else {}
     lr = min(sweep.checked, key=sweep.checked.get) if sweep.checked else sweep.valley
     return lr, sweep
@@ -154,10 +157,18 @@ def keras_member_name(cfg, images: bool) -> str:
     return keras_names[0]
 
 
-def check_lrs(data, pre, spec, y, lrs: list[float], model_name: str) -> dict[float, float]:
+def fresh_network(model_name: str, spec, cfg, data, features: dict):
+    """A new network of ``model_name``, its data-dependent layers fitted on ``features``."""
+    net = build_model(model_name, spec, cfg.model, output_size(data.task, len(data.classes)), data.task)
+    if data.images is None:
+        adapt_layers(net, features, seed=cfg.train.seed)
+    return net
+
+
+def check_lrs(data, cfg, pre, spec, y, lrs: list[float], model_name: str) -> dict[float, float]:
     """Each LR's validation loss after CHECK_EPOCHS epochs of a fresh model on 80% of the rows
-    (a fixed split), the rest validating. NaN losses (diverged) never win."""
-    cfg, task, tc = data.cfg, data.task, data.cfg.train
+    (a fixed split), the rest validating. NaN losses (diverged) never win. ``cfg``: the member's."""
+    task, tc = data.task, cfg.train
     rng = np.random.default_rng(tc.seed)
     order = rng.permutation(len(y))
     cut = int(0.8 * len(order))
@@ -168,10 +179,11 @@ def check_lrs(data, pre, spec, y, lrs: list[float], model_name: str) -> dict[flo
     for lr in lrs:
         set_seed(tc.seed)
         with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
-            net = get_builder(model_name)(spec, cfg.model, output_size(task, len(data.classes)), task)
+            net = fresh_network(model_name, spec, cfg, data, inputs.x["fit"])
             trainer = Trainer(net)
-            trainer.compile(optimizer=make_optimizer(tc, lr), loss=make_loss(task, tc))
-            history = trainer.fit(inputs.dataset("fit", y[fit_rows], training=True, seed=tc.seed),
+            trainer.compile(optimizer=make_optimizer(tc, lr, net=net), loss=make_loss(task, tc))
+            history = trainer.fit(inputs.dataset("fit", y[fit_rows], training=True, seed=tc.seed,
+                                                 batch_size=tc.batch_size),
                                   validation_data=inputs.dataset("valid", y[valid_rows]),
                                   epochs=CHECK_EPOCHS, verbose=0)
         loss = float(history.history["val_loss"][-1])

@@ -54,15 +54,15 @@ def member_names(cfg, images: bool) -> list[str]:
 
 def check_members(cfg, images: bool) -> list[str]:
     """The member names, each a known model; one ConfigError naming the fix if not."""
-    from ..models import MODELS
+    from ..models import FAMILY_SECTIONS, MODELS
 
     names = member_names(cfg, images)
     for name in names:
         if name not in SKLEARN_MODELS and name not in MODELS:
             raise ConfigError(f"model.members: unknown model {name!r}. Valid: {sorted(set(MODELS) | SKLEARN_MODELS)}")
-        if images and name in SKLEARN_MODELS:
-            raise ConfigError(f"model.members: {name} takes tabular inputs; this competition has images. List "
-                              f"Keras models only (e.g. [{cfg.model.name}]).")
+        if images and (name in SKLEARN_MODELS or name in FAMILY_SECTIONS):
+            raise ConfigError(f"model.members: {name} takes tabular inputs only; this competition has images. "
+                              f"List image models only (e.g. [{cfg.model.name}]).")
         if name in SKLEARN_MODELS:
             params = sklearn_params(cfg.model, name)
             try:
@@ -81,6 +81,22 @@ def check_members(cfg, images: bool) -> list[str]:
         raise ConfigError(f"ensemble.weights names {sorted(fixed)}; the members are {names}. Give one weight per "
                           f"member.")
     return names
+
+
+def inner_split_or_none(params: dict, y: np.ndarray, task: str) -> dict:
+    """HGB's early stopping holds out ``validation_fraction`` of the rows, stratified for
+    classification: on a fold too small for that (a class with one row, fewer held-out rows than
+    classes) scikit-learn raises, so such a fold trains without early stopping."""
+    fraction = params.get("validation_fraction", 0.1)
+    if not params.get("early_stopping") or fraction is None:
+        return params
+    n_valid = int(np.ceil(fraction * len(y))) if fraction < 1 else int(fraction)
+    if task == "regression":
+        fits = n_valid >= 2 and len(y) - n_valid >= 2
+    else:
+        counts = np.unique(y, return_counts=True)[1]
+        fits = counts.min() >= 2 and len(counts) <= n_valid <= len(y) - len(counts)
+    return params if fits else {**params, "early_stopping": False}
 
 
 def sklearn_params(model_cfg, name: str) -> dict:
@@ -131,7 +147,9 @@ def make_member(name: str, cfg, task: str, n_classes: int) -> "FoldModel":
     if name in SKLEARN_MODELS:
         return SklearnMember(name, task, sklearn_params(cfg.model, name), regression_target(cfg, task),
                              cfg.preprocessing.target_clip)
-    return KerasMember(name, task, cfg)
+    from .recipes import member_config
+
+    return KerasMember(name, task, member_config(cfg, name, task))
 
 
 def regression_target(cfg, task: str) -> str | None:
@@ -196,8 +214,8 @@ class SklearnMember(FoldModel):
         y = fold.y_train
         if self.clip_range:
             self.clip = float(np.min(y)), float(np.max(y))
-        self.model = build_sklearn(self.name, self.task, self.params, cats, vocab, fold.seed,
-                                   poisson=self.target == "poisson")
+        self.model = build_sklearn(self.name, self.task, inner_split_or_none(self.params, y, self.task), cats,
+                                   vocab, fold.seed, poisson=self.target == "poisson")
         self.model.fit(x["train"][0], np.log1p(y) if self.target == "log1p" else y)
         return MemberFit(*(self._finish(sklearn_predict(self.model, x[k][0], self.task)) for k in ("valid", "test")),
                          epochs=self.iterations())

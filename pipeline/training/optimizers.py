@@ -1,7 +1,9 @@
 """Optimizers by name, with gradient clipping and weight EMA from the train config.
 
 Adam, AdamW, SGD (Nesterov momentum), RMSprop and Lion are tf_keras'; LAMB is written here because
-no maintained package ships it for tf_keras (TensorFlow Addons, which had it, is end-of-life).
+no maintained package ships it for tf_keras (TensorFlow Addons, which had it, is end-of-life), and
+so is RealMLP's Adam (``FactorAdam``): tf_keras has no per-parameter learning rates, and Adam's
+update does not scale with the gradient, so a factor must multiply the step itself.
 Clipping and EMA are tf_keras optimizer options (clipvalue / clipnorm / global_clipnorm, use_ema).
 Lookahead wraps any of them inside the training step (trainer.py).
 """
@@ -11,11 +13,34 @@ import tensorflow as tf
 import tf_keras as keras
 from tf_keras.src.optimizers import optimizer as optimizer_base
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "lion", "lamb")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "lion", "lamb", "realmlp")
+
+
+class _AdamMoments(optimizer_base.Optimizer):
+    """Adam's two moments per variable, bias-corrected (shared by LAMB and FactorAdam)."""
+
+    def build(self, var_list):
+        super().build(var_list)
+        if getattr(self, "_built", False):
+            return
+        self._built = True
+        self._m = [self.add_variable_from_reference(v, "m") for v in var_list]
+        self._v = [self.add_variable_from_reference(v, "v") for v in var_list]
+
+    def _moments(self, gradient, variable):
+        """Updates the variable's moments with ``gradient``; returns (m_hat, v_hat)."""
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        i = self._index_dict[self._var_key(variable)]
+        m, v = self._m[i], self._v[i]
+        m.assign(b1 * m + (1 - b1) * gradient)
+        v.assign(b2 * v + (1 - b2) * tf.square(gradient))
+        return m / (1 - tf.pow(b1, step)), v / (1 - tf.pow(b2, step))
 
 
 @keras.saving.register_keras_serializable("pipeline")
-class Lamb(optimizer_base.Optimizer):
+class Lamb(_AdamMoments):
     """LAMB (You et al., 2020): Adam's update with decoupled weight decay, rescaled per layer by
     the trust ratio ||w|| / ||update|| so very large batches train stably."""
 
@@ -26,27 +51,11 @@ class Lamb(optimizer_base.Optimizer):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.lamb_weight_decay = weight_decay  # applied inside the trust ratio, not by the base class
 
-    def build(self, var_list):
-        super().build(var_list)
-        if getattr(self, "_built", False):
-            return
-        self._built = True
-        self._m = [self.add_variable_from_reference(v, "m") for v in var_list]
-        self._v = [self.add_variable_from_reference(v, "v") for v in var_list]
-
     def update_step(self, gradient, variable):
         if isinstance(gradient, tf.IndexedSlices):  # embeddings: LAMB's norms need the dense gradient
             gradient = tf.convert_to_tensor(gradient)
-        dtype = variable.dtype
-        lr = tf.cast(self.learning_rate, dtype)
-        step = tf.cast(self.iterations + 1, dtype)
-        b1, b2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        i = self._index_dict[self._var_key(variable)]
-        m, v = self._m[i], self._v[i]
-        m.assign(b1 * m + (1 - b1) * gradient)
-        v.assign(b2 * v + (1 - b2) * tf.square(gradient))
-        m_hat = m / (1 - tf.pow(b1, step))
-        v_hat = v / (1 - tf.pow(b2, step))
+        lr = tf.cast(self.learning_rate, variable.dtype)
+        m_hat, v_hat = self._moments(gradient, variable)
         update = m_hat / (tf.sqrt(v_hat) + self.epsilon) + self.lamb_weight_decay * variable
         w_norm, u_norm = tf.norm(variable), tf.norm(update)
         trust = tf.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, tf.ones_like(w_norm))
@@ -59,8 +68,60 @@ class Lamb(optimizer_base.Optimizer):
         return config
 
 
-def make_optimizer(cfg, lr):
-    """``lr``: a float or a schedule (schedules.make_schedule)."""
+@keras.saving.register_keras_serializable("pipeline")
+class FactorAdam(_AdamMoments):
+    """Adam with a learning-rate and a weight-decay factor per variable (``factors``: variable
+    name → (lr factor, wd factor); 1 and 1 for the others) and decoupled weight decay that follows
+    a flat-cosine schedule over ``total_steps``: before each Adam step, w *= 1 - wd_t lr_t f_lr f_wd
+    (pytabkit's order)."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.95, epsilon=1e-8, weight_decay=0.0,
+                 total_steps: int = 1, factors: dict | None = None, name="FactorAdam", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._learning_rate = self._build_learning_rate(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.decay, self.total_steps = float(weight_decay), int(total_steps)
+        self.factors = {k: (float(v[0]), float(v[1])) for k, v in (factors or {}).items()}
+
+    def update_step(self, gradient, variable):
+        from .schedules import flat_cos
+
+        if isinstance(gradient, tf.IndexedSlices):  # embeddings: a dense step, as the others
+            gradient = tf.convert_to_tensor(gradient)
+        dtype = variable.dtype
+        lr_factor, wd_factor = self.factors.get(_base_name(variable.name), (1.0, 1.0))
+        lr = tf.cast(self.learning_rate, dtype) * lr_factor
+        if self.decay and wd_factor:
+            wd = self.decay * wd_factor * tf.cast(flat_cos(tf.cast(self.iterations, tf.float32) / self.total_steps), dtype)
+            variable.assign_sub(variable * wd * lr)
+        m_hat, v_hat = self._moments(gradient, variable)
+        variable.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + self.epsilon))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(learning_rate=self._serialize_hyperparameter(self._learning_rate), beta_1=self.beta_1,
+                      beta_2=self.beta_2, epsilon=self.epsilon, weight_decay=self.decay,
+                      total_steps=self.total_steps, factors={k: list(v) for k, v in self.factors.items()})
+        return config
+
+
+def _base_name(name: str) -> str:
+    return name.split(":")[0]
+
+
+def param_factors(net) -> dict[str, tuple[float, float]]:
+    """Variable name → (lr factor, wd factor) from the layers that declare them
+    (``layer.param_factors()``: [(variable, lr factor, wd factor)])."""
+    out = {}
+    for layer in net.submodules:
+        for var, lr_f, wd_f in getattr(layer, "param_factors", lambda: [])():
+            out[_base_name(var.name)] = (lr_f, wd_f)
+    return out
+
+
+def make_optimizer(cfg, lr, net=None, total_steps: int = 1):
+    """``lr``: a float or a schedule (schedules.make_schedule). ``net`` and ``total_steps``: for
+    realmlp's per-parameter factors and weight-decay schedule."""
     common = {"learning_rate": lr}
     if cfg.clip == "value":
         common["clipvalue"] = cfg.clip_value
@@ -73,9 +134,12 @@ def make_optimizer(cfg, lr):
     o = keras.optimizers
     name = cfg.optimizer
     if name == "adam":
-        return o.Adam(**common)
+        return o.Adam(beta_2=cfg.beta_2, **common)
     if name == "adamw":
-        return o.AdamW(weight_decay=cfg.weight_decay, **common)
+        return o.AdamW(weight_decay=cfg.weight_decay, beta_2=cfg.beta_2, **common)
+    if name == "realmlp":
+        return FactorAdam(beta_2=cfg.beta_2, weight_decay=cfg.weight_decay, total_steps=total_steps,
+                          factors=param_factors(net) if net is not None else {}, **common)
     if name == "sgd":
         return o.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
     if name == "rmsprop":

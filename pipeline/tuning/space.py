@@ -23,6 +23,20 @@ DEFAULT_SPACES: dict[str, dict[str, dict]] = {
         "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
         "train.batch_size": {"type": "categorical", "choices": [128, 256, 512]},
     },
+    # The authors' search spaces, trimmed to what matters most in their ablations
+    # (pytabkit's RealMLP-HPO; TabM's paper, table of hyperparameters).
+    "realmlp": {
+        "model.realmlp.lr": {"type": "float", "low": 2e-3, "high": 0.3, "log": True},
+        "model.realmlp.dropout": {"type": "categorical", "choices": [0.0, 0.15, 0.3]},
+        "model.realmlp.weight_decay": {"type": "categorical", "choices": [0.0, 0.02]},
+        "model.realmlp.plr_sigma": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
+    },
+    "tabm": {
+        "model.tabm.lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True},
+        "model.tabm.weight_decay": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "model.tabm.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "model.tabm.bins": {"type": "int", "low": 2, "high": 128},
+    },
     "cnn": {
         "train.lr": _LR,
         "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},

@@ -1,0 +1,255 @@
+"""RealMLP-TD and TabM as their authors train them (pipeline/models/realmlp.py, models/tabm.py,
+training/recipes.py, the FactorAdam optimizer and the coslog4 schedule)."""
+import numpy as np
+import pytest
+
+from pipeline.config import ModelConfig, RealMLPConfig, TabMConfig
+from pipeline.preprocessing import InputSpec
+
+SPEC = InputSpec(6, [("cat__c", 12, 5)], continuous=[0, 1, 2, 3])
+DATA = {"data": {"id": "id", "target": "y"}}
+
+
+def _batch(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    numeric = rng.normal(size=(n, 6)).astype("float32")
+    numeric[:, 4:] = rng.integers(0, 2, (n, 2))  # one-hot / indicator columns
+    numeric[:, 1] = np.exp(2 * numeric[:, 1])  # a heavy tail
+    return {"numeric": numeric, "cat__c": rng.integers(0, 12, (n, 1)).astype("int32")}
+
+
+def _built(name, section, outputs=1, task="regression", n=256):
+    from pipeline.models import build_model
+    from pipeline.models.layers import adapt_layers
+
+    net = build_model(name, SPEC, ModelConfig(**{name: section}), outputs, task)
+    x = _batch(n)
+    adapted = adapt_layers(net, x)
+    # RealMLP: the scaling, the hidden NTK layers and the head; TabM: its bins, when the numerics are embedded
+    expected = 2 + len(section.hidden) if name == "realmlp" else int(section.numeric_embedding == "ple")
+    assert adapted == expected
+    return net, x
+
+
+@pytest.mark.parametrize("task, outputs, act", [("regression", 1, "mish"), ("binary", 1, "selu"),
+                                                ("multiclass", 3, "selu")])
+def test_realmlp_shapes_and_the_authors_layers(task, outputs, act):
+    net, x = _built("realmlp", RealMLPConfig(hidden=[16, 16, 16]), outputs, task)
+    assert net.predict(x, verbose=0).shape == (64 * 4, outputs)
+    # PBLD on the 4 continuous columns: 3 linear outputs each and the value itself; the 2
+    # indicator columns as they are; the categorical in 8 dimensions.
+    assert net.get_layer("pbld").output_shape == (None, 4 * 3 + 4)
+    assert net.get_layer("indicators").columns == [4, 5]
+    assert net.get_layer("emb_cat__c").output_dim == 8
+    assert net.get_layer("features").output_shape == (None, 16 + 2 + 8)
+    assert [net.get_layer(f"act_{i}").activation for i in range(3)] == [act] * 3
+    assert [type(l).__name__ for l in net.layers].count("NTKDense") == 4  # 3 hidden and the head
+
+
+def test_realmlp_robust_scaling_and_smooth_clipping():
+    from pipeline.models.realmlp import RobustScaleClip
+
+    layer = RobustScaleClip()
+    x = np.column_stack([np.arange(101.0), np.r_[np.zeros(100), 10.0], np.full(101, 7.0)]).astype("float32")
+    layer.build(x.shape)
+    layer.adapt_to(x)
+    # median 50, IQR 50; a zero IQR falls back to half the range (factor 1/5); a constant column is 0.
+    np.testing.assert_allclose(layer.center.numpy(), [50, 0, 7])
+    np.testing.assert_allclose(layer.factor.numpy(), [1 / 50, 1 / 5, 0], rtol=1e-6)
+    out = layer(np.array([[100.0, 1e6, 7.0]], "float32")).numpy()
+    np.testing.assert_allclose(out[0, 0], 1 / np.sqrt(1 + 1 / 9), rtol=1e-5)  # z = 1
+    assert 2.99 < out[0, 1] <= 3.0 and out[0, 2] == 0.0  # smooth clipping bounds |x| by 3
+
+
+def test_realmlp_ntk_layers_start_with_unit_spread_and_data_placed_biases():
+    import tf_keras as keras
+
+    net, x = _built("realmlp", RealMLPConfig(hidden=[32, 32, 32]), n=512)
+    layer = net.get_layer("ntk_dense_1")
+    upstream = keras.Model(net.inputs, layer.input).predict(x, verbose=0)
+    pre = upstream @ layer.kernel.numpy() * layer.gain
+    np.testing.assert_allclose(pre.std(axis=0), 1.0, rtol=1e-3)
+    pre = pre + layer.bias.numpy()
+    # he+5: each bias is minus a convex combination of rows, so every unit's kink lies inside the data
+    assert ((pre.min(axis=0) < 0) & (pre.max(axis=0) > 0)).all()
+
+
+def test_factor_adam_scales_each_parameter_group_and_decays_on_a_flat_cosine():
+    import tensorflow as tf
+
+    from pipeline.training.optimizers import FactorAdam
+
+    a, b = tf.Variable([1.0], name="group_a"), tf.Variable([1.0], name="group_b")
+    opt = FactorAdam(learning_rate=0.01, weight_decay=0.0, factors={"group_b": (0.1, 0.0)})
+    opt.apply_gradients([(tf.constant([1.0]), a), (tf.constant([1.0]), b)])
+    # Adam's first step is lr * sign(g) whatever |g|: the factor scales the step itself.
+    np.testing.assert_allclose([1 - a.numpy()[0], 1 - b.numpy()[0]], [0.01, 0.001], rtol=1e-3)
+    w = tf.Variable([2.0], name="decayed")
+    opt = FactorAdam(learning_rate=0.5, weight_decay=0.1, total_steps=4)
+    opt.apply_gradients([(tf.constant([0.0]), w)])  # no gradient: only the decoupled decay moves it
+    np.testing.assert_allclose(w.numpy(), [2.0 * (1 - 0.1 * 0.5)], rtol=1e-6)
+    for _ in range(3):
+        opt.apply_gradients([(tf.constant([0.0]), w)])
+    # steps 2, 3, 4 at progress 1/4 (flat: 1), 1/2 (cos: 1), 3/4 (0.5)
+    np.testing.assert_allclose(w.numpy(), [2.0 * 0.95 ** 3 * (1 - 0.1 * 0.5 * 0.5)], rtol=1e-5)
+
+
+def test_coslog4_schedule_and_flat_cosine():
+    from pipeline.training.schedules import Coslog, flat_cos
+
+    s = Coslog(0.04, total=1500)
+    # four cycles on a log axis: zeros at t = 0, 1/15, 3/15, 7/15, 1; peaks between
+    for step in (0, 100, 300, 700, 1500):
+        assert float(s(step)) == pytest.approx(0.0, abs=1e-6)
+    t_peak = (2 ** 0.5 - 1) / 15  # log2(1 + 15 t) = 0.5
+    assert float(s(int(round(t_peak * 1500)))) == pytest.approx(0.04, rel=1e-2)
+    assert [float(flat_cos(t)) for t in (0.0, 0.49, 0.75, 1.0)] == pytest.approx([1, 1, 0.5, 0], abs=1e-6)
+
+
+@pytest.mark.parametrize("metric, task, smoothing", [("accuracy", "multiclass", 0.1), ("f1", "binary", 0.1),
+                                                     ("auc", "binary", 0.0), ("logloss", "multiclass", 0.0)])
+def test_realmlp_recipe_smooths_labels_only_for_hard_label_metrics(metric, task, smoothing):
+    from pipeline.config import validate
+    from pipeline.training.recipes import member_config
+
+    cfg = validate({**DATA, "task": task, "metric": metric, "train": {"epochs": 7, "seeds": 2}}, "test")
+    member = member_config(cfg, "realmlp", task).train
+    assert member.label_smoothing == smoothing
+    assert (member.optimizer, member.schedule, member.lr, member.beta_2) == ("realmlp", "coslog4", 0.04, 0.95)
+    assert member.epochs == 32 and member.early_stopping is None and member.seeds == 2  # run-wide parts stay
+    assert member_config(cfg, "mlp", task).train.epochs == 7
+    tabm = member_config(cfg, "tabm", task).train
+    assert (tabm.optimizer, tabm.lr, tabm.weight_decay, tabm.early_stopping) == ("adamw", 2e-3, 3e-4, 16)
+
+
+def test_model_k_moved_to_the_tabm_section():
+    from pipeline.config import validate
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.tabm.k"):
+        validate({**DATA, "model": {"k": 8}}, "test")
+
+
+def test_piecewise_linear_encoding_follows_its_definition():
+    from pipeline.models.tabm import PiecewiseLinearEmbedding
+
+    layer = PiecewiseLinearEmbedding(bins=4, dim=2)
+    train = np.column_stack([np.linspace(0, 4, 401), np.full(401, 3.0)]).astype("float32")
+    layer.build(train.shape)
+    layer.adapt_to(train)  # column 0: edges 0, 1, 2, 3, 4; column 1: constant, one bin
+    x = np.array([[2.5, 3.0], [-1.0, 3.0], [9.0, 3.0]], "float32")
+    v = x[:, :, None] * layer.enc_w.numpy() + layer.enc_b.numpy()
+    first = np.minimum(v[..., :1], 1)
+    middle = np.clip(v[..., 1:-1], 0, 1)
+    last = np.maximum(v[..., -1:], 0)
+    encoded = np.concatenate([first, middle, last], axis=-1)[:, 0]
+    np.testing.assert_allclose(encoded, [[1, 1, 0.5, 0], [-1, 0, 0, 0], [1, 1, 1, 6]], atol=1e-6)
+    kernel = np.random.default_rng(0).normal(size=layer.kernel.shape).astype("float32")
+    layer.kernel.assign(kernel)  # zero at the start (version B); any W from here
+    out = layer(x).numpy().reshape(3, 2, 2)
+    expected = x[:, 0, None] * layer.a.numpy()[0] + layer.c.numpy()[0] + encoded @ kernel[0]
+    np.testing.assert_allclose(out[:, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant, embedding", [("mini", "ple"), ("mini", "none"), ("full", "ple")])
+@pytest.mark.parametrize("task, outputs", [("regression", 1), ("binary", 1), ("multiclass", 3)])
+def test_tabm_members_differ_and_predict_their_mean(variant, embedding, task, outputs):
+    from scipy.special import expit, softmax
+
+    net, x = _built("tabm", TabMConfig(variant=variant, k=4, hidden=[16, 8], dropout=0.0, numeric_embedding=embedding),
+                    outputs, task)
+    members = net(x, training=True).numpy()
+    assert members.shape == (256, 4, outputs)
+    assert np.std(members, axis=1).mean() > 1e-4
+    out = net(x, training=False).numpy()
+    if task == "regression":
+        np.testing.assert_allclose(out, members.mean(axis=1), rtol=1e-4, atol=1e-5)
+    elif task == "binary":
+        np.testing.assert_allclose(expit(out), expit(members).mean(axis=1), rtol=1e-4, atol=1e-6)
+    else:
+        np.testing.assert_allclose(softmax(out, axis=1), softmax(members, axis=2).mean(axis=1), rtol=1e-4, atol=1e-6)
+    kinds = [type(l).__name__ for l in net.layers]
+    if variant == "mini":  # shared hidden layers: one Dense each over all members' rows
+        assert kinds.count("Dense") == 2 and "EnsembleDense" not in kinds and "MemberAdapter" in kinds
+        assert net.get_layer("dense_0").kernel.shape == (net.get_layer("adapter").output_shape[-1], 16)
+
+
+def test_tabm_adapters_start_per_feature_chunk():
+    net, _ = _built("tabm", TabMConfig(k=3, hidden=[8], embedding_dim=4))
+    r = net.get_layer("adapter").r.numpy()
+    chunks = [4] * 4 + [1, 1] + [5]  # PLE per continuous column, the two indicators, the embedding
+    starts = np.cumsum([0] + chunks[:-1])
+    for s, c in zip(starts, chunks):
+        assert np.allclose(r[:, s:s + c], r[:, s:s + 1])
+
+
+@pytest.mark.parametrize("name, section", [("realmlp", RealMLPConfig(hidden=[16, 16])),
+                                           ("tabm", TabMConfig(k=4, hidden=[16], bins=8))])
+def test_save_load_safe_mode_and_tflite_serve_the_numeric_embeddings(tmp_path, name, section):
+    import tf_keras as keras
+
+    from pipeline.export.tflite import LiteModel, convert
+
+    net, _ = _built(name, section, 3, "multiclass")
+    x = _batch(16, seed=1)
+    x["numeric"][:4, :4] *= 50  # beyond the bins and the clipping range seen in training
+    net.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(again.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    got = LiteModel(convert(net, "float32")).predict(x)
+    np.testing.assert_allclose(got, net.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp, tmp_path):
+    import pandas as pd
+
+    from conftest import FAST
+    from pipeline.runner import run_competition
+    from pipeline.runs import Run
+
+    cfg = tiny_comp("health_insurance")
+    result = run_competition(cfg, FAST + ["model.members=[realmlp, tabm]", "model.realmlp.epochs=3",
+                                          "model.realmlp.hidden=[16, 16]", "model.tabm.epochs=2",
+                                          "model.tabm.k=4", "model.tabm.hidden=[16]"],
+                             output_dir=tmp_path, run_name="authors")
+    assert set(result.scores["members"]) == {"realmlp", "tabm"}
+    history = pd.read_csv(result.run_dir / "folds" / "fold_0" / "history.csv")
+    # realmlp trains every epoch of its recipe (no early stopping), tabm its two
+    assert history.groupby("member")["epoch"].count().to_dict() == {"realmlp": 3, "tabm": 2}
+    run = Run.open(result.run_dir)
+    test = pd.read_csv(cfg.parent / "data" / "test.csv.gz")
+    target = run.cfg.data.target
+    again = run.predict(test)[target].to_numpy()
+    saved = pd.read_csv(run.test_pred_path)[target].to_numpy()
+    np.testing.assert_allclose(again, saved, rtol=1e-5, atol=1e-6)
+    member = result.run_dir / "folds" / "fold_0"
+    assert (member / "realmlp" / "model_best.keras").is_file() and (member / "tabm" / "model_best.keras").is_file()
+
+
+@pytest.mark.parametrize("family", ["realmlp", "tabm"])
+def test_tuning_has_the_authors_space_for_each_family(family):
+    import optuna
+
+    from pipeline.config import validate
+    from pipeline.tuning.space import resolve_space, suggest
+
+    cfg = validate({**DATA, "task": "binary", "model": {"name": family}}, "test")
+    space = resolve_space(cfg, "binary")
+    assert space and all(key.startswith(f"model.{family}.") for key in space)
+    values = suggest(optuna.trial.FixedTrial({k: (s.choices[0] if s.choices else s.low) for k, s in space.items()}),
+                     space)
+    tuned = validate({**DATA, "task": "binary", "model": {"name": family, family: {
+        k.split(".")[-1]: v for k, v in values.items()}}}, "test")
+    assert getattr(tuned.model, family).lr == values[f"model.{family}.lr"]
+
+
+def test_compression_of_a_network_of_custom_layers_is_one_error():
+    from pipeline.errors import ConfigError
+    from pipeline.export.compress import require_compressible
+
+    net, _ = _built("realmlp", RealMLPConfig(hidden=[8]))
+    with pytest.raises(ConfigError, match="export qat: the realmlp network has no Dense or Conv2D layer"):
+        require_compressible(net, "qat")
+    tabm, _ = _built("tabm", TabMConfig(k=2, hidden=[8]))
+    require_compressible(tabm, "qat")  # its shared hidden layers are Keras Dense layers
