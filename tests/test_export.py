@@ -46,7 +46,10 @@ FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.hidden=[16, 8]", "train.seeds
 
 @pytest.mark.slow
 @pytest.mark.parametrize("comp, overrides, agreement", [
-    ("diamonds", FAST_RUN, 0.9),  # regression: correlation with the float model
+    ("diamonds", FAST_RUN + ["model.name=mlp"], 0.9),  # regression: correlation with the float model
+    # realmlp's INT8 agrees less (its PBLD cosines and smooth clipping on int8 inputs): 0.89-0.90
+    # for this barely trained tiny model, which is why a distilled student is an mlp (README, export).
+    ("diamonds", FAST_RUN, 0.85),
     ("mnist", ["train.epochs=2", "cv.folds=2", "model.filters=[8, 16]", "model.convs_per_block=1",
                "model.hidden=[16]", "image.tta.views=[identity]"], 0.8),  # same predicted class
 ])
@@ -98,7 +101,8 @@ def test_distilled_int8_student_approaches_the_runs_holdout(tmp_path):
     from pipeline import run_competition
     from pipeline.export import export_run
 
-    fast = ["cv.folds=3", "train.seeds=1", "diagnostics.importance=false", "diagnostics.adversarial=false"]
+    fast = ["cv.folds=3", "train.seeds=1", "model.realmlp.epochs=8", "diagnostics.importance=false",
+            "diagnostics.adversarial=false"]
     trained = run_competition("health_insurance", fast, output_dir=tmp_path, run_name="r")
     out = export_run("health_insurance", "r", ["distill"], overrides=["export.latency_runs=5"], output_dir=tmp_path)
     report = json.loads((out / "export_report.json").read_text())
