@@ -110,7 +110,7 @@ def test_coslog4_schedule_and_flat_cosine():
                                                      ("auc", "binary", 0.0), ("logloss", "multiclass", 0.0)])
 def test_realmlp_recipe_smooths_labels_only_for_hard_label_metrics(metric, task, smoothing):
     from pipeline.config import validate
-    from pipeline.training.recipes import member_config
+    from pipeline.training.recipes import lr_setting, member_config
 
     cfg = validate({**DATA, "task": task, "metric": metric, "train": {"epochs": 7, "seeds": 2}}, "test")
     member = member_config(cfg, "realmlp", task).train
@@ -118,6 +118,8 @@ def test_realmlp_recipe_smooths_labels_only_for_hard_label_metrics(metric, task,
     assert (member.optimizer, member.schedule, member.lr, member.beta_2) == ("realmlp", "coslog4", 0.04, 0.95)
     assert member.epochs == 32 and member.early_stopping is None and member.seeds == 2  # run-wide parts stay
     assert member_config(cfg, "mlp", task).train.epochs == 7
+    # a diverging member's error names the setting that owns its learning rate
+    assert (lr_setting("realmlp"), lr_setting("tabm"), lr_setting("mlp")) == ("model.realmlp.lr", "model.tabm.lr", "train.lr")
     tabm = member_config(cfg, "tabm", task).train
     assert (tabm.optimizer, tabm.lr, tabm.weight_decay, tabm.early_stopping) == ("adamw", 2e-3, 3e-4, 16)
 

@@ -32,6 +32,7 @@ from .callbacks import History, NonFiniteLoss, ScheduleLayers, Snapshots, make_c
 from .devices import make_strategy, precision_policy
 from .members import Fold, check_members, deadlines, fit_order, make_member
 from .optimizers import make_optimizer
+from .recipes import lr_setting
 from .schedules import make_schedule
 from .trainer import Trainer
 
@@ -230,7 +231,8 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
         guard = next(cb for cb in callbacks if isinstance(cb, NonFiniteLoss))
         if guard.bad_epoch is not None:
             raise TrainingError(f"{label}: the loss became NaN/infinite at epoch {guard.bad_epoch}; no predictions "
-                                f"were written. Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
+                                f"were written. Lower {lr_setting(model_name)} (now {tc.lr}) or add "
+                                f"train.clip=global_norm.")
         # Early stopping in the head stage ends that stage only; the unfrozen stage still runs.
         done += len(history.history.get("loss", []))
     info = {"best_epoch": snapshots.best_epoch or done, "epochs": done}

@@ -302,6 +302,7 @@ class KerasMember(FoldModel):
         from .callbacks import History, StopAtDeadline, reestimate_batchnorm
         from .devices import precision_policy
         from .fold import train_model
+        from .recipes import lr_setting
 
         tc, inputs = self.cfg.train, fold.inputs
         metric = get_metric(self.cfg.metric, self.task)
@@ -343,7 +344,7 @@ class KerasMember(FoldModel):
             oof, test = (np.mean([p[i] for p in views.values()], axis=0) for i in (0, 1))
             if not (np.isfinite(oof).all() and np.isfinite(test).all()):
                 raise TrainingError(f"{tag}: the model predicts NaN/infinite values; no predictions were written. "
-                                    f"Lower train.lr (now {tc.lr}) or add train.clip=global_norm.")
+                                    f"Lower {lr_setting(self.name)} (now {tc.lr}) or add train.clip=global_norm.")
             out.details[sub] = (oof, test)
             identity.append(plain)
             self._trained[sub] = (net, net.get_weights())  # after SWA's BatchNorm re-estimation

@@ -20,6 +20,13 @@ def member_config(cfg, name: str, task: str):
     return cfg.model_copy(update={"train": train})
 
 
+def lr_setting(name: str) -> str:
+    """Where a Keras member's learning rate is set (for messages that ask to lower it)."""
+    from ..models import FAMILY_SECTIONS
+
+    return f"model.{name}.lr" if name in FAMILY_SECTIONS else "train.lr"
+
+
 def realmlp_recipe(r, metric: str | None, task: str) -> dict:
     """RealMLP-TD: Adam (beta2 0.95) with per-parameter factors and flat-cosine weight decay, the
     coslog4 schedule over every epoch (no early stopping: the best epoch is kept), label smoothing
@@ -31,7 +38,7 @@ def realmlp_recipe(r, metric: str | None, task: str) -> dict:
     return {"epochs": r.epochs, "batch_size": r.batch_size, "optimizer": "realmlp",
             "lr": r.lr if r.lr is not None else (0.2 if task == "regression" else 0.04),
             "weight_decay": r.weight_decay, "beta_2": r.beta_2, "schedule": "coslog4", "warmup_epochs": 0.0,
-            "scale_lr": False, "early_stopping": None, "reduce_lr": None, "clip": None,
+            "scale_lr": False, "early_stopping": None, "reduce_lr": None,
             "label_smoothing": float(smoothing) if task != "regression" else 0.0}
 
 
