@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
+import threading
 
 try:
     import pipeline  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported; checks the versions
@@ -82,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+        signal.signal(signal.SIGTERM, pipeline.errors.on_sigterm)
     for flag in ("trials", "jobs"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -153,10 +157,13 @@ def main(argv=None) -> int:
         print(f"error: {where}: {exc.strerror}. {OS_ERRORS[exc.errno]} Finished folds are kept; rerun with the same "
               f"--run-name to resume.", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished folds are kept; rerun with the same --run-name to resume",
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        how = "SIGTERM" if isinstance(exc, pipeline.errors.Terminated) else "Ctrl-C"
+        print(f"interrupted ({how}): finished folds are kept; rerun with the same --run-name to resume",
               file=sys.stderr)
-        return 130
+        return 143 if how == "SIGTERM" else 130
     return 0
 
 

@@ -33,10 +33,19 @@ _FLAG_TO_PARAMETER = {
 }
 
 
+# The files fit() writes for DataFrames and the config fields its parameters set: a message names
+# the parameter the user gave, not the inputs/<hash>/ copy or the config key behind it.
+_INPUT_FILE = re.compile(r"\S*/inputs/[0-9a-f]{16}/(train|test)\.parquet|\S*/inputs/[0-9a-f]{16}/(sample_submission)\.csv")
+_FIELD_TO_PARAMETER = {"data.target": "fit(target=...)", "data.id": "fit(id=...)"}
+
+
 def _reworded(exc: PipelineError) -> PipelineError:
     text = str(exc)
     for flag, parameter in _FLAG_TO_PARAMETER.items():
         text = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", parameter, text)
+    text = _INPUT_FILE.sub(lambda m: f"fit({m.group(1) or m.group(2)}=...)", text)
+    for field_name, parameter in _FIELD_TO_PARAMETER.items():
+        text = re.sub(rf"(?<![\w.]){re.escape(field_name)}(?![\w])", parameter, text)
     return type(exc)(text)
 
 
@@ -74,6 +83,9 @@ def fit(train: pd.DataFrame | str | Path | None = None, test: pd.DataFrame | str
         return Run.open(result.run_dir)
     except PipelineError as exc:
         raise _reworded(exc) from None
+    except RecursionError:
+        raise ConfigError("fit(config=...): values are nested too deeply (thousands of levels). Give a config of "
+                          "sections and values.") from None
 
 
 def _config(train, test, target, config, sample_submission, id_col, name, output_dir, overrides) -> Config:
@@ -121,6 +133,10 @@ def _base_config(config) -> tuple[dict, Path | None]:
 
 def _frame(value, what: str) -> pd.DataFrame:
     if isinstance(value, pd.DataFrame):
+        repeated = sorted({str(c) for c in value.columns[value.columns.duplicated()]})
+        if repeated:
+            raise ConfigError(f"fit({what}=...): column name(s) {repeated[:5]} appear more than once. Rename them so "
+                              f"each column has its own name.")
         return value
     from .data.load import read_table
 
@@ -147,6 +163,8 @@ def _write_inputs(raw: dict, train, test, sample, output_dir) -> Path:
     from .paths import check_name
 
     id_col, target = raw["data"].get("id", "id"), raw["data"]["target"]
+    if isinstance(train, pd.DataFrame):
+        _frame(train, "train")  # checked before it is hashed and written
     test_df = _frame(test, "test")
     if id_col not in test_df.columns:
         raise ConfigError(f"fit(test=...): no id column {id_col!r}. Name the id column with id=..., or add one.")

@@ -66,6 +66,30 @@ def check_key(path: str, where: str) -> None:
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: YAML keeps
+    the last one without a word, so `lr: 0.01` written twice would train with whichever came last."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice; keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str):
+    """YAML text → Python values; duplicate keys refused. A value nested thousands of levels deep
+    exhausts the parser's recursion: it is a yaml.YAMLError here, like any other malformed text."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise yaml.YAMLError("values are nested too deeply (thousands of levels)") from None
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``train.epochs=2`` → ("train.epochs", 2); the value is parsed as YAML."""
     key, sep, raw = item.partition("=")
@@ -73,9 +97,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set train.epochs=2")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml_text(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                          f"({getattr(exc, 'problem', None) or exc})") from None
     if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
         value = float(value)  # YAML 1.1 reads 1e-3 as a string; users mean the number
     return key, value
@@ -115,7 +140,7 @@ def read_yaml(path: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}). Save the config as UTF-8.") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml_text(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -26,29 +26,59 @@ def _settings(cfg: dict) -> str:
     return " ".join(parts)
 
 
+def _read(path: Path, reader, damaged: list) -> dict:
+    """A run's JSON or YAML file as a dict; {} when absent; {} and a note in ``damaged`` when it
+    cannot be read (a truncated scores.json lists the run as damaged, it does not stop the table)."""
+    if not path.is_file():
+        return {}
+    try:
+        value = reader(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        value = None
+    if not isinstance(value, dict):
+        damaged.append(f"{path.name} unreadable")
+        return {}
+    return value
+
+
 def _run_row(run_dir: Path) -> dict:
-    info = json.loads((run_dir / "run.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    scores = json.loads((run_dir / "scores.json").read_text()) if (run_dir / "scores.json").is_file() else {}
+    from .runs import damage
+
+    damaged: list[str] = []
+    info = _read(run_dir / "run.json", json.loads, damaged)
+    cfg = _read(run_dir / "config.yaml", yaml.safe_load, damaged)
+    scores = _read(run_dir / "scores.json", json.loads, damaged)
     state = info.get("state")
-    if state == "finished" and not scores:
+    if state == "finished" and not scores and not damaged:
         state = "failed"
+    problem = damage(run_dir, info) if not damaged else None
+    if problem:
+        damaged.append(problem.replace(f"{run_dir}/", ""))
+    if damaged:
+        state = f"damaged: {damaged[0]}"
+        scores = {}
     kind = info.get("kind", "train")
     model = cfg.get("model", {}).get("name") if kind == "train" else f"stack ({scores.get('method', '?')})"
     return {"name": run_dir.name, "kind": kind, "state": state, "model": model,
             "settings": _settings(cfg) if kind == "train" else " + ".join(cfg.get("stack", {}).get("runs", [])),
             "metric": scores.get("metric") or cfg.get("metric"), "cv": scores.get("cv"),
             "cv_std": scores.get("fold_std"), "holdout": scores.get("holdout"),
-            "seconds": scores.get("seconds", info.get("seconds")), "finished": info.get("finished")}
+            "seconds": scores.get("seconds", info.get("seconds")), "finished": info.get("finished"),
+            "_direction": scores.get("direction")}
 
 
 def _study_row(study_dir: Path) -> dict | None:
     path = study_dir / "summary.json"
     if not path.is_file():
         return None
-    s = json.loads(path.read_text())
+    damaged: list[str] = []
+    s = _read(path, json.loads, damaged)
+    if damaged:
+        return {"name": study_dir.name, "kind": "study", "state": f"damaged: {damaged[0]}", "model": None,
+                "settings": "", "metric": None, "cv": None, "cv_std": None, "holdout": None, "seconds": None,
+                "finished": None}
     return {"name": study_dir.name, "kind": "study", "state": f"{s.get('trials')} trials",
-            "model": s["study"], "settings": json.dumps(s.get("best_params")) if s.get("best_params") else "",
+            "model": s.get("study"), "settings": json.dumps(s.get("best_params")) if s.get("best_params") else "",
             "metric": None, "cv": s.get("best_value"), "cv_std": None, "holdout": None, "seconds": None,
             "finished": None}
 
@@ -57,8 +87,7 @@ def leaderboard(root: Path, competition: str) -> pd.DataFrame:
     """Every run and study of ``competition`` under ``root``, best first."""
     comp_dir = Path(root) / check_name(competition, "competition name")
     rows = [_run_row(p.parent) for p in sorted(comp_dir.glob("*/run.json"))]
-    directions = {json.loads((comp_dir / r["name"] / "scores.json").read_text()).get("direction")
-                  for r in rows if (comp_dir / r["name"] / "scores.json").is_file()}
+    directions = {r.pop("_direction") for r in rows} - {None}
     studies = [r for r in (_study_row(p) for p in sorted((comp_dir / "studies").glob("*"))) if r]
     metric = next((r["metric"] for r in rows if r["metric"]), None)
     for r in studies:

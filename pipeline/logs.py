@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,11 +34,15 @@ def console() -> None:
 
 @contextmanager
 def run_logging(log_file: Path):
-    """Log to the console and append to ``log_file`` for the duration of a run."""
+    """Log to the console and append to ``log_file`` for the duration of a run. The file takes only
+    the lines of the thread that opened it: two runs in two threads of one notebook share the
+    logger, and each run.log must hold its own run's lines alone."""
     console()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(_FORMAT)
+    owner = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == owner)
     LOGGER.addHandler(handler)
     try:
         yield LOGGER

@@ -36,3 +36,22 @@ def inside(path: Path, root: Path, what: str) -> Path:
 def is_path(text) -> bool:
     """Whether a run argument was given as a path rather than a name."""
     return isinstance(text, Path) or "/" in str(text) or "\\" in str(text)
+
+
+def output_file(path, what: str, inputs=()) -> Path:
+    """A file the user asked us to write (``--out``, ``--submission``): never a folder, never one of
+    the command's own ``inputs``, never inside a run folder (a folder holding run.json), whose files
+    the run's later commands read and verify. One ConfigError naming ``what`` otherwise."""
+    target = Path(path)
+    if target.is_dir() or str(path).endswith(("/", "\\")):
+        raise ConfigError(f"{what} {path}: is a folder. Give a file name, such as {target / 'predictions.csv'}.")
+    resolved = target.resolve()
+    for given in inputs:
+        if given is not None and Path(given).resolve() == resolved:
+            raise ConfigError(f"{what} {path}: is also this command's input; writing it would destroy the input. "
+                              f"Give another file name.")
+    for folder in resolved.parents:
+        if (folder / "run.json").is_file():
+            raise ConfigError(f"{what} {path}: lies inside the run folder {folder}, whose files belong to the run "
+                              f"(it would overwrite or add to them). Write it outside the run folder.")
+    return target

@@ -35,7 +35,7 @@ def read_rows(path: Path, run: Run) -> pd.DataFrame:
 
     if not path.is_file():
         raise DataError(f"--input {path}: file not found.")
-    text = tuple(c for c in (run.cfg.image.column, run.cfg.data.id if run.cfg.image.column else None) if c)
+    text = tuple(c for c in (run.cfg.image.column, run.cfg.data.id) if c)
     return read_table(path, "--input", text)
 
 
@@ -47,17 +47,18 @@ def predict_file(comp, run: str | Path, input_csv: str | Path | None, out: str |
 
     if not input_csv:
         raise ConfigError("--predict needs --input CSV: the rows to predict")
-    from .paths import is_path
+    from .paths import output_file
 
-    competition = None if is_path(run) else load_config(comp).name
-    the_run = load_run(run, output_dir if output_dir is not None else OUTPUT_ROOT, competition)
+    the_run = load_run(run, output_dir if output_dir is not None else OUTPUT_ROOT, load_config(comp).name)
     path = Path(input_csv)
+    if out:  # refused before any model is loaded
+        output_file(out, "--out", (path,))
     frame = read_rows(path, the_run)
     # Relative image names resolve against the input's folder when the files are there.
     image_dir = path.parent if the_run.cfg.image.column and _images_beside(frame, the_run, path.parent) else None
     preds = the_run.predict(frame, source=f"--input {path}", image_dir=image_dir)
     target = Path(out) if out else path.with_name(path.name.split(".")[0] + ".pred.csv")
-    write_csv(preds, target)
+    write_csv(preds, output_file(target, "--out" if out else "--predict's default output", (path,)))
     console()
     log.info("predicted %d rows with run %s (%d fold models): %s", len(preds), the_run.name,
              len(the_run.trained_units()), target)

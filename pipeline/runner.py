@@ -18,6 +18,7 @@ from .errors import DataError
 from .logs import run_logging
 from .metrics import get_metric
 from .outputs import write_csv, write_json
+from .paths import output_file
 from .runs import Run, load_inputs
 from .submission import format_predictions, make_submission
 from .time_budget import TimeBudget, parse_duration
@@ -53,6 +54,8 @@ def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, r
     """
     budget = time_limit if isinstance(time_limit, TimeBudget) or time_limit is None else \
         TimeBudget(parse_duration(time_limit))
+    if submission is not None:  # refused before anything trains
+        output_file(submission, "--submission")
     data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
     from .training.fold import check_train_config  # TensorFlow loads from here on
 
@@ -133,6 +136,7 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
                         f"Delete the competition's saved folds file to assign new ones, and use a new --run-name.")
     units = run.units()
     cv = run_cv(data, units, run.fold_dir, budget)
+    run.check_owner()  # still this process's run before its outputs are written
     fmt = data.submission_format
     oof = format_predictions(fmt, data.train[id_col], cv.oof)
     oof.insert(1, "fold", folds["fold"].to_numpy())

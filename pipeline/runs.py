@@ -6,13 +6,15 @@ A run folder describes itself:
 
 - ``config.yaml``: the config resolved once (base + ``--params`` + ``--set``, inferred task,
   metric, CV scheme and column types). Every later command on the run uses it.
-- ``run.json``: the state (``running`` | ``finished`` | ``failed``), the fingerprint of the inputs
-  (a hash of the resolved config and of each data file read), the pid and host while running,
-  the sessions with their times, and what predicting new rows needs (task, classes, the
-  submission's columns).
-- ``run.lock``: held (``fcntl.flock``) by the one process writing the run. The kernel releases it
-  when that process dies, so a stale lock is simply free; its text still names the dead holder,
-  and the next process says that it takes the run over.
+- ``run.json``: the state (``running`` | ``finished`` | ``failed`` | ``interrupted``), the
+  fingerprint of the inputs (a hash of the resolved config and of each data file read), the pid
+  and host while running, the sessions with their times, what predicting new rows needs (task,
+  classes, the submission's columns), and once finished the size and sha256 of every file the
+  later commands read (``files``), checked each time the run is opened.
+- The lock: an ``fcntl.flock`` on the run folder itself, held by the one process writing the run
+  (deleting a file cannot break it). The kernel releases it when that process dies, so a stale
+  lock is simply free. ``run.lock``'s text names the holder, and the next process says that it
+  takes the run over; run.json records the owner too, checked before the run's writes.
 
 Resume is a comparison, not a guess (as DVC does with its input hashes): a changed config or data
 file refuses to mix folds trained on different inputs. A finished run is never retrained.
@@ -20,7 +22,6 @@ file refuses to mix folds trained on different inputs. A finished run is never r
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,7 +29,6 @@ import os
 import shutil
 import socket
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,14 @@ import pandas as pd
 from .config import Config, validate
 from .config_files import read_yaml
 from .cv.folds import FoldUnit, fold_units
-from .errors import ConfigError, DataError, PipelineError
+from .errors import ConfigError, DataError
 from .outputs import default_run_name, write_json, write_yaml
 from .paths import check_name, inside, is_path
+from .run_files import damage, file_sha256, manifest
+from .run_lock import RunLock, RunLockedError
+from .run_lock import utc_now as _now
+
+__all__ = ["Run", "RunLock", "RunLockedError", "damage", "file_sha256", "load_inputs", "check_fixed"]
 
 log = logging.getLogger("pipeline")
 
@@ -48,24 +53,12 @@ LOCK_FILE = "run.lock"
 # Sections that do not change what a run trains: a finished run can be stacked or exported with
 # other settings of these, and resuming with them changed is allowed.
 UNTRAINED_SECTIONS = ("stack", "tune", "export", "diagnostics")
-STATES = ("running", "finished", "failed")
-
-
-class RunLockedError(PipelineError):
-    """Another live process holds the run's lock."""
+STATES = ("running", "finished", "failed", "interrupted")
 
 
 def shared_folds_dir(root: Path, competition: str) -> Path:
     """Where a competition's fold assignments are saved once and reused by every run and trial."""
     return Path(root) / check_name(competition, "competition name") / "folds"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def trained_part(resolved: dict) -> dict:
@@ -102,59 +95,6 @@ def fingerprint(data, extra: dict | None = None) -> dict:
     if extra:
         out["extra"] = extra
     return out
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``run.lock``; the file's text names the holder for the others."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._fd: int | None = None
-
-    def holder(self) -> dict:
-        try:
-            text = self.path.read_text()
-            return json.loads(text) if text.strip() else {}
-        except (OSError, ValueError):
-            return {}
-
-    def acquire(self, run_label: str) -> dict:
-        """Take the lock or raise RunLockedError naming the holder. Returns the previous holder's
-        record when it died holding the lock (empty otherwise)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = {}
-            for _ in range(20):  # the winner writes its name right after taking the lock
-                holder = self.holder()
-                if holder:
-                    break
-                time.sleep(0.05)
-            who = (f"pid {holder.get('pid')} on host {holder.get('host')} (since {holder.get('since')})"
-                   if holder else "another process")
-            raise RunLockedError(f"{self.path.parent}: run {run_label!r} is being written by {who}. Wait for it "
-                                 f"to finish, or use another --run-name.") from None
-        previous = self.holder()
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-        self._fd = fd
-        mine = previous.get("pid") == os.getpid() and previous.get("host") == socket.gethostname()
-        return {} if mine else previous
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        os.ftruncate(self._fd, 0)  # an empty lock file: released cleanly, nobody to take over from
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
 
 
 class Run:
@@ -253,7 +193,7 @@ class Run:
     def _table(self, path: Path) -> pd.DataFrame | None:
         if not path.is_file():
             return None
-        return pd.read_csv(path, dtype={self.cfg.data.id: str} if self.cfg.image.column else None)
+        return pd.read_csv(path, dtype={self.cfg.data.id: str})  # ids as written (data/load.py)
 
     def require_finished(self, what: str) -> "Run":
         if not self.finished:
@@ -270,8 +210,33 @@ class Run:
         current = time.perf_counter() - self._session_start if self._session_start is not None else 0.0
         return round(past + current, 1)
 
-    def _write_info(self) -> None:
-        write_json(self.info, self.info_path)
+    def check_owner(self) -> None:
+        """While this process writes the run, run.json on disk must still name it: a folder
+        deleted and made anew by another process (which our lock on the old folder cannot stop)
+        is detected before this one writes over that process's files."""
+        if self._lock is None or self._session_start is None or not self.info_path.is_file():
+            return  # not writing, or begin() is about to record this process as the owner
+        try:
+            disk = json.loads(self.info_path.read_text())
+        except (OSError, ValueError):
+            return
+        ours = (os.getpid(), socket.gethostname())
+        if disk.get("state") == "running" and (disk.get("pid"), disk.get("host")) not in (ours, (None, None)):
+            raise RunLockedError(f"{self.dir}: run {self.name!r} is now written by pid {disk.get('pid')} on host "
+                                 f"{disk.get('host')} (its folder was replaced while this process ran). This "
+                                 f"process stops without writing; use another --run-name.")
+
+    def _write_info_in_place(self) -> None:
+        """The last resort when the atomic write fails (a full disk has no room for the temporary
+        file): overwrite run.json's own blocks with a compact text, so the state never stays
+        ``running``."""
+        text = json.dumps(self.info, separators=(",", ":"), default=str).encode()
+        fd = os.open(self.info_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, text, 0)
+            os.ftruncate(fd, len(text))
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ folds
 
@@ -341,6 +306,7 @@ class Run:
         if fmt.id not in frame.columns:
             raise DataError(f"{source}: no id column {fmt.id!r} (data.id of run {self.name}). Add it; the "
                             f"predictions are written by id.")
+        self._check_rows(frame, source)
         images = None
         if self.cfg.image.column:
             from .data.images import image_paths
@@ -353,6 +319,21 @@ class Run:
         preds = [self.artifact(u).predict(frame, images, source=source) for u in self.trained_units()]
         return format_predictions(fmt, frame[fmt.id], np.mean(preds, axis=0))
 
+    def _check_rows(self, frame: pd.DataFrame, source: str) -> None:
+        """The rows' ids present and unique, and the run's numeric columns numbers: one error
+        naming the row, not a parsing traceback from inside a fold's preprocessing."""
+        from .data.load import check_ids
+
+        check_ids(frame[self.submission_format.id], self.submission_format.id, source)
+        for col, spec in self.cfg.features.columns.items():
+            if spec.type != "numeric" or col not in frame.columns or pd.api.types.is_numeric_dtype(frame[col]):
+                continue
+            bad = pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(f"{source}: column {col!r} is numeric in run {self.name}, but row {row + 2} holds "
+                                f"{str(frame[col][bad].iloc[0])!r}. Fix the value (or leave it empty: missing).")
+
     def _image_dir(self) -> Path:
         base = Path(self.info.get("data_dir") or self.cfg.root)
         return base / self.cfg.image.test_dir
@@ -360,15 +341,20 @@ class Run:
     # ------------------------------------------------------------------ sessions
 
     def begin(self) -> "Run":
-        self._session_start = time.perf_counter()
         self.info.update(state="running", pid=os.getpid(), host=socket.gethostname())
         self.info.setdefault("started", _now())
         self.info.setdefault("sessions", []).append({"started": _now()})
-        self._write_info()
+        write_json(self.info, self.info_path)  # this process is the owner from here on
+        self._session_start = time.perf_counter()
         return self
 
     def end(self, state: str, error: str | None = None) -> None:
         """Close the session: record its time and the run's state, and release the lock."""
+        try:
+            self.check_owner()
+        except RunLockedError:
+            self.unlock()
+            raise
         session = self.info["sessions"][-1]
         session.update(ended=_now(), seconds=round(time.perf_counter() - self._session_start, 1), state=state)
         self._session_start = None
@@ -376,16 +362,31 @@ class Run:
         self.info["seconds"] = self.seconds()
         if state == "finished":
             self.info["finished"] = _now()
+            self.info["files"] = manifest(self.dir)
         if error:
             self.info["error"] = error
         else:
             self.info.pop("error", None)
         try:
-            self._write_info()
-        except OSError as exc:  # a full disk must not hide the error that ended the session
+            try:
+                write_json(self.info, self.info_path)
+            except OSError:  # a full disk must not leave the run "running", nor hide the error
+                self._write_info_in_place()
+        except OSError as exc:
             log.warning("run %s: could not record its state in %s (%s)", self.name, self.info_path, exc.strerror)
         finally:
             self.unlock()
+
+    # ------------------------------------------------------------------ verification
+
+    def verify(self, what: str = "run") -> "Run":
+        """Every file recorded when the run finished is there, unchanged; else one DataError naming
+        the first that is not (a deleted fold model would silently change every prediction)."""
+        problem = damage(self.dir, self.info)
+        if problem:
+            raise DataError(f"{what} {self.name}: {problem}. The run's results depend on it: restore the file "
+                            f"(e.g. from a copy of the run folder) or train the run again.")
+        return self
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -401,8 +402,10 @@ class Run:
             return
         if exc_type is None:
             self.end("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (errors.Terminated)
+            self.end("interrupted", str(exc) or "interrupted (Ctrl-C)")
         else:
-            # A killed (Ctrl-C) or failed session: finished folds stay and resume next time.
+            # A failed session: finished folds stay and resume next time.
             first = str(exc).strip().splitlines()[0][:300] if exc is not None and str(exc).strip() else ""
             self.end("failed", f"{exc_type.__name__}: {first}" if first else exc_type.__name__)
 
@@ -421,6 +424,9 @@ class Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run_dir / LOCK_FILE)
         previous = lock.acquire(run_dir.name)
+        from .logs import console
+
+        console()  # the takeover line below reaches the console before the run's log opens
         try:
             run = cls._prepare(run_dir, data, kind, smoke, extra, data_dir, previous)
         except BaseException:
@@ -428,16 +434,23 @@ class Run:
             raise
         if run.finished:
             lock.release()
-            return run
+            return run.verify("--run-name")
         run._lock = lock
-        return run.begin()
+        run.begin()
+        if previous and len(run.info["sessions"]) > 1:
+            run.info["sessions"][-1]["took_over_from"] = {k: previous.get(k) for k in ("pid", "host")}
+        return run
 
     @classmethod
     def _prepare(cls, run_dir: Path, data, kind, smoke, extra, data_dir, previous: dict) -> "Run":
         resolved = data.cfg.to_dict()
         new_print = fingerprint(data, extra)
         info_path = run_dir / RUN_FILE
-        info = json.loads(info_path.read_text()) if info_path.is_file() else None
+        try:
+            info = json.loads(info_path.read_text()) if info_path.is_file() else None
+        except ValueError:
+            raise DataError(f"{info_path}: damaged (not JSON), so run {run_dir.name!r} cannot be resumed safely. "
+                            f"Use another --run-name.") from None
         if info is None and (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{run_dir}: a run folder without {RUN_FILE} (made by an older version of the "
                               f"pipeline); it cannot be resumed safely. Use another --run-name.")
@@ -445,8 +458,8 @@ class Run:
             raise ConfigError(f"{run_dir}: exists and is not a run folder. Use another --run-name.")
         if info is not None:
             if previous and info.get("state") == "running":
-                log.info("run %s: taking over from pid %s on host %s, which stopped without finishing",
-                         run_dir.name, previous.get("pid"), previous.get("host"))
+                log.warning("run %s: taking over the lock from pid %s on host %s, which stopped without finishing",
+                            run_dir.name, previous.get("pid"), previous.get("host"))
             if info.get("kind", "train") != kind:
                 raise ConfigError(f"{run_dir}: is a {info.get('kind', 'train')} run, not a {kind} run. "
                                   f"Use another --run-name.")
@@ -509,13 +522,22 @@ class Run:
             raise DataError(f"{what} {run}: no run folder {run_dir}. Runs of this competition: {runs}")
         info_path = run_dir / RUN_FILE
         if info_path.is_file():
-            info = json.loads(info_path.read_text())
+            pass
         elif (run_dir / "config.yaml").is_file():
             raise DataError(f"{what} {run}: {run_dir} has no {RUN_FILE} (made by an older version of the pipeline). "
                             f"Train it again with this version.")
         else:
             raise DataError(f"{what} {run}: {run_dir} is not a run folder (no {RUN_FILE}).")
-        return cls(run_dir, _saved_config(run_dir), info)
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError:
+            raise DataError(f"{what} {run}: {info_path} is damaged (not JSON). Restore it from a copy of the run "
+                            f"folder, or train the run again.") from None
+        own = info.get("competition")
+        if competition is not None and own is not None and own != competition:
+            log.warning("%s %s: a run of competition %s (not %s); used with its own config", what, run, own,
+                        competition)
+        return cls(run_dir, _saved_config(run_dir), info).verify(what)
 
     def leaderboard(self):
         """Every run and study of this run's competition, best first (leaderboard.py)."""

@@ -32,7 +32,7 @@ SUPPORTED: dict[str, tuple[str, str]] = {
     "tensorflow-model-optimization": (">=0.8.1,<0.9", "--export (pruning, quantization-aware training)"),
     "pyarrow": (">=14", "Parquet input"),
 }
-PYTHON = ((3, 11), (3, 13))  # tested: 3.11 (CI) and 3.12 (the Kaggle image)
+PYTHON = ((3, 11), (3, 14))  # tested: 3.11 (CI), 3.12 (the Kaggle image), 3.13 (tools/py313_check.sh)
 SKIP_ENV = "PIPELINE_SKIP_VERSION_CHECK"
 OFFLINE_HINT = ("Offline (a Kaggle kernel without internet): attach the wheelhouse dataset made by "
                 "tools/wheelhouse.py and run pip install --no-index --find-links <its folder> <package>.")

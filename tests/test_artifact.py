@@ -1,5 +1,6 @@
 """Fold files are data, never code: skops with an explicit trusted list, Keras in safe mode, and no
 pickle ever loaded from a run folder (a crafted one is refused before it can run anything)."""
+import json
 import os
 import pickle
 import shutil
@@ -70,9 +71,15 @@ def test_a_crafted_run_folder_never_runs_code(tiny_comp, tmp_path, capsys):
     marker = tmp_path / "owned"
     rows = pd.read_csv(cfg.parent / "data" / "test.csv.gz")
 
-    # 1. The old format: a pickle in place of the skops file.
+    # 1. The old format: a pickle in place of the skops file. run.json's record of the files
+    # catches the swap first; a crafted folder would rewrite run.json too, so without that record
+    # the fold loader itself must refuse.
     shutil.move(fold / "preprocessing.skops", tmp_path / "kept.skops")
     (fold / "preprocessing.joblib").write_bytes(pickle.dumps({"preprocessor": _Marker(marker)}))
+    with pytest.raises(DataError, match=r"preprocessing.skops is missing"):
+        load_run(result.run_dir)
+    info_path = result.run_dir / "run.json"
+    info_path.write_text(json.dumps({k: v for k, v in json.loads(info_path.read_text()).items() if k != "files"}))
     with pytest.raises(DataError, match=r"a fold saved with pickle .* never loaded"):
         load_run(result.run_dir).predict(rows)
     with pytest.raises(DataError, match=r"a fold saved with pickle"):

@@ -115,7 +115,7 @@ def test_sample_submission_ids_must_match_test(tiny_comp):
 
 def test_duplicate_ids(tiny_comp):
     path = edit(tiny_comp, train=lambda df: df.assign(id=0))
-    with pytest.raises(DataError, match=r"train.csv.gz: 299 duplicated ids"):
+    with pytest.raises(DataError, match=r"train.csv.gz: 299 duplicated id\(s\) in 'id' \(first: '0' at row 3\)"):
         load(path)
 
 

@@ -46,7 +46,7 @@ def test_leaderboard_orders_runs_by_the_metric_and_shows_failures(tiny_comp, tmp
         run_competition(cfg, FAST + ["train.lr=0.01"], output_dir=tmp_path, run_name="dead")
     monkeypatch.setattr(loop, "fit_fold", real)
     board = load_run(tmp_path / "health_insurance" / "mlp").leaderboard()
-    assert board["name"].tolist()[-1] == "dead" and board["state"].tolist()[-1] == "failed"
+    assert board["name"].tolist()[-1] == "dead" and board["state"].tolist()[-1] == "interrupted"
     finished = board[board["state"] == "finished"]
     assert finished["cv"].tolist() == sorted(finished["cv"], reverse=True)  # AUC: higher first
     assert set(finished["model"]) == {"mlp", "linear"}

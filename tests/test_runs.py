@@ -94,7 +94,7 @@ def test_resume_after_changed_train_csv_is_refused_and_seconds_add_up(tiny_comp,
         run_competition(cfg, FAST, output_dir=out, run_name="r")
     run_dir = out / "health_insurance" / "r"
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["state"] == "failed" and info["error"] == "KeyboardInterrupt" and info["pid"] is None
+    assert info["state"] == "interrupted" and info["error"] == "interrupted (Ctrl-C)" and info["pid"] is None
     # The data changes between the sessions: resuming would mix folds trained on two data sets.
     train_csv = cfg.parent / "data" / "train.csv.gz"
     original_bytes = train_csv.read_bytes()
@@ -228,7 +228,7 @@ def test_stack_takes_finished_runs_only_and_never_writes_into_a_run(tiny_comp, t
     with pytest.raises(KeyboardInterrupt):
         run_competition(cfg, FAST + ["train.lr=0.01"], output_dir=out, run_name="half")
     monkeypatch.undo()
-    with pytest.raises(DataError, match=r"--stack half: .* is not a finished run \(state failed\)"):
+    with pytest.raises(DataError, match=r"--stack half: .* is not a finished run \(state interrupted\)"):
         stack_runs(cfg, ["a", "half"], output_dir=out, run_name="s")
     # A stack's --run-name must not land in a training run's folder.
     with pytest.raises(ConfigError, match=r"half: is a train run, not a stack run"):

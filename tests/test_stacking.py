@@ -9,6 +9,7 @@ import yaml
 from conftest import FAST
 from pipeline.errors import ConfigError, DataError
 from pipeline.metrics import get_metric
+from pipeline.runs import file_sha256
 from pipeline.ensemble import caruana as hill_climb
 from pipeline.stacking.level2 import nested
 
@@ -121,12 +122,22 @@ def test_stack_mismatches_are_refused(two_runs, tmp_path):
     shutil.copytree(comp / "hgb", comp / "regr")
     saved = yaml.safe_load((comp / "regr" / "config.yaml").read_text())
     (comp / "regr" / "config.yaml").write_text(yaml.safe_dump({**saved, "task": "regression"}))
+    refused(DataError, r"--stack regr: .*config.yaml has changed since the run finished", ["mlp", "regr"])
+    rerecorded(comp / "regr", "config.yaml")  # as if it had been trained so
     refused(DataError, r"--stack regr: the run's task is regression, the competition's is binary", ["mlp", "regr"])
     # Ids that do not line up.
     shutil.copytree(comp / "hgb", comp / "shuffled")
     oof = pd.read_csv(comp / "shuffled" / "oof.csv")
     oof.iloc[::-1].to_csv(comp / "shuffled" / "oof.csv", index=False)
+    rerecorded(comp / "shuffled", "oof.csv")
     refused(DataError, r"--stack shuffled: oof.csv ids do not line up with the training rows", ["mlp", "shuffled"])
+
+
+def rerecorded(run_dir, name):
+    """run.json's record of a file made to match its edited text: the run as if trained so."""
+    info = json.loads((run_dir / "run.json").read_text())
+    info["files"][name] = {"size": (run_dir / name).stat().st_size, "sha256": file_sha256(run_dir / name)}
+    (run_dir / "run.json").write_text(json.dumps(info))
 
 
 @pytest.mark.parametrize("name, model", [("diamonds", "hgb"), ("diamonds", "linear"), ("health_insurance", "linear")])

@@ -36,6 +36,9 @@ def test_requirements_and_pyproject_carry_the_tested_ranges():
         assert project[name.lower()] == spec, f"pyproject.toml: {name}"
     # Never an exact TensorFlow: pip would replace the one a Kaggle image has.
     assert "==" not in reqs["tensorflow"] and "==" not in project["tensorflow"]
+    (lo_major, lo_minor), (hi_major, hi_minor) = versions.PYTHON
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["requires-python"] == f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
 
 
 def test_the_oldest_set_lies_inside_the_ranges():

@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..ensemble import Ensemble, fit_ensemble
+from ..errors import raise_if_terminated
 from ..metrics import get_metric
 from ..time_budget import TimeBudget
 from ..training import FoldResult, fit_fold
@@ -56,6 +57,7 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
     ``budget``: a time limit: each fold gets its share, and folds that no longer fit are skipped."""
     trained = 0
     for position, unit in enumerate(units):
+        raise_if_terminated()  # between folds too (HGB members have no epochs)
         path = fold_dir(unit)
         prefix = f"{label}{unit.name} ({unit.index + 1}/{len(units)})"
         result = _resume(path, prefix)

@@ -63,7 +63,7 @@ class CompetitionData:
             y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
             bad = ~np.isfinite(y)
             if bad.any():
-                raise DataError(f"{path}: target {self.cfg.data.target!r} holds {values[bad].iloc[0]!r}, not a finite "
+                raise DataError(f"{path}: target {self.cfg.data.target!r} holds {plain(values[bad].iloc[0])}, not a finite "
                                 f"number ({int(bad.sum())} rows). Fix the held-out labels.")
             return y
         index = {str(c): i for i, c in enumerate(self.classes)}
@@ -112,12 +112,21 @@ def read_table(path: Path, field_name: str, text_columns: tuple = ()) -> pd.Data
     return df
 
 
+try:  # pandas' own list of the texts read_csv takes for missing (the list its docs show)
+    from pandas._libs.parsers import STR_NA_VALUES as _NA_MARKERS
+except ImportError:  # a pandas that moved it
+    _NA_MARKERS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                   "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+
+
 def _read_csv(path: Path, text_columns: tuple) -> tuple[pd.DataFrame, list]:
     try:
         # The header as written: pandas renames a repeated name ("a", "a.1") without a word.
-        names = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
-        # Image names such as 00042 must stay text, or they would lose their zeros.
-        df = pd.read_csv(path, dtype={c: str for c in text_columns} or None)
+        names = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        # Ids and image names stay text as written: 00042 keeps its zeros, and an id "NA" or "null"
+        # is an id (only an empty cell is missing); the other columns get pandas' missing markers.
+        na = {c: [""] if c in text_columns else list(_NA_MARKERS) for c in names}
+        df = pd.read_csv(path, dtype={c: str for c in text_columns} or None, keep_default_na=False, na_values=na)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
             zlib.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -143,9 +152,9 @@ def _read_parquet(path: Path, text_columns: tuple) -> pd.DataFrame:
     for col in df.columns:
         if isinstance(df[col].dtype, pd.CategoricalDtype):
             df[col] = df[col].astype(object).where(df[col].notna(), None)
-    for col in text_columns:
+    for col in text_columns:  # text, with a missing value kept missing (it is an error for an id)
         if col in df.columns:
-            df[col] = df[col].astype(str)
+            df[col] = df[col].astype(str).where(df[col].notna(), None)
     return df
 
 
@@ -156,11 +165,25 @@ def _need_column(df: pd.DataFrame, col: str, path: Path, field_name: str) -> Non
         raise DataError(f"{path}: no column {col!r} ({field_name}).{hint}")
 
 
-def _unique_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
-    dup = df[id_col].duplicated()
+def check_ids(ids: pd.Series, id_col: str, path) -> None:
+    """Every id present and unique; errors name the file's row (its header is row 1)."""
+    blank = ids.isna() | (ids.astype(str).str.strip() == "")
+    if blank.any():
+        row = int(np.flatnonzero(blank.to_numpy())[0])
+        raise DataError(f"{path}: id column {id_col!r} is blank in {int(blank.sum())} row(s) (first: row "
+                        f"{row + 2}). Give every row its id.")
+    dup = ids.duplicated()
     if dup.any():
-        raise DataError(f"{path}: {int(dup.sum())} duplicated ids in {id_col!r} "
-                        f"(first: {df[id_col][dup].iloc[0]!r}). Ids must be unique.")
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise DataError(f"{path}: {int(dup.sum())} duplicated id(s) in {id_col!r} (first: {plain(ids[dup].iloc[0])} "
+                        f"at row {row + 2}). Ids must be unique.")
+
+
+def plain(value) -> str:
+    """A value as a message shows it: 'abc' or 3.5, never np.float64(3.5)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    return repr(value)
 
 
 def _is_numeric(s: pd.Series) -> bool:
@@ -201,6 +224,12 @@ def _task_and_reason(cfg: Config, target: pd.Series) -> tuple[str, str]:
     if cfg.metric is None:
         return guess, why
     tasks = METRICS.get(cfg.metric).tasks
+    if guess == "regression" and "regression" not in tasks:
+        # A quantity (fractions, or more than 10 whole numbers) under a metric of classes: guessing
+        # classes trained a 300-class model on a price. The config must say which it is.
+        raise ConfigError(f"{cfg.path or 'config'}: metric {cfg.metric} scores classes, but target "
+                          f"{cfg.data.target!r} is continuous ({why}). Set a regression metric (metric: rmse or "
+                          f"mae), or task: multiclass if these values are classes.")
     if guess in tasks:
         return guess, f"{why}, and metric {cfg.metric} scores it"
     if "regression" in tasks and _is_numeric(target):
@@ -259,14 +288,16 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
 def _read_files(cfg: Config, base: Path) -> tuple[dict, tuple]:
     d = cfg.data
     paths = {"train": base / d.train, "test": base / d.test, "sample_submission": base / d.sample_submission}
-    text = tuple(c for c in (cfg.image.column,) if c) + ((d.id,) if cfg.image.column else ())
+    # Ids are text, exactly as written: 000300 keeps its zeros, and one blank id cannot turn the
+    # others into floats (300.0). Image names likewise.
+    text = tuple(c for c in (cfg.image.column,) if c) + (d.id,)
     train = read_table(paths["train"], "data.train", text)
     test = read_table(paths["test"], "data.test", text)
-    sample = read_table(paths["sample_submission"], "data.sample_submission", text[-1:])
+    sample = read_table(paths["sample_submission"], "data.sample_submission", (d.id,))
     solution = None
     if d.solution and (base / d.solution).is_file():
         paths["solution"] = base / d.solution
-        solution = read_table(paths["solution"], "data.solution", text[-1:])
+        solution = read_table(paths["solution"], "data.solution", (d.id,))
     return paths, (train, test, sample, solution)
 
 
@@ -295,21 +326,24 @@ def _strip_text(cfg: Config, train, test, solution) -> dict[str, int]:
 
 def _check_ids_and_target(cfg: Config, train, test, sample, paths: dict) -> None:
     d = cfg.data
+    if d.target == d.id:
+        raise ConfigError(f"{cfg.path or 'config'}: data.target and data.id are both {d.id!r}; the target is the "
+                          f"column to predict, the id names each row. Set data.target to the column to predict.")
     for key, df in (("train", train), ("test", test)):
         _need_column(df, d.id, paths[key], "data.id")
     _need_column(sample, d.id, paths["sample_submission"], "data.id")
-    _unique_ids(train, d.id, paths["train"])
-    _unique_ids(test, d.id, paths["test"])
+    for key, df in (("train", train), ("test", test), ("sample_submission", sample)):
+        check_ids(df[d.id], d.id, paths[key])
     _need_column(train, d.target, paths["train"], "data.target")
     target = train[d.target]
     if target.isna().all():
         raise DataError(f"{paths['train']}: target {d.target!r} is empty in every row.")
     if target.isna().any():
         raise DataError(f"{paths['train']}: target {d.target!r} is missing in {int(target.isna().sum())} "
-                        f"rows (first id {train[d.id][target.isna()].iloc[0]!r}). Drop or fill those rows.")
+                        f"rows (first id {plain(train[d.id][target.isna()].iloc[0])}). Drop or fill those rows.")
     if target.nunique() < 2:
         raise DataError(f"{paths['train']}: target {d.target!r} has a single value "
-                        f"({target.iloc[0]!r}); there is nothing to learn.")
+                        f"({plain(target.iloc[0])}); there is nothing to learn.")
     if cfg.cv.group is not None:
         _need_column(train, cfg.cv.group, paths["train"], "cv.group")
 
@@ -331,6 +365,7 @@ def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> t
                             f"{d.target!r} has {y.min()!r}. Turn it off.")
         return task, y, []
     classes = sorted(pd.unique(target).tolist(), key=lambda v: (str(type(v)), v))
+    _same_but_case(classes, path, d.target)
     if task == "binary":
         if len(classes) != 2:
             raise DataError(f"{path}: task binary needs 2 target values, {d.target!r} has "
@@ -355,6 +390,19 @@ def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> t
             classes = [by_str[str(c)] for c in d.classes if str(c) in by_str]
     index = {c: i for i, c in enumerate(classes)}
     return task, target.map(index).to_numpy(dtype=np.int64), classes
+
+
+def _same_but_case(classes: list, path: Path, target: str) -> None:
+    """Labels that differ only in case ("Yes", "yes") are refused: merging them would guess what the
+    file means, keeping them would train two classes for one. (Surrounding spaces were already
+    stripped, with a line saying so: " yes" and "yes" are one label.)"""
+    seen: dict[str, list] = {}
+    for c in classes:
+        seen.setdefault(str(c).strip().casefold(), []).append(c)
+    clash = next((v for v in seen.values() if len(v) > 1), None)
+    if clash:
+        raise DataError(f"{path}: target {target!r} holds labels {', '.join(repr(str(c)) for c in clash)} that "
+                        f"differ only in case; they would be separate classes. Write them one way in the file.")
 
 
 def _scoring(cfg: Config, task: str) -> tuple[str, str]:
@@ -491,6 +539,8 @@ def _check_submission_files(cfg: Config, sample, solution, test, task: str, clas
     for key, df in (("sample_submission", sample), ("solution", solution)):
         if df is None:
             continue
+        _need_column(df, d.id, paths[key], "data.id")
+        check_ids(df[d.id], d.id, paths[key])
         ids = pd.Index(df[d.id])
         if len(ids) != len(test_ids) or not ids.isin(test_ids).all():
             extra = ids.difference(test_ids)

@@ -10,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from ..errors import raise_if_terminated
+
 log = logging.getLogger("pipeline")
 
 
@@ -87,6 +89,7 @@ class NonFiniteLoss(keras.callbacks.Callback):
         self.bad_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
+        raise_if_terminated()  # a SIGTERM whose exception was swallowed inside TensorFlow
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             self.bad_epoch = epoch + 1
