@@ -64,3 +64,23 @@ def tiny_comp(tmp_path):
 FAST = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.hidden=[16, 8]", "train.seeds=1",
         "model.realmlp.epochs=2", "model.realmlp.hidden=[16, 8]", "diagnostics.importance=false",
         "diagnostics.adversarial=false"]
+
+
+@pytest.fixture(autouse=True)
+def _training_tests_are_marked_slow(request, monkeypatch):
+    """A test that trains a fold (the CV loop's fit_fold) must be marked slow, so that
+    ``-m "not slow"`` stays quick; one that is not fails here, naming itself."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    import pipeline.cv.loop as loop
+
+    real, calls = loop.fit_fold, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[1] if len(args) > 1 else kwargs.get("name"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fit_fold", counted)
+    yield
+    assert not calls, f"{request.node.nodeid} trains folds {calls[:3]} but is not marked @pytest.mark.slow"

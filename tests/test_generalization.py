@@ -148,6 +148,7 @@ def _counts_comp(tiny_comp):
     return tiny_comp("diamonds", frames=frames)
 
 
+@pytest.mark.slow
 def test_count_targets_get_a_poisson_loss_and_positive_predictions(tiny_comp, tmp_path):
     from pipeline import run_competition
 

@@ -140,6 +140,7 @@ def rerecorded(run_dir, name):
     (run_dir / "run.json").write_text(json.dumps(info))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, model", [("diamonds", "hgb"), ("diamonds", "linear"), ("health_insurance", "linear")])
 def test_sklearn_members_run_through_the_same_cv(tiny_comp, tmp_path, name, model):
     from pipeline import run_competition

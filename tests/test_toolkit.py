@@ -370,7 +370,14 @@ def test_all_switches_together_through_the_pipeline(tiny_comp, tmp_path):
         "train.label_smoothing=0.1", "train.lookahead_steps=3", "train.grad_accum_steps=2", "train.clip=global_norm",
         "train.schedule=onecycle", "train.optimizer=lamb", "train.jit_compile=true", "model.norm=group",
         "model.checkpoint=true", "train.precision=mixed_bfloat16"], output_dir=tmp_path)
-    assert 0 <= result.scores["cv"] <= 1
+    # Every switch on, and still a run whose score is its OOF predictions' score: finite
+    # probabilities on every row, the AUC recomputed from oof.csv.
+    from sklearn.metrics import roc_auc_score
+
+    oof = pd.read_csv(result.files["oof"])
+    y = (pd.read_csv(cfg.parent / "data" / "train.csv.gz")["whi"] == "yes").to_numpy()
+    assert oof["whi"].between(0, 1).all() and len(oof) == len(y)
+    assert result.scores["cv"] == pytest.approx(roc_auc_score(y, oof["whi"]), abs=1e-9)
 
 
 @pytest.mark.slow

@@ -5,12 +5,8 @@
 #   bash tools/oldest_versions.sh [VENV]        (default .venv-oldest; PYTHON=python3.12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="${1:-.venv-oldest}"
-python="${PYTHON:-python3.12}"
-command -v "$python" >/dev/null && "$python" -V >/dev/null 2>&1 || python="$(ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1)"
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-. "$venv/bin/activate"
-python -m pip install --quiet --upgrade pip
+. tools/venv.sh
+make_venv 3.12 "${1:-.venv-oldest}"
 python -m pip install --quiet -c tools/oldest-versions.txt -r requirements.txt pytest hypothesis
 python - <<'PY'
 import importlib.metadata as md, sys

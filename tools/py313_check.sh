@@ -6,12 +6,8 @@
 #   bash tools/py313_check.sh [VENV]        (default .venv-py313; PYTHON=python3.13)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="${1:-.venv-py313}"
-python="${PYTHON:-python3.13}"
-command -v "$python" >/dev/null && "$python" -V >/dev/null 2>&1 || python="$(ls /root/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -n1)"
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-. "$venv/bin/activate"
-python -m pip install --quiet --upgrade pip
+. tools/venv.sh
+make_venv 3.13 "${1:-.venv-py313}"
 python -m pip install --quiet -r requirements.txt "keras>=3,<4"
 python - <<'PY'
 import importlib.metadata as md, sys

@@ -90,58 +90,24 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = 
 
 
 def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
-
+    """Every artifact of one fold's Keras model, converted, scored against the float model on the
+    same rows and written with the report into ``<run>/export/`` (whole, or not at all)."""
     from ..training.artifact import to_output
-    from ..training.fold import model_inputs
 
-    ec, models = data.cfg.export, artifact.keras_paths
-    pre, target, task = artifact.preprocessor, artifact.target, artifact.task
-    valid_idx, train_idx = unit.valid_idx, unit.train_idx
-    if not np.array_equal(np.sort(artifact.valid_idx), valid_idx):
+    ec, task = data.cfg.export, artifact.task
+    if not np.array_equal(np.sort(artifact.valid_idx), unit.valid_idx):
         raise DataError(f"{artifact.dir}: its validation rows differ from {the_run.folds_path}; the run folder "
                         f"was changed after training. Train it again.")
-    rng = np.random.default_rng(ec.seed)
-    rep_idx = np.sort(rng.choice(train_idx, size=min(ec.representative_rows, len(train_idx)), replace=False))
-    hold_pos = hold_y = None
-    if data.solution is not None:
-        hold_pos, hold_y = data.holdout()
-    rows = {"rep": ("train", rep_idx), "valid": ("train", valid_idx)}
     needs_training = bool(set(artifacts) & set(COMPRESSED))  # distill: the fold's validation rows too
-    if needs_training:
-        rows["train"] = ("train", train_idx)
-    if hold_pos is not None:
-        rows["holdout"] = ("test", hold_pos)
-    inputs = model_inputs(data, pre, rows)
-    x = {k: _arrays(inputs, k) for k in rows}
-    if not len(next(iter(x["rep"].values()))):
-        raise DataError(f"export: no training rows for the representative set of fold {ec.fold}.")
-    if ec.calibration_percentile and NUMERIC_INPUT in x["rep"]:
-        x["rep"][NUMERIC_INPUT] = clip_to_percentiles(x["rep"][NUMERIC_INPUT], x["train"][NUMERIC_INPUT] if needs_training
-                                                      else pre.transform(data.train.iloc[train_idx])[NUMERIC_INPUT],
-                                                      ec.calibration_percentile)
-    y = {"valid": data.y[valid_idx]}
-    if hold_pos is not None:
-        y["holdout"] = hold_y
+    inputs, x, y = _export_rows(data, artifact, unit, needs_training)
     metric = get_metric(data.cfg.metric, task)
-
-    def finish(raw):
-        return to_output(raw, task, target, artifact.clip)
-
-    import warnings
-
-    # The converter's calibrator still builds tf.lite.Interpreter and warns about it on every INT8
-    # conversion; the report itself runs LiteRT.
-    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-    warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+    _quiet_converter()
     model = artifact.load_keras()
     per_channel = ec.per_channel if ec.per_channel is not None else has_conv(model)
+    convert_int8 = _Int8(ec, x["rep"], per_channel)
 
-    def for_int8(m):
-        return equalize(m, x["rep"]) if ec.equalize else m
-
-    def to_int8(m):
-        return convert(m, "int8", x["rep"], int8_io=ec.int8_io, allow_float_fallback=ec.allow_float_fallback,
-                       per_channel=per_channel)
+    def finish(raw):
+        return to_output(raw, task, artifact.target, artifact.clip)
 
     export_dir = the_run.export_dir
     tmp = export_dir.with_name("export.partial")
@@ -150,83 +116,153 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     try:
         with run_logging(tmp / "export.log"):
             ref = {k: finish(model.predict(x[k], verbose=0, batch_size=1024)) for k in y}
-            run_scores = the_run.scores
-            keras_name = artifact.keras_member().name
-            report = {"run": the_run.name, "fold": ec.fold, "fold_unit": unit.name,
-                      "model": f"{keras_name}/{models[0].name}", "metric": metric.name,
-                      "run_scores": {"cv": run_scores["cv"], "holdout": run_scores.get("holdout"),
-                                     "members": list(run_scores.get("members", {})),
-                                     "ensemble": run_scores.get("ensemble", {}).get("weights")},
-                      "export": ec.model_dump(mode="json"),
-                      "int8": {"per_channel": per_channel, "equalize": ec.equalize,
-                               "calibration_percentile": ec.calibration_percentile},
-                      "float_keras": {k: metric(y[k], ref[k], task) for k in y}, "artifacts": []}
-            log.info("export of %s %s (%s): float Keras %s", the_run.name, unit.name, models[0].name,
-                     {k: round(v, 5) for k, v in report["float_keras"].items()})
-            ctx = None
-            if needs_training:
-                ctx = _TrainContext(data, inputs, x["train"], data.y[train_idx], artifact, the_run, unit)
+            report = _report_head(the_run, unit, artifact, metric, ec, per_channel,
+                                  {k: metric(y[k], ref[k], task) for k in y})
+            ctx = (_TrainContext(data, inputs, x["train"], data.y[unit.train_idx], artifact, the_run, unit)
+                   if needs_training else None)
             for kind in artifacts:
-                extra = {}
-                if kind == "distill":  # a new model: equalized once trained
-                    log.info("  distill: training a student on the run's OOF predictions of %d rows",
-                             len(train_idx) + len(valid_idx))
-                    student, extra = ctx.distill(model)
-                    content = to_int8(for_int8(student))
-                elif kind == "lowrank":
-                    # Equalized after: a truncated SVD of rescaled weights would minimize the wrong error.
-                    log.info("  lowrank: factorizing and fine-tuning on %d training rows", len(train_idx))
-                    compressed, extra = ctx.make(kind, artifact.load_keras())
-                    content = to_int8(for_int8(compressed))
-                elif kind in COMPRESSED:
-                    # Equalized first: QAT learns its ranges, pruning and clustering keep their
-                    # zeros and shared values, on the rescaled weights. A fresh copy each time, as
-                    # compression changes the layers in place.
-                    log.info("  %s: compressing and fine-tuning on %d training rows", kind, len(train_idx))
-                    compressed, extra = ctx.make(kind, for_int8(artifact.load_keras()))
-                    content = to_int8(compressed)
-                elif kind == "int8":
-                    content = to_int8(for_int8(artifact.load_keras()))
-                else:
-                    content = convert(model, kind)
+                content, extra = _artifact_bytes(kind, model, artifact, ctx, convert_int8, len(unit.train_idx),
+                                                 len(unit.valid_idx))
                 path = tmp / f"{kind}.tflite"
                 path.write_bytes(content)
                 what = ("a student of the run's ensemble" if kind == "distill"
-                        else f"one fold's model: {unit.name}'s {keras_name} member")
+                        else f"one fold's model: {unit.name}'s {artifact.keras_member().name} member")
                 row = {"artifact": kind, "model": what, "file": path.name, "bytes": len(content),
                        "gzip_bytes": len(gzip.compress(content, mtime=0)), **extra}
-                lite = LiteModel(content, threads=1, xnnpack=True)
-                row.update(delegation(content))
-                row["dtypes"] = lite.dtypes()
-                for k in y:
-                    pred = finish(lite.predict(x[k]))
-                    row[k] = metric(y[k], pred, task)
-                    row[f"{k}_delta"] = row[k] - report["float_keras"][k]
-                    row[f"{k}_agreement"] = _agreement(task, ref[k], pred)
-                report["artifacts"].append(row)
-                log.info("  %-8s %8d bytes (gzip %d), %s", kind, row["bytes"], row["gzip_bytes"],
-                         {k: round(row[k], 5) for k in y})
+                report["artifacts"].append(_scored(row, content, x, y, ref, finish, metric, task, report))
             log.info("  latencies: %d rounds over all artifacts", LATENCY_ROUNDS)
             measure_latencies(report["artifacts"], tmp, x["valid"], ec.latency_runs)
-            prep = describe(pre, {c: s.missing_values for c, s in data.cfg.features.columns.items()
-                                  if s.missing_values})
-            if data.images is not None:
-                prep["image"] = {"column": data.cfg.image.column, "size": data.cfg.image.size,
-                                 "channels": data.cfg.image.channels, "resize": data.cfg.image.resize,
-                                 "pixels": "float32 0-255; the model rescales inside"}
-            prep["output"] = {"task": task, "classes": [str(c) for c in data.classes],
-                              "activation": {"binary": "sigmoid", "multiclass": "softmax"}.get(task, "none"),
-                              "target_transform": None if target is None else "inverse of the saved target scaler"}
-            (tmp / "preprocessing.json").write_text(json_text(prep, indent=1))
-            (tmp / "export_report.json").write_text(json_text(report))
-            (tmp / "report.md").write_text(table(report))
-            print(table(report))
+            _write_descriptions(tmp, data, artifact, report)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(export_dir, ignore_errors=True)
     tmp.rename(export_dir)
     return export_dir
+
+
+def _export_rows(data, artifact, unit, needs_training: bool):
+    """The fold's rows as model inputs: a representative sample of its training rows (INT8
+    calibration, clipped to the training percentiles when export.calibration_percentile is set),
+    its validation rows, the holdout rows when a solution exists, and with compression all its
+    training rows. Returns (the inputs, arrays by split, labels by scored split)."""
+    from ..training.fold import model_inputs
+
+    ec, pre, train_idx = data.cfg.export, artifact.preprocessor, unit.train_idx
+    rng = np.random.default_rng(ec.seed)
+    rep_idx = np.sort(rng.choice(train_idx, size=min(ec.representative_rows, len(train_idx)), replace=False))
+    rows = {"rep": ("train", rep_idx), "valid": ("train", unit.valid_idx)}
+    y = {"valid": data.y[unit.valid_idx]}
+    if needs_training:
+        rows["train"] = ("train", train_idx)
+    if data.solution is not None:
+        hold_pos, y["holdout"] = data.holdout()
+        rows["holdout"] = ("test", hold_pos)
+    inputs = model_inputs(data, pre, rows)
+    x = {k: _arrays(inputs, k) for k in rows}
+    if not len(next(iter(x["rep"].values()))):
+        raise DataError(f"export: no training rows for the representative set of fold {ec.fold}.")
+    if ec.calibration_percentile and NUMERIC_INPUT in x["rep"]:
+        train = (x["train"][NUMERIC_INPUT] if needs_training
+                 else pre.transform(data.train.iloc[train_idx])[NUMERIC_INPUT])
+        x["rep"][NUMERIC_INPUT] = clip_to_percentiles(x["rep"][NUMERIC_INPUT], train, ec.calibration_percentile)
+    return inputs, x, y
+
+
+def _quiet_converter() -> None:
+    import warnings
+
+    # The converter's calibrator still builds tf.lite.Interpreter and warns about it on every INT8
+    # conversion; the report itself runs LiteRT.
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+    warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+
+
+class _Int8:
+    """INT8 conversion with the export section's settings (equalized first when asked)."""
+
+    def __init__(self, ec, rep: dict, per_channel: bool):
+        self.ec, self.rep, self.per_channel = ec, rep, per_channel
+
+    def prepare(self, model):
+        return equalize(model, self.rep) if self.ec.equalize else model
+
+    def __call__(self, model) -> bytes:
+        return convert(model, "int8", self.rep, int8_io=self.ec.int8_io,
+                       allow_float_fallback=self.ec.allow_float_fallback, per_channel=self.per_channel)
+
+
+def _artifact_bytes(kind: str, model, artifact, ctx, int8: _Int8, n_train: int, n_valid: int) -> tuple[bytes, dict]:
+    """One artifact's TFLite bytes and what its making measured."""
+    if kind == "distill":  # a new model: equalized once trained
+        log.info("  distill: training a student on the run's OOF predictions of %d rows", n_train + n_valid)
+        student, extra = ctx.distill(model)
+        return int8(int8.prepare(student)), extra
+    if kind == "lowrank":
+        # Equalized after: a truncated SVD of rescaled weights would minimize the wrong error.
+        log.info("  lowrank: factorizing and fine-tuning on %d training rows", n_train)
+        compressed, extra = ctx.make(kind, artifact.load_keras())
+        return int8(int8.prepare(compressed)), extra
+    if kind in COMPRESSED:
+        # Equalized first: QAT learns its ranges, pruning and clustering keep their zeros and shared
+        # values, on the rescaled weights. A fresh copy each time, as compression changes the
+        # layers in place.
+        log.info("  %s: compressing and fine-tuning on %d training rows", kind, n_train)
+        compressed, extra = ctx.make(kind, int8.prepare(artifact.load_keras()))
+        return int8(compressed), extra
+    if kind == "int8":
+        return int8(int8.prepare(artifact.load_keras())), {}
+    return convert(model, kind), {}
+
+
+def _report_head(the_run: Run, unit, artifact, metric, ec, per_channel: bool, float_keras: dict) -> dict:
+    run_scores, keras_name = the_run.scores, artifact.keras_member().name
+    first = artifact.keras_paths[0].name
+    log.info("export of %s %s (%s): float Keras %s", the_run.name, unit.name, first,
+             {k: round(v, 5) for k, v in float_keras.items()})
+    return {"run": the_run.name, "fold": ec.fold, "fold_unit": unit.name,
+            "model": f"{keras_name}/{first}", "metric": metric.name,
+            "run_scores": {"cv": run_scores["cv"], "holdout": run_scores.get("holdout"),
+                           "members": list(run_scores.get("members", {})),
+                           "ensemble": run_scores.get("ensemble", {}).get("weights")},
+            "export": ec.model_dump(mode="json"),
+            "int8": {"per_channel": per_channel, "equalize": ec.equalize,
+                     "calibration_percentile": ec.calibration_percentile},
+            "float_keras": float_keras, "artifacts": []}
+
+
+def _scored(row: dict, content: bytes, x, y, ref, finish, metric, task: str, report: dict) -> dict:
+    """An artifact's row of the report: its delegation, dtypes, and per scored split its metric,
+    the difference from the float model and the agreement with it."""
+    lite = LiteModel(content, threads=1, xnnpack=True)
+    row.update(delegation(content))
+    row["dtypes"] = lite.dtypes()
+    for k in y:
+        pred = finish(lite.predict(x[k]))
+        row[k] = metric(y[k], pred, task)
+        row[f"{k}_delta"] = row[k] - report["float_keras"][k]
+        row[f"{k}_agreement"] = _agreement(task, ref[k], pred)
+    log.info("  %-8s %8d bytes (gzip %d), %s", row["artifact"], row["bytes"], row["gzip_bytes"],
+             {k: round(row[k], 5) for k in y})
+    return row
+
+
+def _write_descriptions(folder: Path, data, artifact, report: dict) -> None:
+    """preprocessing.json (what a device must do to raw rows), export_report.json and report.md."""
+    task, target = artifact.task, artifact.target
+    prep = describe(artifact.preprocessor, {c: s.missing_values for c, s in data.cfg.features.columns.items()
+                                            if s.missing_values})
+    if data.images is not None:
+        prep["image"] = {"column": data.cfg.image.column, "size": data.cfg.image.size,
+                         "channels": data.cfg.image.channels, "resize": data.cfg.image.resize,
+                         "pixels": "float32 0-255; the model rescales inside"}
+    prep["output"] = {"task": task, "classes": [str(c) for c in data.classes],
+                      "activation": {"binary": "sigmoid", "multiclass": "softmax"}.get(task, "none"),
+                      "target_transform": None if target is None else "inverse of the saved target scaler"}
+    (folder / "preprocessing.json").write_text(json_text(prep, indent=1))
+    (folder / "export_report.json").write_text(json_text(report))
+    (folder / "report.md").write_text(table(report))
+    print(table(report))
 
 
 class _TrainContext:
@@ -323,15 +359,8 @@ class _TrainContext:
         paths = None if self.inputs.images is None else {
             "all": np.concatenate([self.inputs.images["train"], self.inputs.images["valid"]])[seen]}
         rows = FoldInputs({"all": split}, self.data.cfg, paths)
-        task, target = self.task, self.artifact.target
-        if task == "regression":
-            y_fit = target.transform(y_raw.reshape(-1, 1)).ravel() if target is not None else y_raw
-            soft = target.transform(soft.reshape(-1, 1)).ravel() if target is not None else soft
-            packed = np.column_stack([y_fit, soft]).astype(np.float32)
-        elif task == "binary":
-            packed = np.column_stack([y_raw, soft]).astype(np.float32)
-        else:
-            packed = np.hstack([np.eye(len(self.data.classes))[y_raw], soft]).astype(np.float32)
+        task = self.task
+        packed = packed_targets(task, self.artifact.target, y_raw, soft, len(self.data.classes))
         cfg, ec = self.data.cfg, self.ec
         # The student is of the Keras member's family, except that realmlp and tabm teach an mlp:
         # realmlp's PBLD cosines lose accuracy in INT8 (a health_insurance student: holdout AUC
@@ -372,6 +401,18 @@ class _TrainContext:
                          "teacher_members": list(teacher_scores.get("members", {})), "student_epochs": tc.epochs,
                          "ensemble_float32_bytes": int(4 * params),
                          "temperature": ec.temperature, "alpha": ec.alpha}
+
+
+def packed_targets(task: str, target, y_raw: np.ndarray, soft: np.ndarray, n_classes: int) -> np.ndarray:
+    """Labels and the teacher's soft targets side by side, as distillation_loss unpacks them; a
+    regression target on the scale the model learns (the fold's target transform)."""
+    if task == "regression":
+        y_fit = target.transform(y_raw.reshape(-1, 1)).ravel() if target is not None else y_raw
+        soft = target.transform(soft.reshape(-1, 1)).ravel() if target is not None else soft
+        return np.column_stack([y_fit, soft]).astype(np.float32)
+    if task == "binary":
+        return np.column_stack([y_raw, soft]).astype(np.float32)
+    return np.hstack([np.eye(n_classes)[y_raw], soft]).astype(np.float32)
 
 
 LATENCY_ROUNDS = 5
