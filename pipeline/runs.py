@@ -322,17 +322,14 @@ class Run:
     def _check_rows(self, frame: pd.DataFrame, source: str) -> None:
         """The rows' ids present and unique, and the run's numeric columns numbers: one error
         naming the row, not a parsing traceback from inside a fold's preprocessing."""
-        from .data.load import check_ids
+        from .data.load import check_ids, first_non_number
 
         check_ids(frame[self.submission_format.id], self.submission_format.id, source)
         for col, spec in self.cfg.features.columns.items():
-            if spec.type != "numeric" or col not in frame.columns or pd.api.types.is_numeric_dtype(frame[col]):
-                continue
-            bad = pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna()
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataError(f"{source}: column {col!r} is numeric in run {self.name}, but row {row + 2} holds "
-                                f"{str(frame[col][bad].iloc[0])!r}. Fix the value (or leave it empty: missing).")
+            found = first_non_number(frame[col]) if spec.type == "numeric" and col in frame.columns else None
+            if found:
+                raise DataError(f"{source}: column {col!r} is numeric in run {self.name}, but row {found[0]} holds "
+                                f"{str(found[1])!r}. Fix the value (or leave it empty: missing).")
 
     def _image_dir(self) -> Path:
         base = Path(self.info.get("data_dir") or self.cfg.root)

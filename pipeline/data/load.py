@@ -63,7 +63,7 @@ class CompetitionData:
             y = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
             bad = ~np.isfinite(y)
             if bad.any():
-                raise DataError(f"{path}: target {self.cfg.data.target!r} holds {plain(values[bad].iloc[0])}, not a finite "
+                raise DataError(f"{path}: target {self.cfg.data.target!r} holds {values[bad].iloc[0]!r}, not a finite "
                                 f"number ({int(bad.sum())} rows). Fix the held-out labels.")
             return y
         index = {str(c): i for i, c in enumerate(self.classes)}
@@ -175,29 +175,29 @@ def check_ids(ids: pd.Series, id_col: str, path) -> None:
     dup = ids.duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{path}: {int(dup.sum())} duplicated id(s) in {id_col!r} (first: {plain(ids[dup].iloc[0])} "
+        raise DataError(f"{path}: {int(dup.sum())} duplicated id(s) in {id_col!r} (first: {ids[dup].iloc[0]!r} "
                         f"at row {row + 2}). Ids must be unique.")
-
-
-def plain(value) -> str:
-    """A value as a message shows it: 'abc' or 3.5, never np.float64(3.5)."""
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    return repr(value)
 
 
 def _is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
-def _check_numeric(s: pd.Series, path: Path, col: str) -> None:
+def first_non_number(s: pd.Series) -> tuple[int, Any] | None:
+    """(row in the file, counting the header as row 1; the value) of the first present value
+    that is not a number, or None."""
     if _is_numeric(s):
-        return
-    coerced = pd.to_numeric(s, errors="coerce")
-    bad = coerced.isna() & s.notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: column {col!r} is numeric but row {row + 2} holds {s[bad].iloc[0]!r}. "
+        return None
+    bad = pd.to_numeric(s, errors="coerce").isna() & s.notna()
+    if not bad.any():
+        return None
+    return int(np.flatnonzero(bad.to_numpy())[0]) + 2, s[bad].iloc[0]
+
+
+def _check_numeric(s: pd.Series, path: Path, col: str) -> None:
+    found = first_non_number(s)
+    if found:
+        raise DataError(f"{path}: column {col!r} is numeric but row {found[0]} holds {found[1]!r}. "
                         f"Fix the value, or declare it with features.columns.{col}.type=categorical.")
 
 
@@ -340,10 +340,10 @@ def _check_ids_and_target(cfg: Config, train, test, sample, paths: dict) -> None
         raise DataError(f"{paths['train']}: target {d.target!r} is empty in every row.")
     if target.isna().any():
         raise DataError(f"{paths['train']}: target {d.target!r} is missing in {int(target.isna().sum())} "
-                        f"rows (first id {plain(train[d.id][target.isna()].iloc[0])}). Drop or fill those rows.")
+                        f"rows (first id {train[d.id][target.isna()].iloc[0]!r}). Drop or fill those rows.")
     if target.nunique() < 2:
         raise DataError(f"{paths['train']}: target {d.target!r} has a single value "
-                        f"({plain(target.iloc[0])}); there is nothing to learn.")
+                        f"({target.iloc[0]!r}); there is nothing to learn.")
     if cfg.cv.group is not None:
         _need_column(train, cfg.cv.group, paths["train"], "cv.group")
 

@@ -200,7 +200,7 @@ class ParametricActivation(keras.layers.Layer):
 @keras.saving.register_keras_serializable("pipeline")
 class ScheduledDropout(keras.layers.Layer):
     """Dropout whose rate is a variable: ``rate`` times a schedule set between epochs
-    (training/callbacks.DropoutSchedule); inference is the identity."""
+    (training/callbacks.ScheduleLayers); inference is the identity."""
 
     def __init__(self, rate: float, **kwargs):
         super().__init__(**kwargs)
