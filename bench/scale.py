@@ -6,16 +6,20 @@ input pipeline against the compute-only limit, at several table sizes, side by s
 The table is synthetic but real-shaped (only cost is measured): 80% numeric columns (lognormal
 skew, 5% missing), 20% categorical (cardinalities from 5 to 20,000, Zipf-distributed, 2% missing),
 a binary target. Each size runs in a fresh process (its peak RSS is its own) through the
-pipeline's own steps: load_competition (the file read and checked), one fold's preprocessing
-(fitted on 80% of the rows, applied to the train and validation rows), then the default MLP trained
-for 3 epochs (``--epochs``) on the pipeline's tf.data input, and the same model on one batch held in memory and
-repeated for as many steps (the compute-only limit). Epoch times are the last epoch's.
+pipeline's own steps: TensorFlow's start-up (a small model built and run: the baseline), then
+load_competition (the file read and checked), one fold's preprocessing (fitted on 80% of the
+rows, applied to the train and validation rows), then the default Keras member (its own recipe:
+batch size, optimizer, data-dependent initialization) trained for 3 epochs (``--epochs``) on the
+pipeline's tf.data input, and the same model on one batch held in memory and repeated for as many
+steps (the compute-only limit). Epoch times are the last epoch's.
 
-Prints per size: rows, load seconds, peak RSS, RSS / float32 data, fold preprocessing seconds, epoch
-seconds (real input), epoch seconds (compute only), and their ratio; then one line
-``rss_ratio=R epoch_linearity=L input_ratio=I`` (R: peak RSS / float32 data at the largest size;
-L: epoch seconds per row at the largest size / at the smallest; I: real input epoch / compute-only
-epoch at the largest size).
+Prints per size: rows, load seconds, peak RSS against the float32 data (whole, and above the
+baseline), the peak after each step, fold preprocessing seconds, epoch seconds (real input and
+compute only) and their ratio; then one line
+``rss_ratio=R rss_over_baseline=B epoch_linearity=L input_ratio=I`` (R: peak RSS / float32 data at
+the largest size; B: (peak RSS - baseline RSS) / float32 data there; L: epoch seconds per row at
+the largest size / at the smallest; I: real input epoch / compute-only epoch at the largest size,
+and the worst over every size).
 """
 from __future__ import annotations
 
@@ -76,7 +80,7 @@ def write_competition(folder: Path, rows: int, cols: int, fmt: str, epochs: int 
     (folder / "config.yaml").write_text(
         f"name: scale\ntask: binary\nmetric: auc\n"
         f"data: {{dir: ., train: train.{ext}, test: test.{ext}, target: target, solution: null}}\n"
-        f"train: {{epochs: {epochs}, batch_size: 1024}}\n")
+        f"train: {{epochs: {epochs}}}\nmodel: {{realmlp: {{epochs: {epochs}}}, tabm: {{epochs: {epochs}}}}}\n")
     return folder / "config.yaml"
 
 
@@ -99,58 +103,84 @@ class EpochTimer:
 
 
 def child(config: str) -> dict:
-    """One size, in this process: load, preprocess one fold, train on real input, then compute-only."""
+    """One size, in this process: TensorFlow's start-up (the baseline), load, preprocess one fold,
+    train on real input, then compute-only."""
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    import tensorflow as tf
+    import tf_keras as keras
+
     from pipeline.config_files import load_config
     from pipeline.data import load_competition
+    from pipeline.models import build_model
+    from pipeline.models.heads import encode_labels, make_loss, output_size
+    from pipeline.models.layers import adapt_layers
+    from pipeline.preprocessing import TabularPreprocessor
+    from pipeline.training.fold import input_spec, model_inputs
+    from pipeline.training.members import member_names
+    from pipeline.training.optimizers import make_optimizer
+    from pipeline.training.recipes import member_config
+    from pipeline.training.schedules import make_schedule
+    from pipeline.training.trainer import steps_per_execution
 
     out = {}
+    # The baseline: TensorFlow imported and its runtime started (a small model built and run),
+    # before any data: what every run pays whatever its size.
+    warm = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8)])
+    warm.predict(np.zeros((4, 8), np.float32), verbose=0)
+    out["rss_baseline_mb"] = rss_now_mb()
     t = time.perf_counter()
     data = load_competition(load_config(config))
     out["load_s"] = time.perf_counter() - t
     out["rss_after_load_mb"] = rss_peak_mb()
-    import tensorflow as tf
-    import tf_keras as keras
 
-    from pipeline.models import get_builder
-    from pipeline.models.heads import encode_labels, make_loss, output_size
-    from pipeline.preprocessing import TabularPreprocessor
-    from pipeline.training.fold import input_spec, model_inputs
-    from pipeline.training.optimizers import make_optimizer
-
-    cfg, n = data.cfg, len(data.train)
+    name = member_names(data.cfg, False)[0]
+    cfg, n = member_config(data.cfg, name, data.task), len(data.train)
     rng = np.random.default_rng(0)
     valid_idx = np.sort(rng.choice(n, n // 5, replace=False))
     train_idx = np.setdiff1d(np.arange(n), valid_idx)
     t = time.perf_counter()
-    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=0).fit(data.train.iloc[train_idx])
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=0).fit(data.train, rows=train_idx)
+    out["rss_after_fit_mb"] = rss_peak_mb()
     inputs = model_inputs(data, pre, {"train": ("train", train_idx), "valid": ("train", valid_idx)})
     out["preprocess_s"] = time.perf_counter() - t
+    out["rss_after_preprocess_mb"] = rss_peak_mb()
     y = encode_labels(data.y[train_idx], data.task, len(data.classes), cfg.train)
     spec = input_spec(pre, cfg, False)
+    tc = cfg.train
+    steps = -(-len(y) // tc.batch_size)
 
     def model():
         keras.utils.set_random_seed(0)
-        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(data.task, len(data.classes)))
-        net.compile(optimizer=make_optimizer(cfg.train, cfg.train.lr), loss=make_loss(data.task, cfg.train),
-                    steps_per_execution=cfg.train.steps_per_execution)
+        net = build_model(name, spec, cfg.model, output_size(data.task, len(data.classes)), data.task)
+        adapt_layers(net, inputs.x["train"], seed=0)
+        net.compile(optimizer=make_optimizer(tc, make_schedule(tc, steps), net=net, total_steps=tc.epochs * steps),
+                    loss=make_loss(data.task, tc), steps_per_execution=steps_per_execution(tc.steps_per_execution,
+                                                                                           steps))
         return net
 
-    epochs = cfg.train.epochs
-    real = inputs.dataset("train", y, training=True, seed=0)
+    real = inputs.dataset("train", y, training=True, seed=0, batch_size=tc.batch_size)
     timer = EpochTimer().callback
-    model().fit(real, epochs=epochs, verbose=0, callbacks=[timer])
+    model().fit(real, epochs=tc.epochs, verbose=0, callbacks=[timer])
     out["epoch_s"] = timer.seconds[-1]
-    steps = int(real.cardinality())
     one = next(iter(real))
     compute = tf.data.Dataset.from_tensors(one).repeat(steps)
     timer = EpochTimer().callback
-    model().fit(compute, epochs=epochs, verbose=0, callbacks=[timer])
+    model().fit(compute, epochs=tc.epochs, verbose=0, callbacks=[timer])
     out["compute_epoch_s"] = timer.seconds[-1]
     out["rss_peak_mb"] = rss_peak_mb()
     out["rows"] = n
     out["features"] = len(data.columns)
+    out["model"], out["batch_size"] = name, tc.batch_size
+    out["vocab"] = sum(v for _, v, _ in spec.embeddings)
     return out
+
+
+def rss_now_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def rss_peak_mb() -> float:
@@ -188,16 +218,23 @@ def main() -> None:
             r = json.loads(done.stdout.strip().splitlines()[-1])
             r["f32_mb"] = rows * args.cols * 4 / 2**20
             results.append(r)
-            print(f"{rows:>9,} rows x {args.cols} cols ({args.format}): load {r['load_s']:6.1f}s  "
-                  f"peak RSS {r['rss_peak_mb']:7.0f} MB = {r['rss_peak_mb'] / r['f32_mb']:4.2f}x float32 data "
-                  f"({r['f32_mb']:.0f} MB; {r['rss_after_load_mb']:.0f} MB after load)  "
-                  f"preprocess {r['preprocess_s']:6.1f}s  epoch {r['epoch_s']:6.2f}s  "
-                  f"compute-only {r['compute_epoch_s']:6.2f}s  input/compute {r['epoch_s'] / r['compute_epoch_s']:4.2f}",
+            over = (r["rss_peak_mb"] - r["rss_baseline_mb"]) / r["f32_mb"]
+            r["rss_over_baseline"] = over
+            print(f"{rows:>9,} rows x {args.cols} cols ({args.format}), {r['model']} batch {r['batch_size']}: "
+                  f"load {r['load_s']:6.1f}s  peak RSS {r['rss_peak_mb']:7.0f} MB = "
+                  f"{r['rss_peak_mb'] / r['f32_mb']:4.2f}x float32 data ({r['f32_mb']:.0f} MB), "
+                  f"{over:4.2f}x over the baseline ({r['rss_baseline_mb']:.0f} MB; peak after load "
+                  f"{r['rss_after_load_mb']:.0f}, after the fold's fit {r['rss_after_fit_mb']:.0f}, after its "
+                  f"inputs {r['rss_after_preprocess_mb']:.0f})  preprocess {r['preprocess_s']:6.1f}s  "
+                  f"epoch {r['epoch_s']:6.2f}s  compute-only {r['compute_epoch_s']:6.2f}s  "
+                  f"input/compute {r['epoch_s'] / r['compute_epoch_s']:4.2f}  embedding rows {r['vocab']:,}",
                   flush=True)
     small, large = results[0], results[-1]
     linearity = (large["epoch_s"] / large["rows"]) / (small["epoch_s"] / small["rows"])
-    print(f"rss_ratio={large['rss_peak_mb'] / large['f32_mb']:.2f} epoch_linearity={linearity:.2f} "
-          f"input_ratio={large['epoch_s'] / large['compute_epoch_s']:.2f}")
+    worst_input = max(r["epoch_s"] / r["compute_epoch_s"] for r in results)
+    print(f"rss_ratio={large['rss_peak_mb'] / large['f32_mb']:.2f} "
+          f"rss_over_baseline={large['rss_over_baseline']:.2f} epoch_linearity={linearity:.2f} "
+          f"input_ratio={large['epoch_s'] / large['compute_epoch_s']:.2f} (worst size {worst_input:.2f})")
 
 
 if __name__ == "__main__":

@@ -346,7 +346,8 @@ class TrainConfig(_Section):
     reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
     seed: int = 42
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
-    steps_per_execution: int = Field(1, ge=1)
+    # Batches per call into TensorFlow; auto: 32, or the epoch's batches when fewer (trainer.py).
+    steps_per_execution: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
     predict_batch_size: int = Field(4096, ge=1)
     log_every: int = Field(10, ge=1)  # one progress line every N epochs (and the last)
     # history.csv: the competition metric on the validation rows every epoch (one prediction pass

@@ -6,6 +6,11 @@
   tensorflow``, wherever it happens, runs with file descriptor 2 sent to a temporary file; the
   lines go to the ``pipeline`` logger at DEBUG level (``--debug`` shows them) and are written back
   to stderr when the import fails.
+- Threads: TensorFlow sizes its thread pools by the machine's cores, not by the CPU quota of a
+  container (a Kaggle kernel or a Docker limit sees the host's cores but may use 4): a pool of 64
+  threads on 4 cores' worth of time makes every step wait on the others. When the quota (cgroup
+  ``cpu.max``) or the affinity mask allows fewer cores than the machine has, both pools are set
+  to that number, unless ``TF_NUM_INTRAOP_THREADS`` / ``TF_NUM_INTEROP_THREADS`` say otherwise.
 - Retracing: TensorFlow counts traces per Python code object, so every new Keras model's
   ``predict_function`` (one per fold, seed and checkpoint, each traced once) counts as a retrace of
   "the same" function, and it warns after five. Those warnings from Keras' own
@@ -23,6 +28,31 @@ import tempfile
 log = logging.getLogger("pipeline")
 
 
+def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may use: the affinity mask, capped by the cgroup v2 CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open(cpu_max).read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(float(quota) / float(period) + 0.5)))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def set_thread_pools(tf, cores: int | None = None) -> int | None:
+    """Both of TensorFlow's thread pools at ``usable_cores()`` when that is below the machine's
+    count (see the module's text); returns the number set, or None when left to TensorFlow."""
+    cores = cores or usable_cores()
+    if cores >= (os.cpu_count() or cores):
+        return None
+    if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        tf.config.threading.set_intra_op_parallelism_threads(cores)
+    if not os.environ.get("TF_NUM_INTEROP_THREADS"):
+        tf.config.threading.set_inter_op_parallelism_threads(cores)
+    return cores
+
+
 class _QuietLoader(importlib.abc.Loader):
     def __init__(self, loader):
         self.loader = loader
@@ -38,6 +68,7 @@ class _QuietLoader(importlib.abc.Loader):
             failed = True
             try:
                 self.loader.exec_module(module)
+                set_thread_pools(module)  # before the runtime starts: it cannot change after
                 module.config.list_physical_devices()  # the device probe prints its lines now
                 failed = False
             finally:

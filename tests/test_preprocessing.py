@@ -214,3 +214,65 @@ def test_transform_in_blocks_equals_one_block(monkeypatch):
     same = pre.transform(df.iloc[rows])
     for key in whole:
         assert np.array_equal(whole[key], parts[key]) and np.array_equal(whole[key], same[key])
+
+
+@pytest.mark.parametrize("scaler", ["standardize", "rankgauss", "robust", "ple"])
+def test_fit_on_row_positions_in_float32_matches_a_float64_copy(scaler):
+    """A fold fits on its row positions of the table (no copy of the rows) and keeps a Parquet
+    file's float32 columns float32: the same inputs as fitting a float64 copy of those rows."""
+    df = frame(400)
+    df.loc[::17, "normal"] = np.nan
+    df.loc[5, "skewed"] = np.inf
+    rows = np.sort(np.random.default_rng(2).choice(400, 300, replace=False))
+    columns = {**NUM, **CAT}
+    cfg = PreprocessingConfig(numeric=scaler)
+    wide = TabularPreprocessor(columns, cfg).fit(df.iloc[rows]).transform(df)
+    narrow32 = df.astype({"normal": "float32", "skewed": "float32"})
+    narrow = TabularPreprocessor(columns, cfg).fit(narrow32, rows=rows)
+    assert narrow.scalers_ == TabularPreprocessor(columns, cfg).fit(df.iloc[rows]).scalers_
+    got = narrow.transform(narrow32)
+    assert got.keys() == wide.keys()
+    for key in got:
+        np.testing.assert_allclose(got[key], wide[key], rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+def test_the_float32_path_copies_and_keeps_its_dtype():
+    from pipeline.preprocessing.table import _to_nan
+
+    x = np.array([[1.0, np.inf], [np.nan, 2.0]], dtype=np.float32)
+    out = _to_nan(x)
+    assert out.dtype == np.float32 and np.isnan(out[0, 1]) and np.isinf(x[0, 1])  # the input is untouched
+    assert _to_nan(pd.DataFrame({"a": [1.0], "b": np.array([2.0], np.float32)})).dtype == np.float64
+
+
+def test_dense_blocks_give_what_a_column_transformer_gives_and_groups_change_nothing(monkeypatch):
+    """The fold's dense block is fitted block by block without computing its output (blocks.py);
+    it must equal scikit-learn's ColumnTransformer on the same blocks, and splitting the numeric
+    columns into groups must change no value and no column's place."""
+    import copy
+
+    from sklearn.compose import ColumnTransformer
+
+    import pipeline.preprocessing.table as table
+
+    r = np.random.default_rng(3)
+    df = pd.DataFrame({f"x{i}": r.lognormal(0, 1 + i % 3, 300) for i in range(7)})
+    df["color"] = r.choice(list("abcd"), 300)
+    df.loc[::9, "x1"] = np.nan
+    df.loc[::13, "x4"] = np.nan
+    columns = {**{f"x{i}": {"type": "numeric"} for i in range(7)}, "color": {"type": "categorical"}}
+    y = r.normal(size=300)
+    for cfg in (PreprocessingConfig(), PreprocessingConfig(numeric="rankgauss"),
+                PreprocessingConfig(categorical="target")):
+        pre = TabularPreprocessor(columns, cfg, task="regression").fit(df, y)
+        reference = ColumnTransformer(copy.deepcopy(pre.dense_.blocks), sparse_threshold=0.0).fit(
+            pre._frame(df), y)
+        np.testing.assert_array_equal(pre.transform(df)["numeric"],
+                                      np.asarray(reference.transform(pre._frame(df)), dtype=np.float32))
+        assert pre.dense_.output_indices_ == {k: v for k, v in reference.output_indices_.items() if k != "remainder"}
+        monkeypatch.setattr(table, "COLUMN_GROUP", 2)
+        grouped = TabularPreprocessor(columns, cfg, task="regression").fit(df, y)
+        monkeypatch.undo()
+        assert len(grouped.dense_.blocks) > len(pre.dense_.blocks)
+        np.testing.assert_array_equal(grouped.transform(df)["numeric"], pre.transform(df)["numeric"])
+        assert grouped.input_spec_.continuous == pre.input_spec_.continuous

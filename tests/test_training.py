@@ -48,3 +48,77 @@ def test_epoch_logger_writes_one_line_every_n_epochs_and_the_last():
         logger.setLevel(level)
     assert [l.split("  ")[0] for l in handler.lines] == ["fold_0 epoch 2/5", "fold_0 epoch 4/5", "fold_0 epoch 5/5"]
     assert "val_loss" in handler.lines[0] and "lr 1.00e-03" in handler.lines[0]
+
+
+def test_auto_steps_per_execution_batches_calls_and_never_exceeds_the_epoch():
+    from pipeline.training.trainer import steps_per_execution
+
+    assert steps_per_execution("auto", 135) == 32
+    assert steps_per_execution("auto", 5) == 5  # a small epoch: all its batches in one call
+    assert steps_per_execution("auto", 0) == 1
+    assert steps_per_execution(4, 135) == 4  # a number is kept as given
+    assert TrainConfig().steps_per_execution == "auto"
+
+
+def test_the_history_pass_reports_the_loss_keras_validation_would():
+    """One prediction pass per epoch gives val_loss and the metric; its val_loss must be the one
+    Keras' own validation pass computes (compiled loss, label smoothing and regularization
+    included), for every task's loss."""
+    from pipeline.models.heads import encode_labels, make_loss
+    from pipeline.training.members import validation_loss
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 5)).astype("float32")
+    for task, outputs, y, tc in [
+            ("regression", 1, rng.normal(size=1000), TrainConfig()),
+            ("regression", 1, rng.poisson(3.0, size=1000).astype(float), TrainConfig(loss="poisson")),
+            ("binary", 1, rng.integers(0, 2, 1000), TrainConfig(label_smoothing=0.1)),
+            ("multiclass", 3, rng.integers(0, 3, 1000), TrainConfig()),
+            ("multiclass", 3, rng.integers(0, 3, 1000), TrainConfig(label_smoothing=0.1))]:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((5,))
+        out = keras.layers.Dense(outputs, kernel_regularizer=keras.regularizers.l2(0.01))(
+            keras.layers.Dense(8, activation="relu")(inp))
+        net = keras.Model(inp, out)
+        net.compile(loss=make_loss(task, tc))
+        y_fit = encode_labels(y, task, outputs, tc)
+        expected = net.evaluate(x, y_fit, batch_size=128, verbose=0)
+        got = validation_loss(task, tc, y_fit)(net, net.predict(x, batch_size=128, verbose=0))
+        assert abs(got - expected) < 1e-5 * max(1.0, abs(expected)), (task, tc.loss, got, expected)
+
+
+def test_thread_pools_follow_the_cpu_quota_not_the_host(tmp_path, monkeypatch):
+    """A container's CPU quota (a Kaggle kernel's 4 cores on a 64-core host) sizes TensorFlow's
+    pools; without a quota, or when an environment variable sets them, TensorFlow's own choice
+    stays."""
+    import os
+
+    from pipeline.tf_runtime import set_thread_pools, usable_cores
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text("400000 100000\n")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert usable_cores(str(quota)) == 4
+    quota.write_text("max 100000\n")
+    assert usable_cores(str(quota)) == 64
+    assert usable_cores(str(tmp_path / "absent")) == 64
+
+    calls = {}
+
+    class Threading:
+        def set_intra_op_parallelism_threads(self, n):
+            calls["intra"] = n
+
+        def set_inter_op_parallelism_threads(self, n):
+            calls["inter"] = n
+
+    class TF:
+        class config:
+            threading = Threading()
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
+    assert set_thread_pools(TF, cores=4) == 4 and calls == {"intra": 4}
+    calls.clear()
+    assert set_thread_pools(TF, cores=64) is None and not calls

@@ -45,7 +45,7 @@ def _codes(encoder) -> tuple[list[str], list[str]]:
 
 def _scale_block(name, pipe, cols, missing_values) -> dict:
     imputer, scaler = pipe.steps[1][1], pipe.steps[2][1]
-    block = {"kind": "scale", "columns": list(cols), "method": name.removeprefix("num_"),
+    block = {"kind": "scale", "columns": list(cols), "method": name.removeprefix("num_").split(".")[0],
              "impute": imputer.statistics_.tolist(),
              "missing_values": {c: missing_values.get(c, []) for c in cols}}
     method = block["method"]
@@ -74,7 +74,7 @@ def describe(pre, missing_values: dict | None = None) -> dict:
                 continue
             if name.startswith("num_"):
                 blocks.append(_scale_block(name, fitted, cols, missing_values))
-            elif name == "missing":
+            elif name.split(".")[0] == "missing":
                 idx = fitted.steps[1][1].features_
                 blocks.append({"kind": "missing", "columns": [cols[i] for i in idx],
                                "missing_values": {cols[i]: missing_values.get(cols[i], []) for i in idx}})

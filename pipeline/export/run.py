@@ -341,6 +341,7 @@ class _TrainContext:
         from ..training.recipes import member_config
         from ..training.optimizers import make_optimizer
         from ..training.schedules import make_schedule
+        from ..training.trainer import steps_per_execution
         from .compress import distillation_loss
 
         from ..data.fold_inputs import FoldInputs
@@ -384,7 +385,7 @@ class _TrainContext:
         lr = make_schedule(tc, steps)
         student.compile(make_optimizer(tc, lr, net=student, total_steps=tc.epochs * steps),
                         loss=distillation_loss(task, ec.temperature, ec.alpha),
-                        steps_per_execution=tc.steps_per_execution)
+                        steps_per_execution=steps_per_execution(tc.steps_per_execution, steps))
         try:
             student.fit(rows.dataset("all", packed, training=True, seed=ec.seed, batch_size=tc.batch_size),
                         epochs=tc.epochs, verbose=0)

@@ -25,16 +25,19 @@ HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's limit on a categorical featur
 
 
 def to_matrix(features: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
-    """Model inputs → one float matrix, and the indexes of its category-code columns."""
-    blocks, cats = [], []
-    if NUMERIC_INPUT in features:
-        blocks.append(features[NUMERIC_INPUT].astype(np.float64))
-    width = blocks[0].shape[1] if blocks else 0
-    for name in sorted(k for k in features if k != NUMERIC_INPUT):
-        blocks.append(features[name].astype(np.float64).reshape(-1, 1))
-        cats.append(width)
-        width += 1
-    return np.hstack(blocks), cats
+    """Model inputs → one float64 matrix (what scikit-learn's estimators compute in), and the
+    indexes of its category-code columns. Filled in place: one copy of the rows, not a float64
+    copy per block and then their stack."""
+    names = sorted(k for k in features if k != NUMERIC_INPUT)
+    numeric = features.get(NUMERIC_INPUT)
+    width = numeric.shape[1] if numeric is not None else 0
+    rows = len(numeric) if numeric is not None else len(features[names[0]])
+    out = np.empty((rows, width + len(names)), dtype=np.float64)
+    if numeric is not None:
+        out[:, :width] = numeric
+    for i, name in enumerate(names):
+        out[:, width + i] = np.asarray(features[name]).reshape(-1)
+    return out, list(range(width, width + len(names)))
 
 
 def build_sklearn(name: str, task: str, params: dict, cat_columns: list[int], vocab: dict[int, int], seed: int,

@@ -51,8 +51,9 @@ def auto_min_count(counts: np.ndarray) -> int:
 
 @ENCODERS.register("onehot")
 def _onehot(cfg, order=None, min_count=1, **_):
+    # float32: 0 and 1 are exact, and a float64 block would make the fold's stacked output float64.
     return OneHotEncoder(categories=_categories(order), handle_unknown="infrequent_if_exist",
-                         min_frequency=_min_frequency(min_count), sparse_output=False)
+                         min_frequency=_min_frequency(min_count), sparse_output=False, dtype=np.float32)
 
 
 @ENCODERS.register("ordinal")

@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from .blocks import DenseBlocks
 from .categorical import ENCODERS, MISSING, TARGET_AWARE, auto_min_count, embedding_dim
 from .numeric import SCALERS, choose_auto
 
 NUMERIC_INPUT = "numeric"
+# Numeric columns per fitted block: the columns are scaled one by one, so the split changes no
+# value or order; it bounds the fit's transient float copies to a group's (blocks.py).
+COLUMN_GROUP = 16
 EMBED_PREFIX = "cat__"
 CHUNK_ROWS = 65536  # rows transformed at a time (memory of the intermediates, not speed)
 
@@ -47,10 +50,21 @@ class InputSpec:
         return bool(self.numeric_dim or self.embeddings)
 
 
+def _groups(cols: list, size: int) -> list[list]:
+    return [cols[i:i + size] for i in range(0, len(cols), max(1, size))]
+
+
 def _to_nan(x):
-    # Infinite values are treated as missing.
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(np.isfinite(x), x, np.nan)
+    """Infinite values are treated as missing. float32 columns (a Parquet file's) stay float32:
+    their scalers' statistics are the same values, at half the memory of the fold's copies."""
+    x = np.array(x, dtype=np.float32 if _all_float32(x) else np.float64)  # a copy, changed in place
+    x[~np.isfinite(x)] = np.nan
+    return x
+
+
+def _all_float32(x) -> bool:
+    dtypes = x.dtypes if isinstance(x, pd.DataFrame) else [getattr(x, "dtype", None)]
+    return len(dtypes) > 0 and all(d == np.float32 for d in dtypes)
 
 
 def _category_strings(col: pd.Series) -> pd.Series:
@@ -119,16 +133,19 @@ class TabularPreprocessor:
                 min_counts[name] = int(min_count)
         return scalers, encoders, min_counts
 
-    def _frame(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Numerics as float64, categoricals as strings with missing as its own category."""
+    def _frame(self, df: pd.DataFrame, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """Numerics as float64 (float32 columns as float32), categoricals as strings with missing
+        as its own category; ``rows``: only these positions, gathered one column at a time (the
+        fold's rows are never copied out of the table whole)."""
         out = {}
         for name, spec in self.columns.items():
-            col = df[name]
+            col = df[name] if rows is None else df[name].iloc[rows]
             if spec["type"] == "numeric":
-                out[name] = pd.to_numeric(col).astype("float64")
+                col = pd.to_numeric(col)
+                out[name] = col if col.dtype in (np.float32, np.float64) else col.astype("float64")
             else:
                 out[name] = _category_strings(col)
-        return pd.DataFrame(out, index=df.index)
+        return pd.DataFrame(out, index=df.index if rows is None else df.index[rows], copy=False)
 
     # ------------------------------------------------------------------ fit / transform
     def _encoder(self, name: str, encoder: str):
@@ -138,8 +155,9 @@ class TabularPreprocessor:
         return ENCODERS.get(encoder)(self.cfg, self.columns[name].get("order"), self.min_counts_[name],
                                      task=task, seed=self.seed)
 
-    def fit(self, df: pd.DataFrame, y=None) -> "TabularPreprocessor":
-        frame = self._frame(df)
+    def fit(self, df: pd.DataFrame, y=None, rows: np.ndarray | None = None) -> "TabularPreprocessor":
+        """Fit on ``df`` (or its rows at positions ``rows``; ``y`` then holds those rows' labels)."""
+        frame = self._frame(df, rows)
         self.scalers_, self.encoders_, self.min_counts_ = self._plan(frame)
         self._label_count = len(np.unique(np.asarray(y))) if y is not None else 0
         aware = sorted(c for c, e in self.encoders_.items() if e in TARGET_AWARE)
@@ -150,19 +168,22 @@ class TabularPreprocessor:
         numeric = list(self.scalers_)
         for scaler in sorted(set(self.scalers_.values())):
             cols = [c for c in numeric if self.scalers_[c] == scaler]
-            imputer = SimpleImputer(strategy=self.cfg.impute, fill_value=self.cfg.fill_value,
-                                    keep_empty_features=True)
-            pipe = make_pipeline(FunctionTransformer(_to_nan, feature_names_out="one-to-one"), imputer,
-                                 SCALERS.get(scaler)(self.cfg, n, self.seed))
-            blocks.append((f"num_{scaler}", pipe, cols))
+            # PLE stays one block: its hat columns follow all of its values.
+            for k, part in enumerate(_groups(cols, len(cols) if scaler == "ple" else COLUMN_GROUP)):
+                imputer = SimpleImputer(strategy=self.cfg.impute, fill_value=self.cfg.fill_value,
+                                        keep_empty_features=True)
+                pipe = make_pipeline(FunctionTransformer(_to_nan, feature_names_out="one-to-one"), imputer,
+                                     SCALERS.get(scaler)(self.cfg, n, self.seed))
+                blocks.append((f"num_{scaler}" + (f".{k}" if k else ""), pipe, part))
         if self.cfg.missing_indicator and numeric:
-            blocks.append(("missing", make_pipeline(
-                FunctionTransformer(_to_nan, feature_names_out="one-to-one"),
-                MissingIndicator(features="missing-only", error_on_new=False)), numeric))
+            for k, part in enumerate(_groups(numeric, COLUMN_GROUP)):
+                blocks.append(("missing" + (f".{k}" if k else ""), make_pipeline(
+                    FunctionTransformer(_to_nan, feature_names_out="one-to-one"),
+                    MissingIndicator(features="missing-only", error_on_new=False)), part))
         for i, (name, enc) in enumerate(self.encoders_.items()):
-            if enc != "embedding":  # scikit-learn forbids "__" in block names, so number them
+            if enc != "embedding":
                 blocks.append((f"{enc}_{i}", self._encoder(name, enc), [name]))
-        self.dense_ = ColumnTransformer(blocks, sparse_threshold=0.0) if blocks else None
+        self.dense_ = DenseBlocks(blocks) if blocks else None
         self._fit_rows = None  # the cross-fitted dense block of the fit rows (not saved: see __getstate__)
         if self.dense_ is not None and aware:
             # fit_transform is where TargetEncoder cross-fits; transform alone would leak each row's label.

@@ -52,6 +52,7 @@ TRUSTED_TYPES = [
     "pipeline.preprocessing.table.InputSpec",
     "pipeline.preprocessing.table.TabularPreprocessor",
     "pipeline.preprocessing.table._to_nan",
+    "pipeline.preprocessing.blocks.DenseBlocks",
     "pipeline.preprocessing.numeric.PiecewiseLinear",
     "pipeline.preprocessing.categorical.FrequencyEncoder",
     "pipeline.preprocessing.numeric.smooth_clip",

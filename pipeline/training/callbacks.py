@@ -57,24 +57,35 @@ class EpochLogger(keras.callbacks.Callback):
 
 class History(keras.callbacks.Callback):
     """Every epoch of a model as a row: loss, val_loss, the competition metric on the validation
-    rows (``score(net)``, one prediction pass), the learning rate and the seconds so far. Saved as
-    the fold's history.csv, drawn as the run's learning curves."""
+    rows, the learning rate and the seconds so far. Saved as the fold's history.csv, drawn as the
+    run's learning curves.
 
-    def __init__(self, score=None, seed: int = 0, sign: float = 1.0):
+    ``validate(net) -> (val_loss, metric)``: one prediction pass over the validation rows gives
+    both; it takes the place of Keras' own validation pass (``validates`` tells train_model to
+    pass no ``validation_data``), so an epoch predicts its validation rows once, not twice."""
+
+    def __init__(self, validate=None, seed: int = 0, sign: float = 1.0):
         super().__init__()
-        self.score, self.seed, self.sign, self.rows = score, seed, sign, []
+        self.validate, self.seed, self.sign, self.rows = validate, seed, sign, []
         self._start = None
+
+    @property
+    def validates(self) -> bool:
+        return self.validate is not None
 
     def on_train_begin(self, logs=None):
         if self._start is None:  # a staged fit (head, then backbone) continues one history
             self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
         lr = self.model.optimizer.learning_rate
         lr = lr(self.model.optimizer.iterations) if callable(lr) else lr
-        value = self.score(self.model) if self.score is not None else None
-        if value is not None:  # what early stopping and "best" read when they watch the metric
+        value = None
+        if self.validate is not None:
+            # Written into the epoch's logs, which every later callback reads (early stopping,
+            # "best", the progress line, tuning's pruner).
+            logs["val_loss"], value = self.validate(self.model)
             logs[SCORE_KEY] = self.sign * value
         row = {"seed": self.seed, "epoch": epoch + 1, "loss": logs.get("loss"), "val_loss": logs.get("val_loss"),
                "val_metric": value,
@@ -131,7 +142,7 @@ def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int, snapshot
                    tensorboard_dir=None) -> list:
     """The History first (it adds the metric to the epoch's logs), then Snapshots (with EMA it
     rewrites val_loss), then those that read them."""
-    monitor = monitor_key(cfg) if history is not None and history.score is not None else "val_loss"
+    monitor = monitor_key(cfg) if history is not None and history.validates else "val_loss"
     if snapshots is not None:
         snapshots.monitor = monitor
     cbs = ([history] if history is not None else []) + ([snapshots] if snapshots is not None else [])

@@ -34,7 +34,7 @@ from .members import Fold, check_members, deadlines, fit_order, make_member
 from .optimizers import make_optimizer
 from .recipes import lr_setting
 from .schedules import make_schedule
-from .trainer import Trainer
+from .trainer import Trainer, steps_per_execution
 
 log = logging.getLogger("pipeline")
 
@@ -118,7 +118,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     cfg, start = data.cfg, time.perf_counter()
     set_seed(seed, cfg.train.deterministic)
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed, task=data.task).fit(
-        data.train.iloc[train_idx], data.y[train_idx])
+        data.train, data.y[train_idx], rows=train_idx)
     rows = {"train": ("train", train_idx), "valid": ("train", valid_idx), "test": ("test", None)}
     inputs = model_inputs(data, pre, rows, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
     fold = Fold(data, inputs, pre, input_spec(pre, cfg, data.images is not None), train_idx, valid_idx, seed,
@@ -217,7 +217,8 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
                               backbone_variables=backbone_vars, backbone_optimizer=backbone_opt)
             optimizer = make_optimizer(stage_tc, lr, net=net, total_steps=stage_epochs * steps)
             trainer.compile(optimizer=optimizer, loss=make_loss(task, tc),
-                            steps_per_execution=tc.steps_per_execution, jit_compile=tc.jit_compile)
+                            steps_per_execution=steps_per_execution(tc.steps_per_execution, steps),
+                            jit_compile=tc.jit_compile)
             trainer.build_optimizer()
         recorder = next((cb for cb in extra_callbacks if isinstance(cb, History)), None)
         callbacks = make_callbacks(tc, label, constant_lr=isinstance(lr, float), log_every=tc.log_every,
@@ -226,7 +227,9 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
         if any(hasattr(layer, "set_schedule_factor") for layer in net.layers):
             callbacks.append(ScheduleLayers(net, done, stage_epochs))
         with precision_policy(tc.precision):
-            history = trainer.fit(train_ds, validation_data=valid_ds, initial_epoch=done,
+            # The History's own pass over the validation rows gives val_loss when it computes the metric.
+            validation = None if recorder is not None and recorder.validates else valid_ds
+            history = trainer.fit(train_ds, validation_data=validation, initial_epoch=done,
                                   epochs=done + stage_epochs, callbacks=callbacks, verbose=0)
         guard = next(cb for cb in callbacks if isinstance(cb, NonFiniteLoss))
         if guard.bad_epoch is not None:

@@ -206,8 +206,7 @@ class SklearnMember(FoldModel):
         self.model = None
 
     def fit(self, fold: Fold) -> MemberFit:
-        x = {k: to_matrix(v) for k, v in fold.inputs.x.items()}
-        cats = x["train"][1]
+        x_train, cats = to_matrix(fold.inputs.x["train"])
         names = sorted(k for k in fold.inputs.x["train"] if k != "numeric")
         sizes = {e[0]: e[1] for e in fold.pre.input_spec_.embeddings}
         vocab = {c: sizes[n] for c, n in zip(cats, names)}
@@ -216,9 +215,9 @@ class SklearnMember(FoldModel):
             self.clip = float(np.min(y)), float(np.max(y))
         self.model = build_sklearn(self.name, self.task, inner_split_or_none(self.params, y, self.task), cats,
                                    vocab, fold.seed, poisson=self.target == "poisson")
-        self.model.fit(x["train"][0], np.log1p(y) if self.target == "log1p" else y)
-        return MemberFit(*(self._finish(sklearn_predict(self.model, x[k][0], self.task)) for k in ("valid", "test")),
-                         epochs=self.iterations())
+        self.model.fit(x_train, np.log1p(y) if self.target == "log1p" else y)
+        del x_train  # one split's float64 matrix at a time
+        return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
 
     def _finish(self, raw: np.ndarray) -> np.ndarray:
         pred = np.expm1(raw) if self.target == "log1p" else raw
@@ -308,14 +307,17 @@ class KerasMember(FoldModel):
         metric = get_metric(self.cfg.metric, self.task)
         tag = fold.label if tc.seeds == 1 else f"{fold.label} seed {s}"
         valid_plain = inputs.dataset("valid")
+        loss_of = validation_loss(self.task, tc, y_fit["valid"])
 
-        def score(net) -> float:  # the competition metric of this epoch's weights, for history.csv
+        def validate(net) -> tuple[float, float]:  # this epoch's weights on the validation rows
             with precision_policy(tc.precision):
-                pred = self._output(net.predict(valid_plain, verbose=0))
+                raw = net.predict(valid_plain, verbose=0)
+            pred = self._output(raw)
             # A diverged epoch has no score; NonFiniteLoss stops the fold with the error that says so.
-            return metric(fold.y_valid, pred, self.task) if np.isfinite(pred).all() else float("nan")
+            value = metric(fold.y_valid, pred, self.task) if np.isfinite(pred).all() else float("nan")
+            return loss_of(net, raw), value
 
-        history = History(score if tc.history_metric else None, seed=s,
+        history = History(validate if tc.history_metric else None, seed=s,
                           sign=1.0 if metric.direction == "minimize" else -1.0)
         tensorboard = fold.fold_dir.with_name(f"{fold.fold_dir.name}.tensorboard") / f"{self.name}-seed{s}" \
             if tc.tensorboard else None
@@ -417,6 +419,23 @@ class KerasMember(FoldModel):
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind,
                 "networks": [p.name for p in self.paths] or [f"model_{s}.keras" for s in self._trained]}
+
+
+def validation_loss(task: str, tc, y_valid: np.ndarray):
+    """(net, raw predictions) → the loss Keras' validation pass would report: the compiled loss's
+    mean over the rows plus the network's regularization losses."""
+    import tensorflow as tf
+
+    from ..models.heads import make_loss
+
+    loss = make_loss(task, tc)
+    y_true = tf.constant(y_valid)  # tensors: the loss aligns (rows,) with (rows, 1) only for them
+
+    def loss_of(net, raw: np.ndarray) -> float:
+        value = float(loss(y_true, tf.constant(raw)))
+        return value + (float(sum(float(r) for r in net.losses)) if net.losses else 0.0)
+
+    return loss_of
 
 
 def load_network(path: Path):

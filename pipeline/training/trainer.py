@@ -12,6 +12,19 @@ import tensorflow as tf
 import tf_keras as keras
 
 
+AUTO_STEPS_PER_EXECUTION = 32
+
+
+def steps_per_execution(setting, steps_per_epoch: int) -> int:
+    """``train.steps_per_execution``: a number as given, or auto: 32 batches per call into
+    TensorFlow (the epoch's batches when fewer). One call per batch costs a Python round trip
+    that a small tabular network's step does not cover (bench/speed.py measures it); per-epoch
+    callbacks see the same epochs either way."""
+    if setting == "auto":
+        return max(1, min(AUTO_STEPS_PER_EXECUTION, int(steps_per_epoch)))
+    return int(setting)
+
+
 class Trainer(keras.Model):
     def __init__(self, net: keras.Model, *, grad_accum_steps: int = 1, sam_rho: float | None = None,
                  lookahead_steps: int | None = None, lookahead_alpha: float = 0.5,
