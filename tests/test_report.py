@@ -26,6 +26,8 @@ def test_history_csv_has_every_epoch_of_every_fold(tiny_comp, tmp_path):
         history = pd.read_csv(result.run_dir / "folds" / name / "history.csv")
         assert list(history.columns) == ["seed", "epoch", "loss", "val_loss", "val_metric", "lr", "seconds", "member"]
         assert history["epoch"].tolist() == [1, 2, 3] and np.isfinite(history["val_metric"]).all()
+        # val_loss comes from the same pass as the metric (Keras' own validation pass is not run).
+        assert np.isfinite(history["val_loss"]).all() and (history["val_loss"] > 0).all()
         assert history["seconds"].is_monotonic_increasing
     # The fold score is the best epoch's: the one with the best metric (train.monitor auto watches it).
     fold0 = pd.read_csv(result.run_dir / "folds" / "fold_0" / "history.csv")
