@@ -425,14 +425,18 @@ def validation_loss(task: str, tc, y_valid: np.ndarray):
     """(net, raw predictions) → the loss Keras' validation pass would report: the compiled loss's
     mean over the rows plus the network's regularization losses."""
     import tensorflow as tf
+    import tf_keras as keras
 
     from ..models.heads import make_loss
 
     loss = make_loss(task, tc)
+    # Per-row values, averaged here: under a tf.distribute strategy a loss may not reduce itself
+    # outside compile(). The mean is what Keras' sum-over-batch-size reduction gives.
+    loss.reduction = keras.losses.Reduction.NONE
     y_true = tf.constant(y_valid)  # tensors: the loss aligns (rows,) with (rows, 1) only for them
 
     def loss_of(net, raw: np.ndarray) -> float:
-        value = float(loss(y_true, tf.constant(raw)))
+        value = float(tf.reduce_mean(loss(y_true, tf.constant(raw))))
         return value + (float(sum(float(r) for r in net.losses)) if net.losses else 0.0)
 
     return loss_of
