@@ -12,8 +12,9 @@ loop: a real-shaped synthetic table (bench/scale.py's: skewed numerics with miss
       ``compile`` + ``fit`` on the fold's arrays, with no validation: once with Keras' defaults,
       once with the pipeline's batches per call (``steps_per_execution``). Rows per second per
       epoch are the median of the epochs after the first (which traces). ``pipeline_vs_bare``:
-      the pipeline's over the faster bare loop's. ``bare_vs_peak``: the bare loop's GFLOP/s (3x the forward pass's FLOPs per row, as
-      TensorFlow's profiler counts them) over a 2048 x 2048 float32 matmul's, timed here.
+      the pipeline's over the faster bare loop's. ``bare_vs_peak``: the bare loop's GFLOP/s
+      (3x the forward pass's FLOPs per row, as TensorFlow's profiler counts them) over a
+      2048 x 2048 float32 matmul's, timed here.
 wall: the default run (``run_competition`` with nothing set) on the embedded tabular
       competitions and the visible generalization sets with at least 10,000 rows; its training
       time (the folds' own seconds: preprocessing, every member, predictions; loading and start-up

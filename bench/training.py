@@ -86,7 +86,8 @@ def epoch_times(comp: str, overrides: list[str], epochs: int = 4, model: str | N
         trainer = Trainer(net)
         steps = math.ceil(len(y) / tc.batch_size)
         trainer.compile(make_optimizer(tc, make_schedule(tc, steps), net=net, total_steps=epochs * steps),
-                        make_loss(data.task, tc), steps_per_execution=steps_per_execution(tc.steps_per_execution, steps),
+                        make_loss(data.task, tc),
+                        steps_per_execution=steps_per_execution(tc.steps_per_execution, steps),
                         jit_compile=tc.jit_compile)
         trainer.fit(ds, epochs=epochs, verbose=0, callbacks=[Clock()])
     return float(np.median(times[1:]))
