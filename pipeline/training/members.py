@@ -437,7 +437,7 @@ def validation_loss(task: str, tc, y_valid: np.ndarray):
 
     def loss_of(net, raw: np.ndarray) -> float:
         value = float(tf.reduce_mean(loss(y_true, tf.constant(raw))))
-        return value + (float(sum(float(r) for r in net.losses)) if net.losses else 0.0)
+        return value + sum(float(r) for r in net.losses)
 
     return loss_of
 
