@@ -1,8 +1,9 @@
 """Command line: python run.py [--comp NAME] [--run-name RUN] [--set key=value ...] [--smoke] ...
 (train), or --tune, --stack, --export-run, --predict RUN --input CSV, --lr-find.
 
-Parses arguments and hands them to pipeline.run_competition; any input error ends with one line on
-stderr and exit code 2 (a traceback only with --debug).
+Parses the arguments, resolves them once (pipeline/setup.py: Setup) and hands the Setup, or the
+finished Run it opens, to the command; any input error ends with one line on stderr and exit code
+2 (a traceback only with --debug).
 """
 from __future__ import annotations
 
@@ -102,48 +103,42 @@ def main(argv=None) -> int:
                                      ("--lr-find", args.lr_find), ("--leaderboard", args.leaderboard)) if on]
         if len(commands) > 1:
             raise pipeline.errors.ConfigError(f"{' and '.join(commands)} are separate commands; give one of them")
+        # One resolution step: the config, the output root, the data folder and --smoke, once;
+        # each command receives the Setup or the Run it opens (pipeline/setup.py).
+        from pipeline.setup import Setup
+
+        setup = Setup.resolve(args.comp, args.overrides, args.params, data_dir=args.data_dir,
+                              output_dir=args.output_dir, smoke=args.smoke,
+                              writable=not (args.leaderboard or args.predict))
         if args.leaderboard:
-            from pipeline.config_files import load_config
             from pipeline.leaderboard import show
-            from pipeline.outputs import OUTPUT_ROOT
 
-            show(args.output_dir or OUTPUT_ROOT, load_config(args.comp).name)
+            show(setup.root, setup.cfg.name)
         elif args.predict:
-            from pipeline.predict import predict_file
+            from pipeline.predict import predict_rows
 
-            predict_file(args.comp, args.predict, args.input, args.out, output_dir=args.output_dir)
+            predict_rows(setup.open_run(args.predict, "--predict").require_finished("predict"), args.input, args.out)
         elif args.export_run:
-            from pipeline.export import export_run
-
-            export_run(args.comp, args.export_run, args.export or None, overrides=args.overrides,
-                       data_dir=args.data_dir, output_dir=args.output_dir)
+            export(setup, args.export_run, args)
         elif args.tune:
-            from pipeline.tuning import tune
+            from pipeline.tuning import run_study
 
-            tune(args.comp, args.overrides, trials=args.trials, timeout=args.timeout, study=args.study,
-                 storage=args.storage, jobs=args.jobs, data_dir=args.data_dir, output_dir=args.output_dir,
-                 params=args.params, smoke=args.smoke)
+            run_study(setup, trials=args.trials, timeout=args.timeout, study=args.study, storage=args.storage,
+                      jobs=args.jobs)
         elif args.stack is not None:
-            from pipeline.stacking import stack_runs
+            from pipeline.stacking import open_members, stack
 
-            stack_runs(args.comp, args.stack or None, methods=args.stack_methods, run_name=args.run_name,
-                       data_dir=args.data_dir, output_dir=args.output_dir, overrides=args.overrides,
-                       params=args.params)
+            stack(setup, open_members(setup, args.stack), methods=args.stack_methods, run_name=args.run_name)
         elif args.lr_find:
-            from pipeline.runner import find_learning_rate
+            from pipeline.runner import lr_find_command
 
-            find_learning_rate(args.comp, args.overrides, data_dir=args.data_dir, output_dir=args.output_dir,
-                               params=args.params)
+            lr_find_command(setup)
         else:
-            result = pipeline.run_competition(args.comp, args.overrides, run_name=args.run_name,
-                                              data_dir=args.data_dir, output_dir=args.output_dir, params=args.params,
-                                              smoke=args.smoke, submission=args.submission,
-                                              time_limit=budget)
-            if args.export is not None:
-                from pipeline.export import export_run
+            from pipeline.runner import train
 
-                export_run(args.comp, result.run_dir, args.export or None, overrides=args.overrides,
-                           data_dir=args.data_dir, output_dir=args.output_dir)
+            result = train(setup, run_name=args.run_name, submission=args.submission, budget=budget)
+            if args.export is not None:
+                export(setup, result.run_dir, args)
     except PipelineError as exc:
         if args.debug:
             raise
@@ -165,6 +160,15 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 143 if how == "SIGTERM" else 130
     return 0
+
+
+def export(setup, run, args) -> None:
+    """--export-run RUN (or --export after training): the finished run's TFLite artifacts."""
+    from pipeline.export import check_artifacts, export as export_run
+
+    check_artifacts(args.export or [], "--export")
+    export_run(setup.open_run(run, "--export-run").require_finished("--export-run"), args.export or None,
+               overrides=args.overrides, data_dir=args.data_dir)
 
 
 def console() -> None:

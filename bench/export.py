@@ -63,7 +63,7 @@ def main() -> None:
     comps = args.comp or ["diamonds", "health_insurance", "mnist"]
     runs = (args.run or []) + [None] * len(comps)
     from pipeline import run_competition
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     for comp, run in zip(comps, runs):
         if run is None:

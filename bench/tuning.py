@@ -39,7 +39,7 @@ def _trials(summary):
 
 
 def pruning(trials: int) -> None:
-    from pipeline.tuning import tune
+    from pipeline import tune
 
     common = ["train.epochs=20", "train.seeds=1", "tune.folds=3", "tune.isolate=false"]
     rows = []
@@ -70,7 +70,7 @@ def memory(trials: int) -> None:
 def memory_one(isolate: str, trials: int) -> None:
     import re
 
-    from pipeline.tuning import tune
+    from pipeline import tune
     from pipeline.tuning.objective import rss_mb
 
     common = ["train.epochs=3", "tune.folds=1", "tune.pruner=none", "cv.folds=5"]
@@ -93,7 +93,7 @@ def memory_one(isolate: str, trials: int) -> None:
 
 
 def workers(seconds: float) -> None:
-    from pipeline.tuning import tune
+    from pipeline import tune
 
     common = ["train.epochs=8", "tune.folds=1", "tune.isolate=true", "tune.pruner_warmup_epochs=2"]
     print(f"\n== workers: {seconds:.0f} s per study (health_insurance MLP, 8 epochs, first fold; AUC, maximize)")
@@ -123,7 +123,7 @@ def workers(seconds: float) -> None:
 
 def stack() -> None:
     from pipeline import run_competition
-    from pipeline.stacking import stack_runs
+    from pipeline import stack_runs
 
     for comp, methods in (("diamonds", ["linear", "hill"]), ("health_insurance", ["linear", "hill", "rank"])):
         out = OUT / "stack"

@@ -19,12 +19,13 @@ versions.check()  # the installed versions against the tested ranges: one clear 
 
 tf_runtime.install()  # TensorFlow's start-up lines and Keras' per-model retracing alarm kept out
 
-from .api import fit  # noqa: E402  (none of these loads TensorFlow: training does, when it starts)
+# The entry points (api.py); none of these loads TensorFlow: training does, when it starts.
+from .api import (export_run, find_learning_rate, fit, load_run, predict_file, run_competition,  # noqa: E402
+                  stack_runs, tune)
 from .config_files import load_config  # noqa: E402
-from .predict import load_run  # noqa: E402
-from .runner import run_competition  # noqa: E402
 from .errors import ConfigError, DataError, PipelineError, TrainingError  # noqa: E402
 
 
-__all__ = ["fit", "run_competition", "load_run", "load_config", "PipelineError", "ConfigError", "DataError",
+__all__ = ["fit", "run_competition", "tune", "stack_runs", "export_run", "predict_file", "find_learning_rate",
+           "load_run", "load_config", "PipelineError", "ConfigError", "DataError",
            "TrainingError"]

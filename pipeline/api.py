@@ -1,11 +1,15 @@
-"""The notebook API: ``pipeline.fit`` trains a run from DataFrames or files and returns its Run.
+"""The Python entry points: each resolves its inputs once (``Setup.resolve``, or ``Run.open``
+for a finished run) and hands them to its command, as run.py does for the command line.
 
     import pipeline
     run = pipeline.fit(train=train_df, test=test_df, target="price", train__epochs=20, cv__folds=5)
     run.scores["cv"], run.oof, run.submission, run.predict(new_rows), run.leaderboard()
+    pipeline.run_competition("diamonds", ["train.epochs=5"]); pipeline.tune("diamonds", trials=20)
+    pipeline.stack_runs("diamonds", ["run-a", "run-b"]); pipeline.export_run("diamonds", "run-a", ["int8"])
+    pipeline.predict_file("diamonds", "run-a", "rows.csv"); pipeline.find_learning_rate("diamonds")
 
-It is the command line's run (runner.run_competition) with Python arguments: the config may be a
-dict, a YAML path or a Config; DataFrames are written once into the output folder (under
+``fit`` is the command line's run with Python arguments: the config may be a dict, a YAML path
+or a Config; DataFrames are written once into the output folder (under
 ``<competition>/inputs/<content hash>/``, so a run folder's fingerprint sees the same files on a
 rerun and resume works as on the command line). Errors name this function's parameters.
 """
@@ -20,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from .config import Config
+from .config_files import DEFAULT_COMPETITION
 from .errors import ConfigError, PipelineError
 
 DEFAULT_NAME = "notebook"  # the competition folder of a run whose config names none
@@ -73,7 +78,6 @@ def fit(train: pd.DataFrame | str | Path | None = None, test: pd.DataFrame | str
     **overrides: config values by dotted path with ``__`` for the dots, over ``config``:
         ``train__epochs=20, model__hidden=[256], metric="auc"`` (the command line's ``--set``).
     """
-    from .runner import run_competition
     from .runs import Run
 
     try:
@@ -86,6 +90,107 @@ def fit(train: pd.DataFrame | str | Path | None = None, test: pd.DataFrame | str
     except RecursionError:
         raise ConfigError("fit(config=...): values are nested too deeply (thousands of levels). Give a config of "
                           "sections and values.") from None
+
+
+def run_competition(comp: str | Path | Config = DEFAULT_COMPETITION, overrides=None, *, run_name: str | None = None,
+                    data_dir: str | Path | None = None, output_dir: str | Path | None = None,
+                    params: str | Path | None = None, smoke: bool = False,
+                    submission: str | Path | None = None, time_limit=None):
+    """Run K-fold CV for a competition and write its outputs (``python run.py``); returns a
+    runner.RunResult (scores, run_dir, files).
+
+    comp: a name under competitions/, a config path or a Config. overrides: ``["train.epochs=2", ...]``
+    or a dict of dotted keys. params: a YAML overlay (a study's best.yaml). data_dir / output_dir:
+    replace the config's data folder and ``outputs/`` (e.g. /kaggle/input/<comp> and
+    /kaggle/working). run_name: reuse one to resume a killed run; a finished run is returned as it is.
+    submission: also copy submission.csv there; in a Kaggle kernel (/kaggle/working exists) it is
+    copied to <output_dir>/submission.csv by default, where Kaggle looks for it.
+    time_limit: a wall-clock budget (seconds, or "90s", "30m", "8h", or a TimeBudget) for this call:
+    folds and epochs are cut so that it ends with a submission in time (time_budget.py).
+    """
+    from .runner import train
+    from .setup import Setup
+    from .time_budget import TimeBudget, parse_duration
+
+    budget = time_limit if isinstance(time_limit, TimeBudget) or time_limit is None else \
+        TimeBudget(parse_duration(time_limit))  # the clock starts before the data is read
+    setup = Setup.resolve(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
+    return train(setup, run_name=run_name, submission=submission, budget=budget)
+
+
+def tune(comp: str | Path | Config = DEFAULT_COMPETITION, overrides=None, *, trials: int | None = None,
+         timeout: float | None = None, study: str | None = None, storage: str | None = None,
+         jobs: int | None = None, data_dir=None, output_dir=None, params=None, smoke: bool = False) -> dict:
+    """Run (or continue) an Optuna study on the competition's CV (``--tune``); returns its summary.
+    ``params``: a YAML overlay that is the base of every trial's config; ``smoke``: every trial
+    smoke-sized (400 rows, 2 folds, 1 epoch), to check a whole study path in a minute."""
+    from .setup import Setup
+    from .tuning.study import run_study
+
+    setup = Setup.resolve(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
+    return run_study(setup, trials=trials, timeout=timeout, study=study, storage=storage, jobs=jobs)
+
+
+def stack_runs(comp: str | Path | Config = DEFAULT_COMPETITION, runs: list[str] | None = None, *,
+               methods: list[str] | None = None, run_name: str | None = None, data_dir=None, output_dir=None,
+               overrides=None, params=None):
+    """Stack finished runs of a competition (``--stack RUN ...``; default: stack.runs); returns a
+    runner.RunResult like a training run."""
+    from .setup import Setup
+    from .stacking.stack import open_members, stack
+
+    setup = Setup.resolve(comp, overrides, params, data_dir=data_dir, output_dir=output_dir)
+    return stack(setup, open_members(setup, runs), methods=methods, run_name=run_name)
+
+
+def export_run(comp: str | Path | Config = DEFAULT_COMPETITION, run: str | Path | None = None, artifacts=None, *,
+               overrides=None, data_dir=None, output_dir=None) -> Path:
+    """Write ``<run>/export/`` (TFLite artifacts and their report) for a finished run: a name of
+    ``comp``'s runs, or a run folder. ``overrides`` may change ``export.*`` only."""
+    from .errors import ConfigError
+    from .export.run import check_artifacts, export
+    from .setup import Setup
+
+    setup = Setup.resolve(comp, overrides, data_dir=data_dir, output_dir=output_dir)  # checked before a run opens
+    check_artifacts(artifacts or [], "--export")
+    if not run:
+        raise ConfigError("--export needs a finished run: --export-run RUN (or train one with --run-name and --export)")
+    the_run = setup.open_run(run, "--export-run").require_finished("--export-run")
+    return export(the_run, artifacts, overrides=overrides, data_dir=setup.data_dir)
+
+
+def predict_file(comp: str | Path | Config, run: str | Path, input_csv: str | Path | None,
+                 out: str | Path | None = None, *, output_dir: str | Path | None = None) -> Path:
+    """Predict ``input_csv`` with a finished run (``--predict RUN --input CSV``); returns the
+    written CSV's path."""
+    from .predict import predict_rows
+    from .setup import Setup
+
+    setup = Setup.resolve(comp, output_dir=output_dir, writable=False)
+    return predict_rows(setup.open_run(run, "--predict").require_finished("predict"), input_csv, out)
+
+
+def find_learning_rate(comp: str | Path | Config = DEFAULT_COMPETITION, overrides=None, *, data_dir=None,
+                       output_dir=None, params=None):
+    """The LR range test (``--lr-find``): returns (suggested LR, the curve's PNG)."""
+    from .runner import lr_find_command
+    from .setup import Setup
+
+    return lr_find_command(Setup.resolve(comp, overrides, params, data_dir=data_dir, output_dir=output_dir))
+
+
+def load_run(run: str | Path, output_dir: str | Path | None = None, competition: str | None = None):
+    """A finished run, to predict with: ``load_run(path).predict(dataframe)``. ``run`` is a run
+    folder, or a run name of ``competition`` under ``output_dir`` (default outputs/)."""
+    from .outputs import output_root
+    from .paths import is_path
+    from .runs import Run
+
+    if output_dir is None and is_path(run):  # a folder named in code: its own root (<root>/<competition>/<run>)
+        root = Path(run).resolve().parent.parent
+    else:
+        root = output_root(output_dir, writable=False)
+    return Run.open(run, root, competition, what="--predict").require_finished("predict")
 
 
 def _config(train, test, target, config, sample_submission, id_col, name, output_dir, overrides) -> Config:
@@ -138,7 +243,7 @@ def _frame(value, what: str) -> pd.DataFrame:
             raise ConfigError(f"fit({what}=...): column name(s) {repeated[:5]} appear more than once. Rename them so "
                               f"each column has its own name.")
         return value
-    from .data.load import read_table
+    from .data.read import read_table
 
     return read_table(Path(value), f"fit({what}=...)")
 
@@ -159,7 +264,7 @@ def _write_inputs(raw: dict, train, test, sample, output_dir) -> Path:
     """The folder holding this call's data files: DataFrames as Parquet, and a sample submission
     made from the test ids when none is given. Named by the content, so the same rows give the
     same folder (and the same fingerprint) on every call."""
-    from .outputs import OUTPUT_ROOT, atomic_path, ensure_writable
+    from .outputs import atomic_path, output_root
     from .paths import check_name
 
     id_col, target = raw["data"].get("id", "id"), raw["data"]["target"]
@@ -175,7 +280,7 @@ def _write_inputs(raw: dict, train, test, sample, output_dir) -> Path:
     h = hashlib.sha256()
     for value in (train, test_df, sample_df):
         h.update((_frame_hash(value) if isinstance(value, pd.DataFrame) else str(Path(value).resolve())).encode())
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
+    root = output_root(output_dir)
     folder = root / check_name(raw["name"], "fit(name=...)") / "inputs" / h.hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     files = {"sample_submission.csv": sample_df}

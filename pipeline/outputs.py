@@ -98,6 +98,13 @@ def default_run_name(smoke: bool = False) -> str:
     return f"smoke-{stamp}" if smoke else stamp
 
 
+def output_root(output_dir: str | Path | None = None, *, writable: bool = True) -> Path:
+    """The output root: ``output_dir`` (``--output-dir``) or ``outputs/``, proven writable unless
+    the caller only reads it."""
+    root = Path(output_dir) if output_dir is not None else OUTPUT_ROOT
+    return ensure_writable(root) if writable else root
+
+
 def ensure_writable(directory: Path) -> Path:
     """Create ``directory`` and prove a file can be written there, before any work starts."""
     directory = Path(directory)

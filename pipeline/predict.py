@@ -1,4 +1,4 @@
-"""``python run.py --predict RUN --input rows.csv [--out preds.csv]`` and ``pipeline.load_run``:
+"""``python run.py --predict RUN --input rows.csv [--out preds.csv]`` (``pipeline.predict_file``):
 new rows through a finished run's fold models, averaged as the run averaged its test predictions,
 written in the run's prediction format (the columns of its test_pred.csv)."""
 from __future__ import annotations
@@ -6,32 +6,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError
-from .outputs import OUTPUT_ROOT, write_csv
+from .outputs import write_csv
 from .runs import Run
 
 log = logging.getLogger("pipeline")
 
 
-def load_run(run: str | Path, output_dir: str | Path | None = None, competition: str | None = None) -> Run:
-    """A finished run, to predict with: ``load_run(path).predict(dataframe)``. ``run`` is a run
-    folder, or a run name of ``competition`` under ``output_dir`` (default outputs/)."""
-    from .paths import is_path
-
-    if output_dir is not None:
-        root = Path(output_dir)
-    elif is_path(run):  # a folder named in code: its own output root (<root>/<competition>/<run>)
-        root = Path(run).resolve().parent.parent
-    else:
-        root = OUTPUT_ROOT
-    return Run.open(run, root, competition, what="--predict").require_finished("predict")
-
-
 def read_rows(path: Path, run: Run) -> pd.DataFrame:
     """The input CSV, with the id and image columns read as text as the run read them."""
-    from .data.load import read_table
+    from .data.read import read_table
 
     if not path.is_file():
         raise DataError(f"--input {path}: file not found.")
@@ -39,17 +26,13 @@ def read_rows(path: Path, run: Run) -> pd.DataFrame:
     return read_table(path, "--input", text)
 
 
-def predict_file(comp, run: str | Path, input_csv: str | Path | None, out: str | Path | None = None, *,
-                 output_dir: str | Path | None = None) -> Path:
+def predict_rows(the_run: Run, input_csv: str | Path | None, out: str | Path | None = None) -> Path:
     """Predict ``input_csv`` with a finished run; returns the written CSV's path."""
-    from .config_files import load_config
     from .logs import console
+    from .paths import output_file
 
     if not input_csv:
         raise ConfigError("--predict needs --input CSV: the rows to predict")
-    from .paths import output_file
-
-    the_run = load_run(run, output_dir if output_dir is not None else OUTPUT_ROOT, load_config(comp).name)
     path = Path(input_csv)
     if out:  # refused before any model is loaded
         output_file(out, "--out", (path,))
@@ -68,3 +51,50 @@ def predict_file(comp, run: str | Path, input_csv: str | Path | None, out: str |
 def _images_beside(frame: pd.DataFrame, run: Run, folder: Path) -> bool:
     first = f"{frame[run.cfg.image.column].iloc[0]}{run.cfg.image.extension}"
     return (folder / first).is_file()
+
+
+def predict_frame(run: Run, frame: pd.DataFrame, *, source: str = "rows", image_dir: str | Path | None = None):
+    """Predictions for new rows, as the run made its test predictions: the mean over every fold
+    of its members' predictions weighed by the run's ensemble (image runs average the TTA
+    views). Returns a DataFrame in the run's prediction format (id, prediction column(s), and
+    ``p_<class>`` for labels)."""
+    from .submission import format_predictions
+
+    run.require_finished("predict")
+    if run.kind != "train":
+        raise ConfigError(f"predict: run {run.name} is a {run.kind} run; it has no fold models. Predict "
+                          f"with its member runs.")
+    fmt = run.submission_format
+    if fmt.id not in frame.columns:
+        raise DataError(f"{source}: no id column {fmt.id!r} (data.id of run {run.name}). Add it; the "
+                        f"predictions are written by id.")
+    _check_rows(run, frame, source)
+    images = None
+    if run.cfg.image.column:
+        from .data.images import image_paths
+
+        col = run.cfg.image.column
+        if col not in frame.columns:
+            raise DataError(f"{source}: no column {col!r} (image.column of run {run.name}) with the image files.")
+        folder = Path(image_dir) if image_dir is not None else _image_dir(run)
+        images = image_paths(frame[col].astype(str), folder, run.cfg.image.extension)
+    preds = [run.artifact(u).predict(frame, images, source=source) for u in run.trained_units()]
+    return format_predictions(fmt, frame[fmt.id], np.mean(preds, axis=0))
+
+
+def _check_rows(run: Run, frame: pd.DataFrame, source: str) -> None:
+    """The rows' ids present and unique, and the run's numeric columns numbers: one error
+    naming the row, not a parsing traceback from inside a fold's preprocessing."""
+    from .data.load import check_ids, first_non_number
+
+    check_ids(frame[run.submission_format.id], run.submission_format.id, source)
+    for col, spec in run.cfg.features.columns.items():
+        found = first_non_number(frame[col]) if spec.type == "numeric" and col in frame.columns else None
+        if found:
+            raise DataError(f"{source}: column {col!r} is numeric in run {run.name}, but row {found[0]} holds "
+                            f"{str(found[1])!r}. Fix the value (or leave it empty: missing).")
+
+
+def _image_dir(run: Run) -> Path:
+    base = Path(run.info.get("data_dir") or run.cfg.root)
+    return base / run.cfg.image.test_dir

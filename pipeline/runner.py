@@ -1,7 +1,7 @@
-"""Training a run: config → data → Run → folds → K-fold training → scores and output files.
+"""Training a run: Setup → Run → folds → K-fold training → scores and output files.
 
-``run_competition`` is the whole command line run as one importable call, for notebooks; the Run
-(runs.py) owns the folder, its state and its paths; this module fills it.
+``train`` receives the Setup the entry point resolved (run.py, api.py: ``run_competition``,
+``fit``); the Run (runs.py) owns the folder, its state and its paths; this module fills it.
 """
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config_files import DEFAULT_COMPETITION
 from .data import CompetitionData
 from .errors import DataError
 from .logs import run_logging
 from .metrics import get_metric
 from .outputs import write_csv, write_json
 from .paths import output_file
-from .runs import Run, load_inputs
+from .runs import Run
+from .setup import Setup
 from .submission import format_predictions, make_submission
-from .time_budget import TimeBudget, parse_duration
+from .time_budget import TimeBudget
 
 log = logging.getLogger("pipeline")
 
@@ -36,32 +36,19 @@ class RunResult:
 KAGGLE_WORKING = Path("/kaggle/working")  # where Kaggle looks for submission.csv
 
 
-def run_competition(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, run_name: str | None = None,
-                    data_dir: str | Path | None = None, output_dir: str | Path | None = None,
-                    params: str | Path | None = None, smoke: bool = False,
-                    submission: str | Path | None = None,
-                    time_limit: str | float | TimeBudget | None = None) -> RunResult:
-    """Run K-fold CV for a competition and write its outputs.
-
-    comp: a name under competitions/ or a config path. overrides: ``["train.epochs=2", ...]`` or a
-    dict of dotted keys. params: a YAML overlay (a study's best.yaml). data_dir / output_dir:
-    replace the config's data folder and ``outputs/`` (e.g. /kaggle/input/<comp> and
-    /kaggle/working). run_name: reuse one to resume a killed run; a finished run is returned as it is.
-    submission: also copy submission.csv there; in a Kaggle kernel (/kaggle/working exists) it is
-    copied to <output_dir>/submission.csv by default, where Kaggle looks for it.
-    time_limit: a wall-clock budget (seconds, or "90s", "30m", "8h") for this call: folds and
-    epochs are cut so that it ends with a submission in time (time_budget.py).
-    """
-    budget = time_limit if isinstance(time_limit, TimeBudget) or time_limit is None else \
-        TimeBudget(parse_duration(time_limit))
+def train(setup: Setup, *, run_name: str | None = None, submission: str | Path | None = None,
+          budget: TimeBudget | None = None) -> RunResult:
+    """Run K-fold CV on the Setup's data and write its outputs (the entry point's
+    ``run_competition`` documents the arguments)."""
     if submission is not None:  # refused before anything trains
         output_file(submission, "--submission")
-    data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir, smoke=smoke)
+    root = setup.root  # proven writable before the data is read
+    data = setup.data
     from .training.fold import check_train_config  # TensorFlow loads from here on
 
     _fresh_session(data.cfg)
     check_train_config(data.cfg, data.task)  # creates the tf.distribute strategy, before any TF work
-    run = Run.create(data, root, run_name, smoke=smoke, data_dir=data_dir)
+    run = setup.create_run(run_name)
     if run.finished:
         log_finished(run)
     else:
@@ -260,18 +247,15 @@ def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
     log.info("wall time %.1fs; outputs in %s", scores["seconds"], run_dir)
 
 
-def find_learning_rate(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, data_dir=None, output_dir=None,
-                       params=None) -> tuple[float, Path]:
-    """The LR range test for a competition's model: returns the suggested LR and the curve's PNG
-    (``outputs/<competition>/lr_find/<timestamp>.png``)."""
+def lr_find_command(setup: Setup) -> tuple[float, Path]:
+    """The LR range test for the Setup's model: returns the suggested LR and the curve's PNG
+    (``<output root>/<competition>/lr_find/<timestamp>.png``)."""
     from .outputs import atomic_path, default_run_name
     from .training.lr_find import CHECK_EPOCHS, keras_member_name, lr_find, plot_lr_curve
 
-    from .paths import check_name
-
-    data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir)
+    data = setup.data
     keras_member_name(data.cfg, data.images is not None)  # a run without a Keras model: one error first
-    png = root / check_name(data.cfg.name, "competition name") / "lr_find" / f"{default_run_name()}.png"
+    png = setup.lr_find_path(default_run_name())
     with run_logging(png.with_suffix(".log")):
         log.info("LR range test for %s: %s, batch %d, one pass with the LR rising from 1e-7 to 10",
                  data.cfg.name, data.cfg.train.optimizer, data.cfg.train.batch_size)

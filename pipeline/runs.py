@@ -21,7 +21,6 @@ file refuses to mix folds trained on different inputs. A finished run is never r
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -44,7 +43,7 @@ from .run_files import damage, file_sha256, manifest
 from .run_lock import RunLock, RunLockedError
 from .run_lock import utc_now as _now
 
-__all__ = ["Run", "RunLock", "RunLockedError", "damage", "file_sha256", "load_inputs", "check_fixed"]
+__all__ = ["Run", "RunLock", "RunLockedError", "damage", "file_sha256"]
 
 log = logging.getLogger("pipeline")
 
@@ -54,6 +53,9 @@ LOCK_FILE = "run.lock"
 # other settings of these, and resuming with them changed is allowed.
 UNTRAINED_SECTIONS = ("stack", "tune", "export", "diagnostics")
 STATES = ("running", "finished", "failed", "interrupted")
+# The files a run writes, as Run.files() returns them: each is the Run's ``<key>_path``.
+OUTPUT_FILES = ("config", "folds", "oof", "test_pred", "submission", "scores", "ensemble", "log", "profile", "report",
+                "importance", "adversarial")
 
 
 def shared_folds_dir(root: Path, competition: str) -> Path:
@@ -147,13 +149,8 @@ class Run:
         return self.dir / "folds" / (unit if isinstance(unit, str) else unit.name)
 
     def files(self) -> dict[str, Path]:
-        """The run's output files that exist."""
-        paths = {"config": self.config_path, "folds": self.folds_path, "oof": self.oof_path,
-                 "test_pred": self.test_pred_path, "submission": self.submission_path,
-                 "scores": self.scores_path, "ensemble": self.ensemble_path, "log": self.log_path,
-                 "profile": self.profile_path,
-                 "report": self.report_path, "importance": self.importance_path,
-                 "adversarial": self.adversarial_path}
+        """The run's output files that exist (the ``<key>_path`` properties above)."""
+        paths = {k: getattr(self, f"{k}_path") for k in OUTPUT_FILES}
         return {k: p for k, p in paths.items() if p.exists()}
 
     # ------------------------------------------------------------------ state
@@ -184,6 +181,16 @@ class Run:
         from .submission import parse_predictions
 
         return parse_predictions(self.submission_format, self.oof, self.oof_path)
+
+    @property
+    def test_pred(self) -> pd.DataFrame | None:
+        """test_pred.csv: the test rows' predictions, in the run's prediction format."""
+        return self._table(self.test_pred_path)
+
+    @property
+    def folds(self) -> pd.DataFrame | None:
+        """folds.csv: each training row's fold (per repeat)."""
+        return self._table(self.folds_path)
 
     @property
     def submission(self) -> pd.DataFrame | None:
@@ -278,12 +285,13 @@ class Run:
 
     # ------------------------------------------------------------------ data and prediction
 
-    def load_data(self, data_dir: str | Path | None = None):
-        """The competition's data, read with this run's resolved config (and data folder)."""
+    def load_data(self, data_dir: str | Path | None = None, cfg: Config | None = None):
+        """The competition's data, read with this run's resolved config (or ``cfg``, the run's with
+        a command's allowed changes) and its data folder (or ``data_dir``)."""
         from .data import load_competition
 
         folder = data_dir if data_dir is not None else self.info.get("data_dir")
-        return load_competition(self.cfg, folder)
+        return load_competition(cfg if cfg is not None else self.cfg, folder)
 
     @property
     def submission_format(self):
@@ -292,48 +300,11 @@ class Run:
         return SubmissionFormat.from_dict(self.info["submission_format"])
 
     def predict(self, frame: pd.DataFrame, *, source: str = "rows", image_dir: str | Path | None = None):
-        """Predictions for new rows, as the run made its test predictions: the mean over every fold
-        of its members' predictions weighed by the run's ensemble (image runs average the TTA
-        views). Returns a DataFrame
-        in the run's prediction format (id, prediction column(s), and ``p_<class>`` for labels)."""
-        from .submission import format_predictions
+        """Predictions for new rows, as the run made its test predictions (predict.py:
+        ``predict_frame``): a DataFrame in the run's prediction format."""
+        from .predict import predict_frame
 
-        self.require_finished("predict")
-        if self.kind != "train":
-            raise ConfigError(f"predict: run {self.name} is a {self.kind} run; it has no fold models. Predict "
-                              f"with its member runs.")
-        fmt = self.submission_format
-        if fmt.id not in frame.columns:
-            raise DataError(f"{source}: no id column {fmt.id!r} (data.id of run {self.name}). Add it; the "
-                            f"predictions are written by id.")
-        self._check_rows(frame, source)
-        images = None
-        if self.cfg.image.column:
-            from .data.images import image_paths
-
-            col = self.cfg.image.column
-            if col not in frame.columns:
-                raise DataError(f"{source}: no column {col!r} (image.column of run {self.name}) with the image files.")
-            folder = Path(image_dir) if image_dir is not None else self._image_dir()
-            images = image_paths(frame[col].astype(str), folder, self.cfg.image.extension)
-        preds = [self.artifact(u).predict(frame, images, source=source) for u in self.trained_units()]
-        return format_predictions(fmt, frame[fmt.id], np.mean(preds, axis=0))
-
-    def _check_rows(self, frame: pd.DataFrame, source: str) -> None:
-        """The rows' ids present and unique, and the run's numeric columns numbers: one error
-        naming the row, not a parsing traceback from inside a fold's preprocessing."""
-        from .data.load import check_ids, first_non_number
-
-        check_ids(frame[self.submission_format.id], self.submission_format.id, source)
-        for col, spec in self.cfg.features.columns.items():
-            found = first_non_number(frame[col]) if spec.type == "numeric" and col in frame.columns else None
-            if found:
-                raise DataError(f"{source}: column {col!r} is numeric in run {self.name}, but row {found[0]} holds "
-                                f"{str(found[1])!r}. Fix the value (or leave it empty: missing).")
-
-    def _image_dir(self) -> Path:
-        base = Path(self.info.get("data_dir") or self.cfg.root)
-        return base / self.cfg.image.test_dir
+        return predict_frame(self, frame, source=source, image_dir=image_dir)
 
     # ------------------------------------------------------------------ sessions
 
@@ -415,7 +386,13 @@ class Run:
         resume it. Returns the Run holding the lock, with its session begun; or, when the run is
         already finished with these same inputs, the finished Run (no lock, nothing changed)."""
         name = check_name(run_name, "--run-name") if run_name else default_run_name(smoke)
-        run_dir = Path(root) / check_name(data.cfg.name, "competition name") / name
+        return cls.start(Path(root) / check_name(data.cfg.name, "competition name") / name, data, kind=kind,
+                         smoke=smoke, extra=extra, data_dir=data_dir)
+
+    @classmethod
+    def start(cls, run_dir: Path, data, *, kind: str = "train", smoke: bool = False, extra: dict | None = None,
+              data_dir: str | Path | None = None) -> "Run":
+        """``create`` in a given folder: a tuning trial's, inside its study."""
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"{run_dir}: exists and is a file, not a run folder. Use another --run-name.")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -550,44 +527,6 @@ class Run:
         return self
 
 
-# --smoke: the whole path on a small sample, for checking shapes and configs before a long run.
-SMOKE_OVERRIDES = {"cv.folds": 2, "cv.repeats": 1, "train.epochs": 1, "model.realmlp.epochs": 1,
-                   "model.tabm.epochs": 1}
-SMOKE_ROWS = 400
-
-
-def load_inputs(comp, overrides=None, params=None, *, data_dir=None, output_dir=None, smoke: bool = False):
-    """What every command starts from: the config resolved once (base + ``params`` overlay +
-    ``overrides``, and --smoke's settings), the output root proven writable, and the data read and
-    checked. Returns (CompetitionData with its resolved config, output root)."""
-    from .config_files import apply_overrides, load_config, resolve
-    from .data import load_competition
-    from .outputs import OUTPUT_ROOT, ensure_writable
-
-    cfg = load_config(comp, overrides, params)
-    if smoke:
-        cfg = resolve(apply_overrides(cfg.to_dict(), SMOKE_OVERRIDES, "--smoke"), f"{cfg.path} with --smoke", cfg.path)
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
-    data = load_competition(cfg, data_dir)
-    if smoke:
-        data = smoke_sample(data)
-    return data, root
-
-
-def smoke_sample(data, rows: int = SMOKE_ROWS):
-    """--smoke's rows: a stratified sample (classification) of the training rows."""
-    from sklearn.model_selection import train_test_split
-
-    seed = data.cfg.cv.seed
-    if len(data.train) <= rows:
-        return data
-    strat = data.y if data.task != "regression" else None
-    idx, _ = train_test_split(np.arange(len(data.train)), train_size=rows, random_state=seed, stratify=strat)
-    idx = np.sort(idx)
-    images = None if data.images is None else {**data.images, "train": data.images["train"][idx]}
-    return dataclasses.replace(data, train=data.train.iloc[idx].reset_index(drop=True), y=data.y[idx], images=images)
-
-
 def _saved_config(run_dir: Path, live: Config | None = None) -> Config:
     cfg = validate(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
     info_path = run_dir / RUN_FILE
@@ -597,24 +536,4 @@ def _saved_config(run_dir: Path, live: Config | None = None) -> Config:
     elif info_path.is_file():
         source = json.loads(info_path.read_text()).get("config_file")
     cfg._path = Path(source) if source else run_dir / "config.yaml"
-    return cfg
-
-
-def check_fixed(run: Run, overrides: list[str] | dict | None, allowed: tuple[str, ...], command: str) -> Config:
-    """A command on a finished run may change only ``allowed`` sections; a ``--set`` of anything
-    else must agree with the run's config (it was trained with it). Returns the run's config with
-    the allowed overrides applied."""
-    from .config_files import apply_overrides
-
-    if not overrides:
-        return run.cfg
-    saved = run.cfg.to_dict()
-    changed = apply_overrides(saved, overrides)
-    differs = [k for k in config_diff(saved, changed) if k.split(".")[0] not in allowed]
-    if differs:
-        raise ConfigError(f"{command}: --set {', '.join(differs[:3])} differs from run {run.name}'s config; a "
-                          f"finished run keeps the settings it was trained with (only {', '.join(allowed)}.* "
-                          f"can change). Train a new run for other settings.")
-    cfg = validate(changed, f"{run.config_path} with --set")
-    cfg._path = run.cfg.path
     return cfg

@@ -62,7 +62,7 @@ class _Marker:
 def test_a_crafted_run_folder_never_runs_code(tiny_comp, tmp_path, capsys):
     import run as cli
     from pipeline import load_run, run_competition
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=40)
     out = tmp_path / "out"

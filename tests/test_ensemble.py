@@ -141,7 +141,7 @@ def test_gather_scores_each_row_by_its_mean_over_repeats():
 
 def test_lr_find_without_a_keras_member_is_one_error(tiny_comp, tmp_path):
     from pipeline.errors import ConfigError
-    from pipeline.runner import find_learning_rate
+    from pipeline import find_learning_rate
 
     cfg = tiny_comp("diamonds")
     with pytest.raises(ConfigError, match="no Keras model"):
@@ -201,7 +201,7 @@ CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_member_scores_in_the_run_as_it_does_alone_and_predict_agrees(case, tiny_comp, tmp_path):
-    from pipeline.runner import run_competition
+    from pipeline import run_competition
     from pipeline.runs import Run
 
     name, frames, extra = CASES[case]
@@ -239,7 +239,7 @@ def test_each_member_scores_in_the_run_as_it_does_alone_and_predict_agrees(case,
 
 @pytest.mark.slow
 def test_three_members_and_fixed_weights_predict_as_saved(tiny_comp, tmp_path):
-    from pipeline.runner import run_competition
+    from pipeline import run_competition
     from pipeline.runs import Run
 
     cfg = tiny_comp("diamonds")

@@ -55,7 +55,7 @@ FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.hidden=[16, 8]", "train.seeds
 ])
 def test_every_artifact_converts_runs_and_agrees(tiny_comp, tmp_path, comp, overrides, agreement):
     from pipeline import run_competition
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     cfg = tiny_comp(comp, train_rows=200, test_rows=60)
     trained = run_competition(cfg, overrides, output_dir=tmp_path, run_name="r")
@@ -99,7 +99,7 @@ def test_distilled_int8_student_approaches_the_runs_holdout(tmp_path):
     """The student learns the run's ensemble (every member's say, through the OOF predictions),
     so its INT8 model lands near the run's holdout, not near one fold's Keras member."""
     from pipeline import run_competition
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     fast = ["cv.folds=3", "train.seeds=1", "model.realmlp.epochs=8", "diagnostics.importance=false",
             "diagnostics.adversarial=false"]
@@ -115,7 +115,7 @@ def test_distilled_int8_student_approaches_the_runs_holdout(tmp_path):
 def test_float_io_int8_and_bad_export_inputs(tiny_comp, tmp_path):
     from pipeline import run_competition
     from pipeline.errors import ConfigError, DataError
-    from pipeline.export import export_run
+    from pipeline import export_run
     from pipeline.export.tflite import convert
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=60)
@@ -161,7 +161,7 @@ COMPRESS_OPTS = ["export.latency_runs=5", "export.representative_rows=50", "expo
 ])
 def test_compressed_artifacts_convert_run_and_keep_their_structure(tiny_comp, tmp_path, comp, overrides):
     from pipeline import run_competition
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     cfg = tiny_comp(comp, train_rows=160, test_rows=40)
     run_competition(cfg, overrides, output_dir=tmp_path, run_name="r")

@@ -255,7 +255,7 @@ def test_damaged_fold_is_trained_again_on_resume(tiny_comp, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_export_of_another_competitions_run_uses_that_run(tiny_comp, tmp_path):
     from pipeline import run_competition
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=40)
     result = run_competition(cfg, FAST, output_dir=tmp_path, run_name="h")

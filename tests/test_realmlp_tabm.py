@@ -207,7 +207,7 @@ def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp,
     import pandas as pd
 
     from conftest import FAST
-    from pipeline.runner import run_competition
+    from pipeline import run_competition
     from pipeline.runs import Run
 
     cfg = tiny_comp("health_insurance")

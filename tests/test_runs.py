@@ -177,8 +177,8 @@ def test_predict_reproduces_test_pred_and_names_a_missing_column(tiny_comp, tmp_
 
 @pytest.mark.slow
 def test_params_overlay_reaches_export_and_stack(tiny_comp, tmp_path):
-    from pipeline.export import export_run
-    from pipeline.stacking import stack_runs
+    from pipeline import export_run
+    from pipeline import stack_runs
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=60)
     out = tmp_path / "out"
@@ -204,7 +204,7 @@ def test_params_overlay_reaches_export_and_stack(tiny_comp, tmp_path):
 
 @pytest.mark.slow
 def test_repeated_cv_run_exports_to_int8(tiny_comp, tmp_path):
-    from pipeline.export import export_run
+    from pipeline import export_run
 
     cfg = tiny_comp("diamonds", train_rows=150, test_rows=40)
     out = tmp_path / "out"
@@ -218,7 +218,7 @@ def test_repeated_cv_run_exports_to_int8(tiny_comp, tmp_path):
 
 @pytest.mark.slow
 def test_stack_takes_finished_runs_only_and_never_writes_into_a_run(tiny_comp, tmp_path, monkeypatch):
-    from pipeline.stacking import stack_runs
+    from pipeline import stack_runs
 
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=50)
     out = tmp_path / "out"

@@ -98,7 +98,7 @@ def test_stack_two_runs_end_to_end(two_runs):
 @pytest.mark.slow
 def test_stack_mismatches_are_refused(two_runs, tmp_path):
     from pipeline import run_competition
-    from pipeline.stacking import stack_runs
+    from pipeline import stack_runs
 
     cfg, out = two_runs
     comp = out / "health_insurance"

@@ -26,7 +26,8 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.leaderboard import leaderboard
 from pipeline.logs import LOGGER, run_logging
 from pipeline.paths import output_file
-from pipeline.runs import Run, RunLock, RunLockedError, load_inputs
+from pipeline.runs import Run, RunLock, RunLockedError
+from pipeline.setup import Setup
 
 # A run that trains in a second or two: scikit-learn's HGB alone, two folds, no diagnostics.
 QUICK = ["model.name=hgb", "cv.folds=2", "diagnostics.importance=false", "diagnostics.adversarial=false",
@@ -85,10 +86,10 @@ def test_a_classes_metric_on_a_continuous_target_is_refused_before_training(tmp_
     cfg = edited(tmp_path, "diamonds")
     with pytest.raises(ConfigError, match=r"metric auc scores classes, but target 'price' is continuous .* Set a "
                                           r"regression metric .* or task: multiclass"):
-        load_inputs(str(cfg), ["metric=auc", "task=null"])
+        Setup.resolve(str(cfg), ["metric=auc", "task=null"]).data
     for metric in ("logloss", "accuracy"):
         with pytest.raises(ConfigError, match="is continuous"):
-            load_inputs(str(cfg), [f"metric={metric}", "task=null"])
+            Setup.resolve(str(cfg), [f"metric={metric}", "task=null"]).data
 
 
 def test_labels_differing_only_in_case_are_an_error_and_spaces_are_merged(tmp_path, capsys):
@@ -108,10 +109,10 @@ def test_labels_differing_only_in_case_are_an_error_and_spaces_are_merged(tmp_pa
 def test_target_equal_to_id_and_a_solution_without_ids_are_named(tmp_path):
     cfg = edited(tmp_path)
     with pytest.raises(ConfigError, match=r"data.target and data.id are both 'id'"):
-        load_inputs(str(cfg), ["data.target=id"])
+        Setup.resolve(str(cfg), ["data.target=id"]).data
     no_id = edited(tmp_path / "s", solution=lambda df: df.drop(columns=["id"]))
     with pytest.raises(DataError, match=r"solution.csv.gz: no column 'id' \(data.id\)"):
-        load_inputs(str(no_id))
+        Setup.resolve(str(no_id)).data
 
 
 def test_yaml_duplicate_keys_and_deep_nesting_are_one_error_line(tmp_path, capsys):
@@ -175,8 +176,8 @@ def test_deleting_run_lock_does_not_free_the_run(tmp_path):
 
 
 def test_a_replaced_run_folder_is_noticed_before_writing(tmp_path):
-    data, root = load_inputs(str(edited(tmp_path)), QUICK, output_dir=tmp_path / "out")
-    run = Run.create(data, root, "r")
+    setup = Setup.resolve(str(edited(tmp_path)), QUICK, output_dir=tmp_path / "out")
+    run = setup.create_run("r")
     other = {**run.info, "pid": 424242, "host": "elsewhere"}
     run.info_path.write_text(json.dumps(other))  # another process made the folder anew
     with pytest.raises(RunLockedError, match=r"now written by pid 424242 on host elsewhere"):
@@ -187,8 +188,8 @@ def test_a_replaced_run_folder_is_noticed_before_writing(tmp_path):
 
 
 def test_a_dead_holder_is_taken_over_with_a_line(tmp_path, capsys):
-    data, root = load_inputs(str(edited(tmp_path)), QUICK, output_dir=tmp_path / "out")
-    run = Run.create(data, root, "r")
+    setup = Setup.resolve(str(edited(tmp_path)), QUICK, output_dir=tmp_path / "out")
+    run = setup.create_run("r")
     (run.dir / "folds" / "fold_0").mkdir(parents=True)
     (run.dir / "folds" / "fold_0" / "result.json").write_text("{}")  # a finished fold to resume
     # kill -9: the kernel frees the flock; run.json still says running, run.lock names the dead pid.
@@ -196,7 +197,7 @@ def test_a_dead_holder_is_taken_over_with_a_line(tmp_path, capsys):
     os.close(run._lock._fd)
     run.lock_path.write_text(json.dumps({"pid": 999999, "host": "gone", "since": "then"}))
     capsys.readouterr()
-    again = Run.create(data, root, "r")
+    again = setup.create_run("r")
     assert "taking over the lock from pid 999999 on host gone" in capsys.readouterr().out
     assert again.info["sessions"][-1]["took_over_from"] == {"pid": 999999, "host": "gone"}
     again.end("failed", "test")
@@ -205,8 +206,8 @@ def test_a_dead_holder_is_taken_over_with_a_line(tmp_path, capsys):
 def test_a_full_disk_still_leaves_a_final_state(tmp_path, monkeypatch):
     import pipeline.runs as runs
 
-    data, root = load_inputs(str(edited(tmp_path)), QUICK, output_dir=tmp_path / "out")
-    run = Run.create(data, root, "r")
+    setup = Setup.resolve(str(edited(tmp_path)), QUICK, output_dir=tmp_path / "out")
+    run = setup.create_run("r")
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

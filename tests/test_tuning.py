@@ -8,7 +8,7 @@ import yaml
 
 from pipeline.config_files import load_config
 from pipeline.errors import ConfigError
-from pipeline.tuning import tune
+from pipeline import tune
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import yaml
 from conftest import ROOT
 from test_tuning import HGB, comp_with_space, trials_of
 
-from pipeline.tuning import tune
+from pipeline import tune
 from pipeline.tuning.budget import UNCOUNTED
 from pipeline.tuning.study import make_storage
 

@@ -1,17 +1,16 @@
 """Load a competition's files (Kaggle layout) and check them against the config before training.
 
-``load_competition`` reads train/test/sample_submission (and solution when present), infers what the
-config leaves open (task, metric, CV scheme, column types), and raises one DataError per problem,
-naming the file, the column or config field, and the fix. Nothing is trained on data that failed a
-check.
+``load_competition`` reads train/test/sample_submission (and solution when present; read.py),
+cleans them in place (surrounding spaces, declared missing values, numbers with a few tokens),
+checks them, encodes the target and plans each column, then hands what the data says to
+infer.py, which writes the inferred settings into the resolved config. One DataError per
+problem, naming the file, the column or config field, and the fix. Nothing is trained on data
+that failed a check.
 """
 from __future__ import annotations
 
 import difflib
-import gzip
-import inspect
 import logging
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -19,11 +18,16 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from ..config import Config, validate
+from ..config import Config
 from ..errors import ConfigError, DataError
-from ..metrics import DEFAULT_METRIC, METRICS, get_metric
+from ..metrics import METRICS
 from ..preprocessing.categorical import ENCODERS
 from ..preprocessing.numeric import SCALERS
+from .infer import is_numeric, resolved_config, scoring, task_and_reason
+from .read import data_dir, read_files, read_table
+
+__all__ = ["CompetitionData", "load_competition", "data_dir", "read_table", "check_ids", "first_non_number",
+           "narrow_dtypes"]
 
 _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")
 log = logging.getLogger("pipeline")
@@ -86,86 +90,6 @@ class CompetitionData:
         return SubmissionFormat(self.cfg.data.id, columns, self.task, list(self.classes), proba)
 
 
-def data_dir(cfg: Config, override: str | Path | None = None) -> Path:
-    if override is not None:
-        return Path(override)
-    d = Path(cfg.data.dir)
-    return d if d.is_absolute() else cfg.root / d
-
-
-def read_table(path: Path, field_name: str, text_columns: tuple = ()) -> pd.DataFrame:
-    """A CSV (or .csv.gz) or a Parquet file, with ``text_columns`` kept as text; one DataError if
-    it cannot be read."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (config field {field_name}). "
-                        f"Put the file there, fix {field_name}, or pass --data-dir.")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df = _read_parquet(path, text_columns)
-        names = [str(c) for c in df.columns]
-    else:
-        df, names = _read_csv(path, text_columns)
-    repeated = sorted({str(n) for n in names if names.count(n) > 1})
-    if repeated:
-        raise DataError(f"{path}: column name(s) {repeated[:5]} appear more than once in the header. Rename them "
-                        f"so each column has its own name.")
-    if df.empty:
-        raise DataError(f"{path}: has no rows.")
-    return df
-
-
-try:  # pandas' own list of the texts read_csv takes for missing (the list its docs show)
-    from pandas._libs.parsers import STR_NA_VALUES as _NA_MARKERS
-except ImportError:  # a pandas that moved it
-    _NA_MARKERS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
-                   "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
-
-
-def _read_csv(path: Path, text_columns: tuple) -> tuple[pd.DataFrame, list]:
-    try:
-        # The header as written: pandas renames a repeated name ("a", "a.1") without a word.
-        names = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-        # Ids and image names stay text as written: 00042 keeps its zeros, and an id "NA" or "null"
-        # is an id (only an empty cell is missing); the other columns get pandas' missing markers.
-        na = {c: [""] if c in text_columns else list(_NA_MARKERS) for c in names}
-        df = pd.read_csv(path, dtype={c: str for c in text_columns} or None, keep_default_na=False, na_values=na)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
-            zlib.error) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
-            first = f"the compressed file is truncated or damaged: {first}"
-        raise DataError(f"{path}: cannot be read as CSV ({first}). Check the file.") from None
-    return df, names
-
-
-# pyarrow's conversion column by column, each Arrow column freed once converted, no consolidated
-# copy (its documented options for a large table): a 1M x 100 table read in 1.0 GB instead of 1.3 GB.
-# pandas < 3 has no way to pass them; it reads as before.
-_LEAN_PARQUET = ({"to_pandas_kwargs": {"split_blocks": True, "self_destruct": True}}
-                 if "to_pandas_kwargs" in inspect.signature(pd.read_parquet).parameters else {})
-
-
-def _read_parquet(path: Path, text_columns: tuple) -> pd.DataFrame:
-    """Parquet keeps its own column types; dictionary (categorical) columns come back as text
-    values, as a CSV's would, so the column plans are the same for both formats."""
-    try:
-        import pyarrow  # noqa: F401  (pandas reads Parquet through it)
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow. Install it (pip install pyarrow) or give a CSV.") \
-            from None
-    try:
-        df = pd.read_parquet(path, **_LEAN_PARQUET)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot be read as Parquet ({first}). Check the file.") from None
-    for col in df.columns:
-        if isinstance(df[col].dtype, pd.CategoricalDtype):
-            df[col] = df[col].astype(object).where(df[col].notna(), None)
-    for col in text_columns:  # text, with a missing value kept missing (it is an error for an id)
-        if col in df.columns:
-            df[col] = df[col].astype(str).where(df[col].notna(), None)
-    return df
-
-
 def _need_column(df: pd.DataFrame, col: str, path: Path, field_name: str) -> None:
     if col not in df.columns:
         near = difflib.get_close_matches(str(col), [str(c) for c in df.columns], n=3)
@@ -187,14 +111,10 @@ def check_ids(ids: pd.Series, id_col: str, path) -> None:
                         f"at row {row + 2}). Ids must be unique.")
 
 
-def _is_numeric(s: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-
 def first_non_number(s: pd.Series) -> tuple[int, Any] | None:
     """(row in the file, counting the header as row 1; the value) of the first present value
     that is not a number, or None."""
-    if _is_numeric(s):
+    if is_numeric(s):
         return None
     bad = pd.to_numeric(s, errors="coerce").isna() & s.notna()
     if not bad.any():
@@ -207,45 +127,6 @@ def _check_numeric(s: pd.Series, path: Path, col: str) -> None:
     if found:
         raise DataError(f"{path}: column {col!r} is numeric but row {found[0]} holds {found[1]!r}. "
                         f"Fix the value, or declare it with features.columns.{col}.type=categorical.")
-
-
-def _infer_task(y: pd.Series) -> tuple[str, str]:
-    """The task the target's values suggest, and why."""
-    levels = y.nunique()
-    if levels <= 2:
-        return "binary", f"the target has {levels} values"
-    if not _is_numeric(y):
-        return "multiclass", f"the target is text with {levels} values"
-    values = y.to_numpy(dtype=float)
-    values = values[np.isfinite(values)]  # an infinite target is refused later, with its row
-    if np.all(np.mod(values, 1) == 0) and levels <= 10:
-        return "multiclass", f"the target holds {levels} whole numbers (10 or fewer)"
-    return "regression", f"the target is numeric with {levels} values"
-
-
-def _task_and_reason(cfg: Config, target: pd.Series) -> tuple[str, str]:
-    """The config's task; else the metric decides when it scores one kind of task (rmse, mae:
-    regression; auc, logloss: classes); else the target's values."""
-    if cfg.task:
-        return cfg.task, "task is set in the config"
-    guess, why = _infer_task(target)
-    if cfg.metric is None:
-        return guess, why
-    tasks = METRICS.get(cfg.metric).tasks
-    if guess == "regression" and "regression" not in tasks:
-        # A quantity (fractions, or more than 10 whole numbers) under a metric of classes: guessing
-        # classes trained a 300-class model on a price. The config must say which it is.
-        raise ConfigError(f"{cfg.path or 'config'}: metric {cfg.metric} scores classes, but target "
-                          f"{cfg.data.target!r} is continuous ({why}). Set a regression metric (metric: rmse or "
-                          f"mae), or task: multiclass if these values are classes.")
-    if guess in tasks:
-        return guess, f"{why}, and metric {cfg.metric} scores it"
-    if "regression" in tasks and _is_numeric(target):
-        return "regression", f"metric {cfg.metric} scores regression (the values alone suggested {guess})"
-    kind = "binary" if target.nunique() <= 2 else "multiclass"
-    if kind in tasks:
-        return kind, f"metric {cfg.metric} scores classes; the target has {target.nunique()} values"
-    return guess, why
 
 
 def _positive_label(classes: list, given: Any, path: Path, target: str):
@@ -277,36 +158,22 @@ def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -
     """Read and check the files; return the data with a resolved config. Each step below raises
     one DataError naming the file, the column or field, and the fix."""
     base = data_dir(cfg, data_dir_override)
-    paths, (train, test, sample, solution) = _read_files(cfg, base)
+    paths, (train, test, sample, solution) = read_files(cfg, base)
     notes = {"stripped": _strip_text(cfg, train, test, solution)}
     _check_ids_and_target(cfg, train, test, sample, paths)
-    task, y, classes = _encode_target(cfg, train[cfg.data.target], paths["train"], notes)
-    metric, scheme = _scoring(cfg, task)
+    task, why = task_and_reason(cfg, train[cfg.data.target])
+    notes["task"] = {"task": task, "why": why}
+    y, classes = _encode_target(cfg, task, train[cfg.data.target], paths["train"], notes)
+    metric, scheme = scoring(cfg, task)
     images = _image_files(cfg, base, train, test, paths) if cfg.image.column else None
     columns = _plan_columns(cfg, train, test, paths, images, notes)
     narrow_dtypes((train, test), columns)
     _check_submission_files(cfg, sample, solution, test, task, classes, paths)
-    rcfg = _resolved_config(cfg, task, metric, scheme, columns, y, images)
+    rcfg = resolved_config(cfg, task, metric, scheme, columns, y, images)
     data = CompetitionData(rcfg, train, test, sample, solution, y, classes, columns, paths, images, notes)
     if solution is not None:
         data.holdout()  # pre-flight: a bad solution file fails now, not after every fold has trained
     return data
-
-
-def _read_files(cfg: Config, base: Path) -> tuple[dict, tuple]:
-    d = cfg.data
-    paths = {"train": base / d.train, "test": base / d.test, "sample_submission": base / d.sample_submission}
-    # Ids are text, exactly as written: 000300 keeps its zeros, and one blank id cannot turn the
-    # others into floats (300.0). Image names likewise.
-    text = tuple(c for c in (cfg.image.column,) if c) + (d.id,)
-    train = read_table(paths["train"], "data.train", text)
-    test = read_table(paths["test"], "data.test", text)
-    sample = read_table(paths["sample_submission"], "data.sample_submission", (d.id,))
-    solution = None
-    if d.solution and (base / d.solution).is_file():
-        paths["solution"] = base / d.solution
-        solution = read_table(paths["solution"], "data.solution", (d.id,))
-    return paths, (train, test, sample, solution)
 
 
 def _strip_text(cfg: Config, train, test, solution) -> dict[str, int]:
@@ -358,11 +225,9 @@ def _check_ids_and_target(cfg: Config, train, test, sample, paths: dict) -> None
         _need_column(train, cfg.cv.group, paths["train"], "cv.group")
 
 
-def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> tuple[str, np.ndarray, list]:
-    """The task (given or inferred), the encoded target and the classes (positive class last)."""
+def _encode_target(cfg: Config, task: str, target: pd.Series, path: Path, notes: dict) -> tuple[np.ndarray, list]:
+    """The encoded target and the classes (positive class last)."""
     d = cfg.data
-    task, why = _task_and_reason(cfg, target)
-    notes["task"] = {"task": task, "why": why}
     if task == "regression":
         _check_numeric(target, path, d.target)
         y = pd.to_numeric(target).to_numpy(dtype=np.float64)
@@ -373,7 +238,7 @@ def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> t
         if cfg.preprocessing.target_log1p is True and (y <= -1).any():
             raise DataError(f"{path}: preprocessing.target_log1p needs targets > -1, "
                             f"{d.target!r} has {y.min()!r}. Turn it off.")
-        return task, y, []
+        return y, []
     classes = sorted(pd.unique(target).tolist(), key=lambda v: (str(type(v)), v))
     _same_but_case(classes, path, d.target)
     if task == "binary":
@@ -399,7 +264,7 @@ def _encode_target(cfg: Config, target: pd.Series, path: Path, notes: dict) -> t
             by_str = {str(c): c for c in classes}
             classes = [by_str[str(c)] for c in d.classes if str(c) in by_str]
     index = {c: i for i, c in enumerate(classes)}
-    return task, target.map(index).to_numpy(dtype=np.int64), classes
+    return target.map(index).to_numpy(dtype=np.int64), classes
 
 
 def _same_but_case(classes: list, path: Path, target: str) -> None:
@@ -413,20 +278,6 @@ def _same_but_case(classes: list, path: Path, target: str) -> None:
     if clash:
         raise DataError(f"{path}: target {target!r} holds labels {', '.join(repr(str(c)) for c in clash)} that "
                         f"differ only in case; they would be separate classes. Write them one way in the file.")
-
-
-def _scoring(cfg: Config, task: str) -> tuple[str, str]:
-    """The metric (default per task) and the CV scheme ("auto" resolved)."""
-    metric = cfg.metric or DEFAULT_METRIC[task]
-    get_metric(metric, task)
-    scheme = cfg.cv.scheme
-    if scheme == "auto":
-        scheme = "stratified" if task != "regression" else "kfold"
-        if cfg.cv.group is not None:
-            scheme = "stratified_group" if task != "regression" else "group"
-    if scheme in ("group", "stratified_group") and cfg.cv.group is None:
-        raise DataError(f"cv.scheme {scheme} needs cv.group, the column that holds each row's group.")
-    return metric, scheme
 
 
 def _image_files(cfg: Config, base: Path, train, test, paths: dict) -> dict[str, np.ndarray]:
@@ -450,7 +301,7 @@ def _numbers_with_tokens(cfg: Config, col: str, train, test) -> dict | None:
     found = {}
     for name, df in (("train", train), ("test", test)):
         values = df[col].dropna() if col in df.columns else pd.Series(dtype=object)
-        if values.empty or _is_numeric(df[col]) or cfg.features.numeric_tokens == 0:
+        if values.empty or is_numeric(df[col]) or cfg.features.numeric_tokens == 0:
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         tokens = values[numbers.isna()]
@@ -502,7 +353,7 @@ def _plan_columns(cfg: Config, train, test, paths: dict, images, notes: dict) ->
             raise DataError(f"{paths['train']}: column {col!r} is missing in every row. "
                             f"Drop it with features.drop=[{col}].")
         kind = (spec.type if spec and spec.type else
-                ("numeric" if _is_numeric(train[col]) else "categorical"))
+                ("numeric" if is_numeric(train[col]) else "categorical"))
         if kind == "numeric":
             _check_numeric(train[col], paths["train"], col)
             _check_numeric(test[col], paths["test"], col)
@@ -571,77 +422,3 @@ def _check_submission_files(cfg: Config, sample, solution, test, task: str, clas
                             + ". Expected one column, or one column per class.")
 
 
-LOG_SCALE_METRICS = {"rmsle"}  # scored on log1p(target): preprocessing.target_log1p auto turns on
-
-
-def count_like(y: np.ndarray) -> bool:
-    """Counts of events: non-negative whole numbers that reach down to 0 or 1, with a long right
-    tail (skewness above 1). A Poisson loss with a log link fits them (predictions stay positive,
-    errors scale with size). Whole-dollar prices are not counts: they never come near 0."""
-    from scipy.stats import skew
-
-    y = np.asarray(y, dtype=np.float64)
-    return bool(len(y) > 2 and (y >= 0).all() and (y % 1 == 0).all() and y.min() <= 1
-                and len(np.unique(y)) > 2 and skew(y) > 1)
-
-
-MAX_AUTO_IMAGE_SIDE = 224  # image.size auto: the images' own size, the longer side capped here
-IMAGE_SAMPLE = 32  # training images whose headers decide image.size / image.channels auto
-
-
-def _image_defaults(cfg: Config, resolved: dict, paths: np.ndarray) -> None:
-    """Image competitions: the images' own size and channels when the config gives none, read from
-    the headers of the first training images (Pillow reads no pixels for that). (With no model
-    named, config_files.check_names has made it a CNN.)"""
-    from collections import Counter
-
-    from PIL import Image
-
-    if cfg.image.size is not None and cfg.image.channels is not None:
-        return
-    sizes, gray = Counter(), 0
-    for path in paths[:IMAGE_SAMPLE]:
-        try:
-            with Image.open(path) as img:
-                sizes[(img.height, img.width)] += 1
-                gray += img.mode in ("1", "L", "I", "I;16", "F")
-        except OSError as exc:
-            raise DataError(f"{path}: cannot be read as an image ({exc}). Fix or remove the file.") from None
-    if cfg.image.size is None:
-        (h, w), _ = sizes.most_common(1)[0]
-        scale = min(1.0, MAX_AUTO_IMAGE_SIDE / max(h, w))
-        resolved["image"]["size"] = [max(8, round(h * scale)), max(8, round(w * scale))]
-    if cfg.image.channels is None:
-        resolved["image"]["channels"] = 1 if gray == sum(sizes.values()) else 3
-
-
-def _resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: dict, y=None,
-                     images: dict | None = None) -> Config:
-    """The config with everything inferred written in: what the run saves as config.yaml."""
-    resolved = cfg.to_dict()
-    if cfg.model.weights:  # relative to the config's folder, checked before any training
-        weights = Path(cfg.model.weights)
-        weights = weights if weights.is_absolute() else cfg.root / weights
-        if not weights.is_file():
-            raise DataError(f"model.weights {cfg.model.weights}: file not found (looked at {weights}). "
-                            f"Attach the backbone's weights file and set model.weights to its path.")
-        resolved["model"]["weights"] = str(weights)
-    resolved.update(task=task, metric=metric)
-    if images is not None:
-        _image_defaults(cfg, resolved, images["train"])
-    if resolved["preprocessing"]["target_log1p"] == "auto":  # learn on the scale the metric scores
-        resolved["preprocessing"]["target_log1p"] = task == "regression" and metric in LOG_SCALE_METRICS
-    if resolved["train"]["loss"] == "auto":
-        counts = task == "regression" and not resolved["preprocessing"]["target_log1p"] and count_like(y)
-        resolved["train"]["loss"] = "poisson" if counts else "mse"
-    if resolved["train"]["loss"] == "poisson" and (task != "regression" or (y < 0).any()):
-        raise ConfigError(f"{cfg.path or 'config'}: train.loss=poisson needs a regression target >= 0; "
-                          f"this one is {task}{'' if task != 'regression' else f' with minimum {y.min()!r}'}. "
-                          f"Use train.loss=mse.")
-    resolved["cv"]["scheme"] = scheme
-    cols = resolved["features"]["columns"]
-    for col, plan in columns.items():
-        cols.setdefault(col, {})["type"] = plan["type"]
-    rcfg = validate(resolved, str(cfg.path or "config"))
-    rcfg._path = cfg.path
-    return rcfg

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config_files import DEFAULT_COMPETITION, load_config
-from ..data import load_competition
 from ..errors import ConfigError, DataError
 from ..logs import run_logging
 from ..metrics import get_metric
-from ..outputs import OUTPUT_ROOT, ensure_writable, json_text
-from ..runs import Run, check_fixed
+from ..outputs import json_text
+from ..runs import Run
+from ..setup import check_fixed
 from ..preprocessing.table import NUMERIC_INPUT
 from .equalize import equalize
 from .prep_json import describe
@@ -51,24 +50,19 @@ def _agreement(task, ref, pred) -> float:
     return float(np.mean(ref.argmax(1) == pred.argmax(1)))
 
 
-def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = None, artifacts=None, *,
-               overrides=None, data_dir=None, output_dir=None) -> Path:
-    """Write ``<run>/export/`` for a finished run (a name of ``comp``'s runs, or a run folder).
-    ``overrides`` may change ``export.*``; other keys must agree with the run's config."""
-    base = load_config(comp, overrides)  # the arguments are checked before any run is opened
-    for a in artifacts or []:
+def check_artifacts(artifacts, field_name: str) -> None:
+    for a in artifacts:
         if a not in ARTIFACTS:
-            raise ConfigError(f"--export {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
-    if not run:
-        raise ConfigError("--export needs a finished run: --export-run RUN (or train one with --run-name and --export)")
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
-    the_run = Run.open(run, root, base.name, what="--export-run").require_finished("--export-run")
+            raise ConfigError(f"{field_name} {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
+
+
+def export(the_run: Run, artifacts=None, *, overrides=None, data_dir=None) -> Path:
+    """Write ``<run>/export/`` for a finished Run (the entry point opened it). ``overrides`` may
+    change ``export.*``; other keys must agree with the run's config."""
     cfg = check_fixed(the_run, overrides, ("export",), "--export-run")
     ec = cfg.export
     artifacts = list(artifacts or ec.artifacts)
-    for a in artifacts:
-        if a not in ARTIFACTS:
-            raise ConfigError(f"export.artifacts {a}: unknown artifact. Valid: {list(ARTIFACTS)}")
+    check_artifacts(artifacts, "export.artifacts")
     unit = the_run.unit(ec.fold)
     artifact = the_run.artifact(unit)
     models = artifact.keras_paths
@@ -76,7 +70,7 @@ def export_run(comp: str | Path = DEFAULT_COMPETITION, run: str | Path | None = 
         raise DataError(f"--export-run {the_run.name}: {artifact.dir} holds no Keras model (members "
                         f"{artifact.member_names}); scikit-learn models cannot be exported to TFLite. Train a run "
                         f"with a Keras model in model.members.")
-    data = load_competition(cfg, data_dir if data_dir is not None else the_run.info.get("data_dir"))
+    data = the_run.load_data(data_dir, cfg)
     the_run.locked()
     try:
         export_dir = _export(the_run, data, unit, artifact, artifacts)

@@ -8,7 +8,6 @@ scores.json (each member's score, each method's, and the chosen one's), atomical
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from ..config import StackConfig
-from ..config_files import DEFAULT_COMPETITION
 from ..errors import ConfigError, DataError
 from ..logs import run_logging
 from ..metrics import get_metric
 from ..outputs import default_run_name, write_csv, write_json
-from ..runs import Run, load_inputs
+from ..runs import Run
+from ..setup import Setup
 from ..submission import format_predictions, make_submission, parse_predictions
 from .level2 import STACKERS, nested
 
@@ -40,19 +39,16 @@ class Member:
     finished: str | None = None  # when the member run finished: part of the stack's fingerprint
 
 
-def load_member(data, root: Path, run: str) -> Member:
-    """A finished run of this competition as a stack member; anything that does not line up with
-    the competition's rows and task is refused, naming the run and the mismatch."""
-    member = Run.open(run, root, data.cfg.name, what="--stack").require_finished("--stack")
+def load_member(data, member: Run) -> Member:
+    """A finished run of this competition as a stack member (its own oof.csv, test_pred.csv and
+    folds.csv, read through the Run); anything that does not line up with the competition's rows
+    and task is refused, naming the run and the mismatch."""
+    run = member.name
     if member.cfg.task != data.task:
         raise DataError(f"--stack {run}: the run's task is {member.cfg.task}, the competition's is {data.task}. "
                         f"Stack runs of one task.")
-    if member.cfg.name != data.cfg.name:
-        raise DataError(f"--stack {run}: the run is of competition {member.cfg.name!r}, not {data.cfg.name!r}.")
     id_col = data.cfg.data.id
-    folds = pd.read_csv(member.folds_path, dtype={id_col: str})
-    oof = pd.read_csv(member.oof_path, dtype={id_col: str})
-    test = pd.read_csv(member.test_pred_path, dtype={id_col: str})
+    folds, oof, test = member.folds, member.oof, member.test_pred
     train_ids = data.train[id_col].astype(str).to_numpy()
     for frame, file in ((folds, "folds.csv"), (oof, "oof.csv")):
         ids = frame[id_col].astype(str).to_numpy()
@@ -78,41 +74,55 @@ def _holdout(data, metric, pred):
     return metric(y, pred[pos], data.task)
 
 
-def stack_runs(comp: str | Path = DEFAULT_COMPETITION, runs: list[str] | None = None, *,
-               methods: list[str] | None = None, run_name: str | None = None, data_dir=None, output_dir=None,
-               overrides=None, params=None):
-    """Stack finished runs; returns a RunResult like a training run (runner.RunResult). The stack
-    is a run itself (kind "stack"): config.yaml (base + ``params`` + ``overrides``), run.json, lock."""
+def _check_names(names: list[str], setup: Setup) -> None:
+    if len(names) < 2:
+        raise ConfigError(f"--stack needs at least 2 runs to combine, got {names}. Name finished runs of "
+                          f"{setup.comp_dir}.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--stack: a run is named twice: {names}")
+
+
+def open_members(setup: Setup, names: list[str] | None) -> list[Run]:
+    """The finished runs to stack: ``names`` (``--stack RUN ...``), else the config's stack.runs."""
+    names = [str(n) for n in (names or setup.cfg.stack.runs)]
+    if len(names) < 2:  # before any run is opened; a run named twice is refused once they are
+        _check_names(names, setup)
+    return [setup.open_run(n, "--stack").require_finished("--stack") for n in names]
+
+
+def stack(setup: Setup, runs: list[Run], *, methods: list[str] | None = None, run_name: str | None = None):
+    """Stack finished Runs (the entry point opened them); returns a RunResult like a training run
+    (runner.RunResult). The stack is a run itself (kind "stack") of its members' config with the
+    Setup's stack settings: config.yaml, run.json, lock."""
     from ..runner import RunResult, log_finished
 
-    data, root = load_inputs(comp, overrides, params, data_dir=data_dir, output_dir=output_dir)
-    cfg = data.cfg
-    runs = list(runs or cfg.stack.runs)
-    if len(runs) < 2:
-        raise ConfigError(f"--stack needs at least 2 runs to combine, got {runs}. Name finished runs of "
-                          f"{root / cfg.name}.")
-    metric = get_metric(cfg.metric, data.task)
-    methods = list(methods or cfg.stack.methods)
+    names = [r.name for r in runs]
+    _check_names(names, setup)
+    for r in runs:
+        if r.cfg.name != setup.cfg.name:
+            raise DataError(f"--stack {r.name}: the run is of competition {r.cfg.name!r}, not {setup.cfg.name!r}.")
+    methods = list(methods or setup.cfg.stack.methods)
     for m in methods:
         STACKERS.get(m, "stack.methods")
+    # The members' own resolved config (the first one's: each member is checked against its rows),
+    # with this command's stack settings and metric (a stack may be scored by another metric).
+    cfg = runs[0].cfg.model_copy(update={"stack": StackConfig(runs=names, methods=methods),
+                                         "metric": setup.cfg.metric or runs[0].cfg.metric})
+    data = runs[0].load_data(setup.data_dir, cfg)
+    metric = get_metric(cfg.metric, data.task)
     if "rank" in methods and metric.name not in RANK_METRICS:
         raise ConfigError(f"stack.methods: rank averaging suits rank metrics {sorted(RANK_METRICS)}; this "
                           f"competition's metric is {metric.name}. Drop rank.")
-    members = [load_member(data, root, r) for r in runs]
+    members = [load_member(data, r) for r in runs]
     ref = members[0]
     for m in members[1:]:
         if not (m.folds == ref.folds).all():
             raise DataError(f"--stack {m.name}: its folds differ from {ref.name}'s "
                             f"({int((m.folds != ref.folds).sum())} rows in another fold). Stack runs made with "
-                            f"the same cv settings (they share {root / cfg.name / 'folds'}).")
-    names = [m.name for m in members]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--stack: a run is named twice: {names}")
-    cfg = cfg.model_copy(update={"stack": StackConfig(runs=names, methods=methods)})
-    data = dataclasses.replace(data, cfg=cfg)
+                            f"the same cv settings (they share {setup.folds_dir}).")
     sources = {m.name: m.finished for m in members}
-    run = Run.create(data, root, run_name or f"stack-{default_run_name()}", kind="stack", data_dir=data_dir,
-                     extra={"members": sources, "methods": methods})
+    run = setup.create_run(run_name or f"stack-{default_run_name()}", kind="stack", data=data,
+                           extra={"members": sources, "methods": methods})
     if run.finished:
         log_finished(run)
         return RunResult(run.scores, run.dir, run.files())

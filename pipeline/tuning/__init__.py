@@ -1,4 +1,4 @@
 """Optuna studies around the CV: search spaces, the objective, and running a study."""
-from .study import tune
+from .study import run_study
 
-__all__ = ["tune"]
+__all__ = ["run_study"]

@@ -2,8 +2,9 @@
 cap on epochs) with the trial's parameters, through the same fit_fold as every run.
 
 Pruning reports: per epoch, the first fold's validation loss (median / Hyperband); per fold, the
-fold's score (Wilcoxon). A trial's fold models go to a scratch folder removed after the trial:
-a study keeps scores, not models (rerun the best parameters with ``--params best.yaml``).
+fold's score (Wilcoxon). A trial is a child Run of its study (kind "trial": config.yaml,
+run.json, lock) whose folder is removed after the trial: a study keeps scores, not models (rerun
+the best parameters with ``--params best.yaml``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import numpy as np
 import yaml
 
 from ..config_files import apply_overrides, resolve
-from ..data import load_competition
 from ..metrics import get_metric
 from . import budget
 from .space import resolve_space, suggest
@@ -61,34 +61,36 @@ def epoch_pruning_callback(trial, direction: str):
     return EpochPruning()
 
 
+def trial_dir(study_dir: Path, number: int, pid: int) -> Path:
+    """A trial's Run folder inside its study: the number, and the process that runs it."""
+    return Path(study_dir) / "trials" / f"{number:05d}-{pid}"
+
+
 class StandDown(Exception):
     """A trial that is not evaluated: a duplicate of an earlier one, or one past the study's size."""
 
 
 class Objective:
-    """Picklable: worker processes rebuild it from its arguments.
+    """Picklable: worker processes receive it whole, the Setup without its rows (each reads them
+    once).
 
-    ``base``: the study's config as a dict, resolved once by the tune command (competition config
-    + ``--params`` overlay + ``--set``); every trial's config is ``base`` + the trial's parameters.
-    ``config_path`` anchors the config's relative paths (its data folder)."""
+    ``setup``: the study's inputs, resolved once by the entry point (competition config +
+    ``--params`` overlay + ``--set`` + ``--smoke``). Every trial is a child Run of the study: its
+    folder under ``<study>/trials/``, its config ``setup.cfg`` + the trial's parameters, resolved
+    against the study's rows (``Setup.data_for``); the folder is removed after the trial."""
 
-    def __init__(self, base: dict, config_path, data_dir, output_dir, study_dir: Path, *, stop_at: int | None = None,
-                 smoke: bool = False):
-        self.base, self.config_path, self.data_dir = base, config_path, data_dir
-        self.output_dir, self.study_dir = output_dir, Path(study_dir)
-        self.stop_at, self.smoke = stop_at, smoke  # the study's size (counted trials); smoke-sized trials
-
-    def base_config(self):
-        return resolve(self.base, f"{self.config_path} (tuned)", self.config_path)
+    def __init__(self, setup, study_dir: Path, *, stop_at: int | None = None):
+        self.setup, self.study_dir = setup, Path(study_dir)
+        self.stop_at = stop_at  # the study's size (counted trials)
 
     def config(self, params: dict):
-        base = self.base_config()
-        raw = apply_overrides(self.base, params, "tune.space")
+        base = self.setup.cfg
+        raw = apply_overrides(base.to_dict(), params, "tune.space")
         if base.tune.max_epochs:
             raw["train"]["epochs"] = min(raw["train"]["epochs"], base.tune.max_epochs)
             head = raw["model"].get("head_epochs") or 0
             raw["model"]["head_epochs"] = min(head, raw["train"]["epochs"] - 1)
-        return resolve(raw, f"{self.config_path} + trial parameters", self.config_path)
+        return resolve(raw, f"{base.path} + trial parameters", base.path)
 
     def __call__(self, trial):
         import optuna
@@ -113,8 +115,7 @@ class Objective:
         from ..cv.folds import fold_units, load_or_assign_folds
         from ..cv.loop import gather, train_folds
         from ..models.sklearn_models import SKLEARN_MODELS
-        from ..outputs import OUTPUT_ROOT
-        from ..runs import shared_folds_dir
+        from ..runs import Run
         from ..training.fold import check_train_config
         from ..training.members import member_names
 
@@ -125,27 +126,23 @@ class Objective:
             # Another process started a trial at the same moment and the storage numbered it first.
             budget.uncount(trial, f"surplus: the study already had {self.stop_at} trials")
             raise StandDown(f"the study already holds {self.stop_at} trials")
-        base = self.base_config()
+        base = self.setup.cfg
         params = suggest(trial, resolve_space(base, base.task or "regression"))
         same = budget.duplicate_of(trial.study.get_trials(deepcopy=False), trial)
         if same is not None:
             budget.uncount(trial, f"duplicate of trial {same.number}")
             raise StandDown(f"the parameters of trial {same.number} again")
         cfg = self.config(params)  # a combination the config refuses fails this trial only
-        data = load_competition(cfg, self.data_dir)
-        if self.smoke:
-            from ..runs import smoke_sample
-
-            data = smoke_sample(data)
+        data = self.setup.data_for(cfg)
         check_train_config(data.cfg, data.task)
         # The trial's fully resolved config, so it can be rerun exactly (python run.py --params FILE).
         trial.set_user_attr("config", yaml.safe_dump(data.cfg.to_dict(), sort_keys=False))
         tc = data.cfg.tune
-        root = Path(self.output_dir) if self.output_dir is not None else OUTPUT_ROOT
-        folds = load_or_assign_folds(data, None if self.smoke else shared_folds_dir(root, data.cfg.name))
+        folds = load_or_assign_folds(data, None if self.setup.smoke else self.setup.folds_dir)
         units = fold_units(folds, data.cfg.cv.repeats)[: tc.folds or None]
         metric = get_metric(data.cfg.metric, data.task)
-        scratch = self.study_dir / "trials" / f"{trial.number:05d}-{os.getpid()}"
+        run = Run.start(trial_dir(self.study_dir, trial.number, os.getpid()), data, kind="trial",
+                        smoke=self.setup.smoke, data_dir=self.setup.data_dir)
         log.info("trial %d: %s", trial.number, params)
         epoch_pruning = tc.pruner in ("median", "hyperband") and any(
             m not in SKLEARN_MODELS for m in member_names(data.cfg, data.images is not None))
@@ -155,8 +152,8 @@ class Objective:
 
         scores, results = [], []
         try:
-            for i, result in enumerate(train_folds(data, units, lambda u: scratch / u.name,
-                                                   label=f"trial {trial.number} ", callbacks=callbacks)):
+            for i, result in enumerate(train_folds(data, units, run.fold_dir, label=f"trial {trial.number} ",
+                                                   callbacks=callbacks)):
                 scores.append(result.score)  # the fold's best member, until the ensemble is weighed
                 results.append(result)
                 if tc.pruner == "wilcoxon":
@@ -164,8 +161,9 @@ class Objective:
                     if trial.should_prune():
                         trial.set_user_attr("fold_scores", scores)
                         raise optuna.TrialPruned(f"after {i + 1} folds: {np.round(scores, 5).tolist()}")
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        finally:  # a study keeps scores, not models: the trial's Run is closed and its folder removed
+            run.unlock()
+            shutil.rmtree(run.dir, ignore_errors=True)
             trial.set_user_attr("rss_mb", round(rss_mb(), 1))
         # Scored as a run is: the members weighed by the cross-fitted ensemble, each row's mean
         # over the repeats that predicted it.

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import yaml
 
-from ..config_files import DEFAULT_COMPETITION, load_config
 from ..errors import ConfigError
 from ..logs import run_logging
 from ..metrics import METRICS, DEFAULT_METRIC
-from ..outputs import OUTPUT_ROOT, atomic_path, ensure_writable, write_json, write_yaml
+from ..outputs import atomic_path, write_json, write_yaml
+from ..paths import check_name
+from ..setup import Setup
 from . import budget
-from .objective import Objective, rss_mb
+from .objective import Objective, rss_mb, trial_dir
 from .space import overlay, resolve_space, suggest
 
 log = logging.getLogger("pipeline")
@@ -170,7 +171,7 @@ def _worker(objective: Objective, study_name, storage, stop_at, parent: int) -> 
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_experimental()
-    study = open_study(objective.base_config(), study_name, storage)
+    study = open_study(objective.setup.cfg, study_name, storage)
     with logging_to(objective.study_dir / "tune.log"):
         _run_trials(objective, study, None, stop_at, n=1)
 
@@ -197,7 +198,7 @@ def fail_dead_trials(study, study_dir: Path) -> int:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"its process {pid} is gone")
             study._storage.set_trial_user_attr(t._trial_id, budget.UNCOUNTED, f"worker {pid} died")
             study.tell(t.number, state=TrialState.FAIL)
-            shutil.rmtree(study_dir / "trials" / f"{t.number:05d}-{pid}", ignore_errors=True)
+            shutil.rmtree(trial_dir(study_dir, t.number, pid), ignore_errors=True)
             log.info("trial %d: FAIL (its process %d is gone; it does not count)", t.number, pid)
             n += 1
     return n
@@ -237,35 +238,24 @@ def _run_isolated(args: tuple, study, study_dir: Path, trials: int, jobs: int, t
             log.info("parent process memory after a trial: %.0f MB", rss_mb())
 
 
-def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int | None = None,
-         timeout: float | None = None, study: str | None = None, storage: str | None = None, jobs: int | None = None,
-         data_dir=None, output_dir=None, params=None, smoke: bool = False) -> dict:
-    """Run (or continue) a study; returns its summary (also written as summary.json).
-
-    ``params``: a YAML overlay that is the base of every trial's config; ``smoke``: every trial
-    smoke-sized (400 rows, 2 folds, 1 epoch), to check a whole study path in a minute."""
+def run_study(setup: Setup, *, trials: int | None = None, timeout: float | None = None, study: str | None = None,
+              storage: str | None = None, jobs: int | None = None) -> dict:
+    """Run (or continue) a study of the Setup's config (its ``--params`` overlay is the base of
+    every trial's config, its ``--smoke`` sizes every trial); returns its summary (also written as
+    summary.json). The entry point (``pipeline.tune``, run.py's --tune) resolved the Setup."""
     from ..versions import require
 
     require("optuna")
     import optuna
 
-    from ..config_files import apply_overrides, resolve
-    from ..runs import SMOKE_OVERRIDES
-
-    cfg = load_config(comp, overrides, params)
-    if smoke:
-        cfg = resolve(apply_overrides(cfg.to_dict(), SMOKE_OVERRIDES, "--smoke"), f"{cfg.path} with --smoke", cfg.path)
+    cfg = setup.cfg
     tc = cfg.tune
     trials = trials or tc.trials
     timeout = timeout or tc.timeout
     jobs = jobs or tc.jobs
-    from ..paths import check_name
-
     name = check_name(study or tc.study or f"{cfg.name}-{cfg.model.name}", "--study")
-    check_name(cfg.name, "competition name")
     resolve_space(cfg, cfg.task or "regression")  # a bad space fails before anything is written
-    root = ensure_writable(Path(output_dir) if output_dir is not None else OUTPUT_ROOT)
-    study_dir = root / cfg.name / "studies" / name
+    study_dir = setup.study_dir(name)
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or tc.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
     isolate = tc.isolate if tc.isolate is not None else (trials >= ISOLATE_FROM or jobs > 1)
@@ -273,7 +263,7 @@ def tune(comp: str | Path = DEFAULT_COMPETITION, overrides=None, *, trials: int 
         raise ConfigError("tune.jobs > 1 runs trials in worker processes; set tune.isolate=true (or leave it unset)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_experimental()
-    objective = Objective(cfg.to_dict(), cfg.path, data_dir, output_dir, study_dir, stop_at=trials, smoke=smoke)
+    objective = Objective(setup, study_dir, stop_at=trials)
     with run_logging(study_dir / "tune.log"):
         the_study = open_study(cfg, name, storage)
         fail_dead_trials(the_study, study_dir)
