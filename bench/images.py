@@ -53,7 +53,7 @@ def throughput(epochs: int) -> None:
     from pipeline.data import load_competition
     from pipeline.data.datasets import make_dataset
     from pipeline.data.fold_inputs import FoldInputs
-    from pipeline.models import get_builder
+    from pipeline.models import build_model
     from pipeline.models.heads import encode_labels, make_loss, output_size
     from pipeline.preprocessing import TabularPreprocessor
     from pipeline.training.optimizers import make_optimizer
@@ -84,7 +84,7 @@ def throughput(epochs: int) -> None:
     rates = {}
     for name, make in variants.items():
         keras.utils.set_random_seed(0)
-        net = get_builder(cfg.model.name)(spec, cfg.model, output_size(data.task, len(data.classes)))
+        net = build_model(cfg.model.name, spec, cfg.model, output_size(data.task, len(data.classes)), data.task)
         trainer = Trainer(net)
         trainer.compile(optimizer=make_optimizer(tc, tc.lr), loss=make_loss(data.task, tc))
         clock = Clock()

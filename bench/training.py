@@ -132,12 +132,12 @@ import os, resource, sys, json
 os.environ["TF_USE_LEGACY_KERAS"] = "1"; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 sys.path.insert(0, {root!r})
 import numpy as np, tensorflow as tf, tf_keras as keras
-from pipeline.config import ModelConfig
+from pipeline.config import MLPConfig
 from pipeline.models import get_builder
 from pipeline.preprocessing.table import InputSpec
 from pipeline.training.trainer import Trainer
 checkpoint = sys.argv[1] == "on"
-net = get_builder("mlp")(InputSpec(numeric_dim=64), ModelConfig(hidden=[1024] * 24, norm="layer",
+net = get_builder("mlp")(InputSpec(numeric_dim=64), MLPConfig(hidden=[1024] * 24, norm="layer",
                                                              checkpoint=checkpoint), 1)
 t = Trainer(net); t.compile(keras.optimizers.Adam(1e-4), "mse")
 x = np.random.default_rng(0).normal(size=(8192, 64)).astype("float32"); y = x[:, 0]

@@ -218,17 +218,17 @@ class TabMConfig(_Section):
     early_stopping: int = Field(16, ge=1)  # patience in epochs
 
 
-class ModelConfig(_Section):
-    # realmlp: the Keras model that won most often across the nine visible sets (README, First score
-    # on new data); mlp, tabm, hgb, linear, cnn or a backbone otherwise.
-    name: str = "realmlp"
+def _positive(widths: list[int]) -> list[int]:
+    if any(w < 1 for w in widths):
+        raise ValueError(f"every width must be >= 1, got {widths}")
+    return widths
+
+
+class DenseConfig(_Section):
+    """Dense blocks (Dense, normalization, activation, dropout): the MLP's layers, and the head of
+    the image models."""
+
     hidden: list[int] = [256, 128]
-    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout on each entity embedding's output
-    # mlp / tabm: periodic (PLR) embeddings of the scaled numeric columns beside them; none: off.
-    numeric_embedding: Literal["none", "plr"] = "none"
-    plr_frequencies: int = Field(16, ge=1)
-    plr_dim: int = Field(16, ge=1)
-    plr_sigma: float = Field(0.1, gt=0)  # initial frequencies ~ N(0, sigma^2) on standardized values
     activation: str = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["none", "batch", "layer", "group"] = "none"
@@ -236,25 +236,91 @@ class ModelConfig(_Section):
     initializer: Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform"] = "he_normal"
     # Gradient checkpointing: recompute each hidden block's activations in the backward pass.
     checkpoint: bool = False
-    # Image models. cnn: conv blocks of these widths (each convs_per_block conv-BN-activation, then
-    # pooling). Backbones (efficientnetb0, mobilenetv2, ...): tf_keras.applications networks.
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, v: list[int]) -> list[int]:
+        return _positive(v)
+
+    @model_validator(mode="after")
+    def _checkpoint_norm(self):
+        if self.checkpoint and self.norm == "batch":
+            # Recomputing a block would update BatchNorm's moving statistics twice per step.
+            raise ValueError("checkpoint cannot be combined with norm=batch; use layer or group")
+        return self
+
+
+class MLPConfig(DenseConfig):
+    """model.name mlp: an MLP over the preprocessed inputs and entity embeddings."""
+
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout on each entity embedding's output
+    # periodic (PLR) embeddings of the scaled numeric columns beside them; none: off.
+    numeric_embedding: Literal["none", "plr"] = "none"
+    plr_frequencies: int = Field(16, ge=1)
+    plr_dim: int = Field(16, ge=1)
+    plr_sigma: float = Field(0.1, gt=0)  # initial frequencies ~ N(0, sigma^2) on standardized values
+
+
+class ImageHeadConfig(DenseConfig):
+    """What every image model adds after its image features: dropout on them, the dense head
+    (``hidden``), and for image + tabular competitions the tabular branch's widths."""
+
+    tabular_hidden: list[int] = [64]
+
+    @field_validator("tabular_hidden")
+    @classmethod
+    def _tabular_widths(cls, v: list[int]) -> list[int]:
+        return _positive(v)
+
+
+class CNNConfig(ImageHeadConfig):
+    """model.name cnn: conv blocks of these widths (each convs_per_block conv-BN-activation, then
+    pooling), global average pooling, the head."""
+
     filters: list[int] = [32, 64, 128]
     convs_per_block: int = Field(2, ge=1)
-    tabular_hidden: list[int] = [64]  # image + tabular: the tabular branch's MLP widths
-    weights: Optional[str] = None  # backbone weights file (.h5, include_top=False); None: random
-    head_epochs: int = Field(0, ge=0)  # backbones: first train the head alone for this many epochs
+
+    @field_validator("filters")
+    @classmethod
+    def _filter_widths(cls, v: list[int]) -> list[int]:
+        return _positive(v)
+
+
+class BackboneConfig(ImageHeadConfig):
+    """model.name efficientnetb0, mobilenetv2, ...: a tf_keras.applications network, the head."""
+
+    weights: Optional[str] = None  # weights file (.h5, include_top=False); None: random
+    head_epochs: int = Field(0, ge=0)  # first train the head alone for this many epochs
     unfreeze: Optional[int] = Field(None, ge=0)  # then unfreeze the top N backbone layers; None: all
     backbone_lr_mult: float = Field(0.1, gt=0, le=1)  # the backbone's learning rate / the head's
-    # scikit-learn models (hgb, linear) as model.name: keyword arguments of the estimator.
-    params: dict[str, Any] = {}
+
+
+# The flat model.* keys of earlier versions: each now lives in its model family's section.
+FAMILY_KEYS = {**{k: ("mlp", "cnn", "backbone") for k in DenseConfig.model_fields},
+               **{k: ("mlp",) for k in set(MLPConfig.model_fields) - set(DenseConfig.model_fields)},
+               "tabular_hidden": ("cnn", "backbone"), "filters": ("cnn",), "convs_per_block": ("cnn",),
+               **{k: ("backbone",) for k in ("weights", "head_epochs", "unfreeze", "backbone_lr_mult")}}
+
+
+class ModelConfig(_Section):
+    """The run's model and members; each model family's settings are its own section, and its
+    builder receives that section alone (models/__init__.py: ``model_section``)."""
+
+    # realmlp: the Keras model that won most often across the nine visible sets (README, First score
+    # on new data); mlp, tabm, hgb, linear, cnn or a backbone otherwise.
+    name: str = "realmlp"
     # The run's members: models trained on every fold's same inputs, then weighed by the ensemble
     # (the ensemble section). None: model.name and hgb for a tabular Keras model (the pair wins more
     # often than either alone: bench/generalization.py, README), model.name alone otherwise.
     members: Optional[list[str]] = None
-    # Per scikit-learn member: its estimator's keyword arguments, over the pipeline's defaults.
-    member_params: dict[str, dict[str, Any]] = {}
+    mlp: MLPConfig = MLPConfig()
     realmlp: RealMLPConfig = RealMLPConfig()
     tabm: TabMConfig = TabMConfig()
+    cnn: CNNConfig = CNNConfig()
+    backbone: BackboneConfig = BackboneConfig()  # every tf_keras.applications backbone
+    # scikit-learn members: their estimator's keyword arguments, over the pipeline's defaults.
+    hgb: dict[str, Any] = {}
+    linear: dict[str, Any] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -269,6 +335,15 @@ class ModelConfig(_Section):
                                  f"member count is model.tabm.k (set model.tabm.k={raw['members']})")
             if "k" in raw:
                 raise ValueError(f"model.k moved to model.tabm.k (set model.tabm.k={raw['k']})")
+            moved = [k for k in raw if k in FAMILY_KEYS]
+            if moved:
+                key = moved[0]
+                where = " or ".join(f"model.{f}.{key}" for f in FAMILY_KEYS[key])
+                raise ValueError(f"model.{key} moved into its model family's section: set {where} (each model "
+                                 f"reads its own section)")
+            if "params" in raw or "member_params" in raw:
+                raise ValueError("model.params and model.member_params moved into each scikit-learn model's own "
+                                 "section: set model.hgb.<argument> or model.linear.<argument>")
         return raw
 
     @field_validator("members")
@@ -277,20 +352,6 @@ class ModelConfig(_Section):
         if v is not None and (not v or len(set(v)) != len(v)):
             raise ValueError(f"name each model once, at least one: got {v}")
         return v
-
-    @field_validator("hidden", "filters", "tabular_hidden")
-    @classmethod
-    def _positive_widths(cls, v: list[int]) -> list[int]:
-        if any(w < 1 for w in v):
-            raise ValueError(f"every width must be >= 1, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _checkpoint_norm(self):
-        if self.checkpoint and self.norm == "batch":
-            # Recomputing a block would update BatchNorm's moving statistics twice per step.
-            raise ValueError("model.checkpoint cannot be combined with model.norm=batch; use layer or group")
-        return self
 
 
 class TrainConfig(_Section):
@@ -527,10 +588,36 @@ class Config(_Section):
     _path: Optional[Path] = PrivateAttr(None)
 
     @model_validator(mode="after")
+    def _image_model(self):
+        """The model fits the competition's inputs (an image model for an image column, and back);
+        an image competition that names no model gets a CNN. An unregistered model.name is left to
+        config_files.check_names, which lists the valid ones."""
+        from .models import BACKBONES, IMAGE_MODELS, MODELS
+
+        if self.image.column and "name" not in self.model.model_fields_set:
+            self.model.name = "cnn"
+        name, bb = self.model.name, self.model.backbone
+        if name not in MODELS:
+            return self
+        if name in IMAGE_MODELS and not self.image.column:
+            raise ValueError(f"model.name {name} is an image model but image.column is not set; set it to the column "
+                             f"holding the image file names, or use model.name=mlp")
+        if self.image.column and name not in IMAGE_MODELS:
+            raise ValueError(f"image.column is set but model.name {name} has no image branch; use one of "
+                             f"{sorted(IMAGE_MODELS)}")
+        if name not in BACKBONES and (bb.weights or bb.head_epochs):
+            raise ValueError(f"model.backbone.weights and model.backbone.head_epochs apply to backbones "
+                             f"{sorted(BACKBONES)}, not model.name {name}")
+        if name in BACKBONES and bb.backbone_lr_mult < 1 and self.train.ema:
+            raise ValueError("train.ema is not supported with a backbone learning-rate multiplier; set "
+                             "model.backbone.backbone_lr_mult=1 or train.ema=false")
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self):
-        if self.model.head_epochs >= self.train.epochs:
-            raise ValueError(f"model.head_epochs ({self.model.head_epochs}) must be below train.epochs "
-                             f"({self.train.epochs})")
+        if self.model.backbone.head_epochs >= self.train.epochs:
+            raise ValueError(f"model.backbone.head_epochs ({self.model.backbone.head_epochs}) must be below "
+                             f"train.epochs ({self.train.epochs})")
         fixed = set(self.ensemble.weights)
         if fixed and self.model.members is not None and fixed != set(self.model.members):
             raise ValueError(f"ensemble.weights names {sorted(fixed)}; model.members is {self.model.members}. "
@@ -567,7 +654,7 @@ def schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
             value_type = ann.__args__[1]
             if isinstance(value_type, type) and issubclass(value_type, BaseModel):
                 paths += schema_paths(value_type, path + ".*.")
-            else:  # a free mapping (model.params): any key below it
+            else:  # a free mapping (model.hgb): any key below it
                 paths.append(path + ".*")
     return paths
 
@@ -577,8 +664,12 @@ def schema_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 RENAMED = {"model.blend": "list the models in model.members, e.g. [mlp, hgb]",
            "model.blend_weight": "the members' weights are fitted on OOF predictions; fix them with "
                                  "ensemble.method=fixed and ensemble.weights",
-           "model.blend_params": "use model.member_params.<member>",
-           "model.k": "TabM's settings are in model.tabm; set model.tabm.k"}
+           "model.blend_params": "use model.hgb.<argument> or model.linear.<argument>",
+           "model.k": "TabM's settings are in model.tabm; set model.tabm.k",
+           "model.params": "use model.hgb.<argument> or model.linear.<argument>",
+           "model.member_params": "use model.hgb.<argument> or model.linear.<argument>",
+           **{f"model.{k}": "set " + " or ".join(f"model.{f}.{k}" for f in families)
+              for k, families in FAMILY_KEYS.items()}}
 
 
 def _describe(error: dict) -> str:

@@ -180,36 +180,15 @@ def check_names(cfg: Config, source: str) -> Config:
     from .preprocessing.categorical import ENCODERS
     from .preprocessing.numeric import SCALERS
 
-    if cfg.image.column and "name" not in cfg.model.model_fields_set:
-        cfg.model.name = "cnn"  # an image competition that names no model: a CNN, not the MLP
     try:
         MODELS.get(cfg.model.name, "model.name")
         if cfg.metric is not None:
             METRICS.get(cfg.metric, "metric")
         SCALERS.get(cfg.preprocessing.numeric, "preprocessing.numeric")
         ENCODERS.get(cfg.preprocessing.categorical, "preprocessing.categorical")
-        _check_image_model(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
-
-
-def _check_image_model(cfg: Config) -> None:
-    from .models import BACKBONES, IMAGE_MODELS
-
-    image_model = cfg.model.name in IMAGE_MODELS
-    if image_model and not cfg.image.column:
-        raise ConfigError(f"model.name {cfg.model.name} is an image model but image.column is not set; "
-                          f"set it to the column holding the image file names, or use model.name=mlp")
-    if cfg.image.column and not image_model:
-        raise ConfigError(f"image.column is set but model.name {cfg.model.name} has no image branch; "
-                          f"use one of {sorted(IMAGE_MODELS)}")
-    if cfg.model.name not in BACKBONES and (cfg.model.weights or cfg.model.head_epochs):
-        raise ConfigError(f"model.weights and model.head_epochs apply to backbones {sorted(BACKBONES)}, "
-                          f"not model.name {cfg.model.name}")
-    if cfg.model.name in BACKBONES and cfg.model.backbone_lr_mult < 1 and cfg.train.ema:
-        raise ConfigError("train.ema is not supported with a backbone learning-rate multiplier; "
-                          "set model.backbone_lr_mult=1 or train.ema=false")
 
 
 def resolve(raw: dict, source: str, path: Path | None = None) -> Config:

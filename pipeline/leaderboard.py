@@ -18,9 +18,12 @@ COLUMNS = ["name", "kind", "state", "model", "settings", "metric", "cv", "cv_std
 
 def _settings(cfg: dict) -> str:
     model, train = cfg.get("model", {}), cfg.get("train", {})
-    parts = [f"hidden={model.get('hidden')}"] if model.get("name") in ("mlp", None) else []
-    if model.get("params"):
-        parts.append(f"params={model['params']}")
+    name = model.get("name") or "mlp"
+    # The model's own section (model.<name>); a run saved before the sections has the keys flat.
+    own = model.get(name) if isinstance(model.get(name), dict) else model
+    parts = [f"hidden={own.get('hidden')}"] if name == "mlp" else []
+    if name in ("hgb", "linear") and (own or model.get("params")):
+        parts.append(f"params={own if own is not model else model.get('params')}")
     parts += [f"lr={train.get('lr')}", f"epochs={train.get('epochs')}",
               f"folds={cfg.get('cv', {}).get('folds')}x{cfg.get('cv', {}).get('repeats')}"]
     return " ".join(parts)

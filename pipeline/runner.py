@@ -212,7 +212,7 @@ def member_plan(data: CompetitionData) -> str:
             continue
         tc = member_config(cfg, name, data.task or "regression").train
         section = model_section(cfg.model, name)
-        widths = section.hidden if data.images is None else cfg.model.filters
+        widths = getattr(section, "filters", section.hidden)  # a CNN's conv widths, else the dense ones
         out.append(f"{name} {widths} ({tc.epochs} epochs, batch {tc.batch_size})")
     return ", ".join(out)
 

@@ -61,7 +61,7 @@ def tiny_comp(tmp_path):
 
 
 # Few epochs and folds: the whole path, not the score.
-FAST = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.hidden=[16, 8]", "train.seeds=1",
+FAST = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.mlp.hidden=[16, 8]", "train.seeds=1",
         "model.realmlp.epochs=2", "model.realmlp.hidden=[16, 8]", "diagnostics.importance=false",
         "diagnostics.adversarial=false"]
 

@@ -12,7 +12,7 @@ from pipeline.time_budget import TimeBudget, parse_duration
 
 from conftest import cut
 
-QUICK = dict(train__epochs=2, cv__folds=2, model__hidden=[16], model__realmlp__epochs=2, train__seeds=1, diagnostics__importance=False,
+QUICK = dict(train__epochs=2, cv__folds=2, model__mlp__hidden=[16], model__realmlp__epochs=2, train__seeds=1, diagnostics__importance=False,
              diagnostics__adversarial=False, diagnostics__report=False, diagnostics__plots=False)
 
 
@@ -137,7 +137,7 @@ def test_time_limit_ends_in_time_with_a_valid_submission(tiny_comp, tmp_path):
     limit = 25
     code = cli.main(["--comp", str(cfg), "--output-dir", str(tmp_path), "--run-name", "t", "--time-limit", f"{limit}s",
                      "--set", "train.epochs=500", "--set", "train.early_stopping=500", "--set", "cv.folds=5",
-                     "--set", "train.seeds=1", "--set", "model.hidden=[32]", "--set", "diagnostics.report=false"])
+                     "--set", "train.seeds=1", "--set", "model.mlp.hidden=[32]", "--set", "diagnostics.report=false"])
     assert code == 0
     run_dir = tmp_path / "health_insurance" / "t"
     scores = json.loads((run_dir / "scores.json").read_text())

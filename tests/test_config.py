@@ -11,9 +11,9 @@ def test_embedded_configs_load():
 
 
 def test_set_overrides_parse_yaml_values():
-    cfg = load_config("diamonds", ["train.epochs=3", "model.hidden=[8, 4]", "cv.group=null",
+    cfg = load_config("diamonds", ["train.epochs=3", "model.mlp.hidden=[8, 4]", "cv.group=null",
                                    "features.columns.carat.type=numeric"])
-    assert cfg.train.epochs == 3 and cfg.model.hidden == [8, 4] and cfg.cv.group is None
+    assert cfg.train.epochs == 3 and cfg.model.mlp.hidden == [8, 4] and cfg.cv.group is None
     assert cfg.features.columns["carat"].type == "numeric"
     assert parse_override("a.b= 1e-3") == ("a.b", 1e-3)
 
@@ -34,7 +34,7 @@ def test_unknown_set_key_names_nearest_valid_key():
     ("preprocessing.numeric=zscore", r"unknown numeric preprocessor 'zscore'. Valid: \['auto', 'minmax'"),
     ("preprocessing.categorical=hash", r"unknown categorical encoder 'hash'. Valid: \['auto', 'embedding'"),
     ("train.lr=-1", r"train.lr: Input should be greater than 0"),
-    ("model.dropout=1.5", r"model.dropout: Input should be less than 1"),
+    ("model.mlp.dropout=1.5", r"model.mlp.dropout: Input should be less than 1"),
 ])
 def test_invalid_values_name_field_and_allowed_values(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -69,9 +69,9 @@ def test_unknown_competition_lists_valid():
 
 def test_params_overlay_is_checked_and_merged(tmp_path):
     overlay = tmp_path / "best.yaml"
-    overlay.write_text("train: {lr: 0.01}\nmodel: {hidden: [32]}\n")
+    overlay.write_text("train: {lr: 0.01}\nmodel: {mlp: {hidden: [32]}}\n")
     cfg = load_config("diamonds", params=overlay)
-    assert cfg.train.lr == 0.01 and cfg.model.hidden == [32] and cfg.train.epochs == 100
+    assert cfg.train.lr == 0.01 and cfg.model.mlp.hidden == [32] and cfg.train.epochs == 100
     overlay.write_text("train: {learning_rate: 0.01}\n")
     with pytest.raises(ConfigError, match=r"best.yaml: unknown key 'train.learning_rate'"):
         load_config("diamonds", params=overlay)
@@ -80,3 +80,37 @@ def test_params_overlay_is_checked_and_merged(tmp_path):
 def test_config_from_dict_defaults():
     cfg = config_from_dict({"data": {"target": "y"}})
     assert cfg.cv.folds == 5 and cfg.model.name == "realmlp" and cfg.task is None
+
+
+@pytest.mark.parametrize("override, fix", [
+    ("model.hidden=[8]", r"set model.mlp.hidden or model.cnn.hidden or model.backbone.hidden"),
+    ("model.filters=[8]", r"set model.cnn.filters"),
+    ("model.head_epochs=1", r"set model.backbone.head_epochs"),
+    ("model.numeric_embedding=plr", r"set model.mlp.numeric_embedding"),
+    ("model.params={max_iter: 5}", r"model.hgb.<argument> or model.linear.<argument>"),
+    ("model.member_params={hgb: {max_iter: 5}}", r"model.hgb.<argument> or model.linear.<argument>"),
+])
+def test_a_flat_model_key_of_earlier_versions_names_its_family_section(override, fix):
+    with pytest.raises(ConfigError, match=fix):
+        load_config("diamonds", [override])
+
+
+def test_a_config_file_with_flat_model_keys_names_the_section(tmp_path):
+    f = tmp_path / "old.yaml"
+    f.write_text("data: {target: y}\nmodel: {name: mlp, hidden: [64], dropout: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"model.hidden moved into its model family's section: set model.mlp.hidden"):
+        load_config(f)
+
+
+def test_each_model_reads_its_own_section():
+    from pipeline.config import BackboneConfig, CNNConfig, MLPConfig, ModelConfig, RealMLPConfig, TabMConfig
+    from pipeline.models import BACKBONES, MODELS, model_section
+
+    cfg = ModelConfig(mlp={"hidden": [3]}, cnn={"hidden": [5]}, backbone={"hidden": [7]}, hgb={"max_iter": 9})
+    kinds = {"mlp": MLPConfig, "realmlp": RealMLPConfig, "tabm": TabMConfig, "cnn": CNNConfig,
+             **{b: BackboneConfig for b in BACKBONES}}
+    for name in MODELS:
+        if name in kinds:
+            assert type(model_section(cfg, name)) is kinds[name], name
+    assert model_section(cfg, "mlp").hidden == [3] and model_section(cfg, "cnn").hidden == [5]
+    assert model_section(cfg, "resnet50").hidden == [7] and model_section(cfg, "hgb") == {"max_iter": 9}

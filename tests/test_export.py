@@ -50,8 +50,8 @@ FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.hidden=[16, 8]", "train.seeds
     # realmlp's INT8 agrees less (its PBLD cosines and smooth clipping on int8 inputs): 0.89-0.90
     # for this barely trained tiny model, which is why a distilled student is an mlp (README, export).
     ("diamonds", FAST_RUN, 0.85),
-    ("mnist", ["train.epochs=2", "cv.folds=2", "model.filters=[8, 16]", "model.convs_per_block=1",
-               "model.hidden=[16]", "image.tta.views=[identity]"], 0.8),  # same predicted class
+    ("mnist", ["train.epochs=2", "cv.folds=2", "model.cnn.filters=[8, 16]", "model.cnn.convs_per_block=1",
+               "model.cnn.hidden=[16]", "image.tta.views=[identity]"], 0.8),  # same predicted class
 ])
 def test_every_artifact_converts_runs_and_agrees(tiny_comp, tmp_path, comp, overrides, agreement):
     from pipeline import run_competition
@@ -155,9 +155,9 @@ COMPRESS_OPTS = ["export.latency_runs=5", "export.representative_rows=50", "expo
 
 @pytest.mark.slow
 @pytest.mark.parametrize("comp, overrides", [
-    ("diamonds", ["model.name=mlp", "train.epochs=3", "cv.folds=2", "model.hidden=[32, 16]", "train.seeds=1"]),  # with embeddings
-    ("mnist", ["train.epochs=2", "cv.folds=2", "model.filters=[8, 16]", "model.convs_per_block=1",
-               "model.hidden=[16]", "image.tta.views=[identity]"]),
+    ("diamonds", ["model.name=mlp", "train.epochs=3", "cv.folds=2", "model.mlp.hidden=[32, 16]", "train.seeds=1"]),  # with embeddings
+    ("mnist", ["train.epochs=2", "cv.folds=2", "model.cnn.filters=[8, 16]", "model.cnn.convs_per_block=1",
+               "model.cnn.hidden=[16]", "image.tta.views=[identity]"]),
 ])
 def test_compressed_artifacts_convert_run_and_keep_their_structure(tiny_comp, tmp_path, comp, overrides):
     from pipeline import run_competition
@@ -221,12 +221,12 @@ def test_two_four_and_sparsity_helpers():
 
 
 def test_per_tensor_int8_is_smaller():
-    from pipeline.config import ModelConfig
+    from pipeline.config import MLPConfig
     from pipeline.export.tflite import LiteModel, convert
     from pipeline.models import get_builder
     from pipeline.preprocessing.table import InputSpec
 
-    model = get_builder("mlp")(InputSpec(6, [("cat__a", 5, 3)]), ModelConfig(hidden=[64, 32]), 1)
+    model = get_builder("mlp")(InputSpec(6, [("cat__a", 5, 3)]), MLPConfig(hidden=[64, 32]), 1)
     rng = np.random.default_rng(0)
     rep = {"numeric": rng.normal(size=(64, 6)).astype(np.float32), "cat__a": rng.integers(0, 5, (64, 1)).astype(np.int32)}
     channel, tensor = (convert(model, "int8", rep, per_channel=p) for p in (True, False))
@@ -240,13 +240,13 @@ def _tiny_mlp(activation="relu", embedding_scale=0.02, seed=0):
     (as trained ones are) and rows to calibrate on."""
     import tf_keras as keras
 
-    from pipeline.config import ModelConfig
+    from pipeline.config import MLPConfig
     from pipeline.models import get_builder
     from pipeline.preprocessing.table import InputSpec
 
     keras.utils.set_random_seed(seed)
     model = get_builder("mlp")(InputSpec(6, [("cat__a", 5, 3), ("cat__b", 7, 4)]),
-                               ModelConfig(hidden=[32, 16], activation=activation), 1)
+                               MLPConfig(hidden=[32, 16], activation=activation), 1)
     rng = np.random.default_rng(seed)
     for name in ("emb_cat__a", "emb_cat__b"):
         layer = model.get_layer(name)
@@ -293,7 +293,7 @@ def test_equalization_keeps_the_float_model_and_helps_int8():
 
 
 def test_delegated_node_count_and_export_helpers():
-    from pipeline.config import ExportConfig, ModelConfig
+    from pipeline.config import CNNConfig, ExportConfig, MLPConfig
     from pipeline.export.run import clip_to_percentiles, has_conv, student_widths
     from pipeline.export.tflite import convert, delegation
     from pipeline.models import get_builder
@@ -303,13 +303,13 @@ def test_delegated_node_count_and_export_helpers():
     d = delegation(convert(model, "int8", rows))
     # XNNPACK takes the reshapes, the concatenation and the Dense layers, not the int32 gathers.
     assert d["xnnpack_partitions"] == 1 and d["nodes"] == 2 * 2 + 1 + 3 and d["delegated_nodes"] == d["nodes"] - 2
-    plain = get_builder("mlp")(InputSpec(6, []), ModelConfig(hidden=[8]), 1)
+    plain = get_builder("mlp")(InputSpec(6, []), MLPConfig(hidden=[8]), 1)
     d = delegation(convert(plain, "float32"))
     assert d["delegated_nodes"] == d["nodes"] == 2
     assert not has_conv(model)
-    assert has_conv(get_builder("cnn")(InputSpec(0, [], (28, 28, 1)), ModelConfig(filters=[4, 8], hidden=[8]), 10))
+    assert has_conv(get_builder("cnn")(InputSpec(0, [], (28, 28, 1)), CNNConfig(filters=[4, 8], hidden=[8]), 10))
     train = np.column_stack([np.arange(1000.0), np.zeros(1000)])
     clipped = clip_to_percentiles(np.array([[-5.0, 1.0], [2000.0, -1.0]]), train, 1.0)
     np.testing.assert_allclose(clipped, [[9.99, 0.0], [989.01, 0.0]])
-    assert student_widths(ModelConfig(hidden=[256, 128], filters=[32, 64]), ExportConfig()) == ([128, 64], [16, 32])
-    assert student_widths(ModelConfig(), ExportConfig(student_hidden=[8], student_filters=[4])) == ([8], [4])
+    assert student_widths(CNNConfig(hidden=[256, 128], filters=[32, 64]), ExportConfig()) == ([128, 64], [16, 32])
+    assert student_widths(CNNConfig(), ExportConfig(student_hidden=[8], student_filters=[4])) == ([8], [4])

@@ -48,7 +48,7 @@ def competitions(draw):
         config["metric"] = draw(st.sampled_from(["rmse", "mae", "auc", "logloss", "accuracy"]))
     if draw(st.booleans()):
         config["data"]["positive_label"] = draw(st.sampled_from([True, "yes", 1, "nope"]))
-    overrides = [f"cv.folds={draw(st.integers(2, 4))}", "train.epochs=1", "model.hidden=[4]",
+    overrides = [f"cv.folds={draw(st.integers(2, 4))}", "train.epochs=1", "model.mlp.hidden=[4]",
                  "model.realmlp.epochs=1", "model.realmlp.hidden=[4]", "train.seeds=1",
                  f"model.name={draw(st.sampled_from(['linear', 'mlp']))}"]
     return columns, target, n_train, config, overrides

@@ -94,29 +94,29 @@ def _batch(n=32, numeric_dim=5, seed=0):
 
 
 def test_periodic_embedding_shapes_and_only_the_scaled_numerics():
-    from pipeline.config import ModelConfig
+    from pipeline.config import MLPConfig
     from pipeline.models import get_builder
     from pipeline.models.layers import PeriodicEmbedding
 
     layer = PeriodicEmbedding(frequencies=4, dim=6, sigma=0.1)
     assert layer(np.zeros((7, 3), "float32")).shape == (7, 18)
-    net = get_builder("mlp")(_spec(), ModelConfig(hidden=[8], numeric_embedding="plr", plr_frequencies=4,
+    net = get_builder("mlp")(_spec(), MLPConfig(hidden=[8], numeric_embedding="plr", plr_frequencies=4,
                                                   plr_dim=6), 1, "regression")
     assert net.get_layer("continuous").columns == [0, 1, 2]
     assert net.get_layer("plr").output_shape == (None, 18)
     assert net.get_layer("features").output_shape == (None, 5 + 18 + 3)  # numeric block, PLR, embedding
-    regular = get_builder("mlp")(_spec(), ModelConfig(hidden=[8], embedding_dropout=0.3), 1, "regression")
+    regular = get_builder("mlp")(_spec(), MLPConfig(hidden=[8], embedding_dropout=0.3), 1, "regression")
     assert regular.get_layer("emb_dropout_cat__c").rate == 0.3
 
 
 def test_plr_saves_loads_safely_and_exports_to_tflite(tmp_path):
     import tf_keras as keras
 
-    from pipeline.config import ModelConfig
+    from pipeline.config import MLPConfig
     from pipeline.export.tflite import convert
     from pipeline.models import get_builder
 
-    net = get_builder("mlp")(_spec(), ModelConfig(hidden=[16], numeric_embedding="plr"), 3, "multiclass")
+    net = get_builder("mlp")(_spec(), MLPConfig(hidden=[16], numeric_embedding="plr"), 3, "multiclass")
     x = _batch(8)
     net.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)

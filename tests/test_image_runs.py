@@ -14,8 +14,8 @@ from test_end_to_end import check_outputs
 
 pytestmark = pytest.mark.slow
 
-TINY_CNN = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.filters=[8, 16]", "model.convs_per_block=1",
-            "model.hidden=[16]", "train.batch_size=32"]
+TINY_CNN = ["train.epochs=2", "cv.folds=2", "train.log_every=1", "model.cnn.filters=[8, 16]",
+            "model.cnn.convs_per_block=1", "model.cnn.hidden=[16]", "train.batch_size=32"]
 
 
 def mnist(tiny_comp, train_rows=120, test_rows=40):
@@ -73,7 +73,7 @@ def test_image_plus_tabular_model(tiny_comp, tmp_path):
         n = len(frames[key])
         frames[key] = frames[key].assign(ink=rng.normal(size=n), pen=rng.choice(list("abcdefghijklm"), n))
     cfg = tiny_comp("mnist", frames=frames)
-    result = run_competition(cfg, TINY_CNN + ["preprocessing.categorical=embedding", "model.tabular_hidden=[8]"],
+    result = run_competition(cfg, TINY_CNN + ["preprocessing.categorical=embedding", "model.cnn.tabular_hidden=[8]"],
                              output_dir=tmp_path / "out", run_name="r")
     check_outputs(result, cfg.parent, ["label"], 120)
     model = keras.models.load_model(next((result.run_dir / "folds" / "fold_0").glob("*/model_best.keras")))
@@ -82,13 +82,14 @@ def test_image_plus_tabular_model(tiny_comp, tmp_path):
     assert "emb_cat__pen" in names and "image_tabular" in names and "tab_dense_0" in names
 
 
-BACKBONE = TINY_CNN + ["model.name=mobilenetv2", "image.size=[32, 32]", "train.epochs=2", "model.head_epochs=1",
+BACKBONE = TINY_CNN + ["model.name=mobilenetv2", "model.backbone.hidden=[16]", "image.size=[32, 32]", "train.epochs=2",
+                       "model.backbone.head_epochs=1",
                        "image.tta.views=[identity, hflip]"]
 
 
 def test_backbone_random_weights_staged_unfreezing(tiny_comp, tmp_path):
     cfg = mnist(tiny_comp, 48, 16)
-    result = run_competition(cfg, BACKBONE + ["model.unfreeze=20"], output_dir=tmp_path / "out", run_name="r")
+    result = run_competition(cfg, BACKBONE + ["model.backbone.unfreeze=20"], output_dir=tmp_path / "out", run_name="r")
     log = (result.run_dir / "run.log").read_text()
     assert "1 epochs with 0 backbone layers trainable" in log and "backbone layers trainable" in log
     model = keras.models.load_model(next((result.run_dir / "folds" / "fold_0").glob("*/model_best.keras")))
@@ -136,7 +137,7 @@ def test_backbone_weights_file_and_mismatch(tiny_comp, tmp_path):
     source = make_backbone("mobilenetv2", (32, 32, 3))
     source.save_weights(good)
     make_backbone("mobilenetv3small", (32, 32, 3)).save_weights(wrong)
-    result = run_competition(cfg, BACKBONE + [f"model.weights={good}", "model.head_epochs=1"],
+    result = run_competition(cfg, BACKBONE + [f"model.backbone.weights={good}", "model.backbone.head_epochs=1"],
                              output_dir=tmp_path / "out", run_name="w")
     assert json.loads((result.run_dir / "scores.json").read_text())["cv"] >= 0
     # The model started from the file: after the head-only epoch and one more at a 10x lower LR, the
@@ -146,10 +147,10 @@ def test_backbone_weights_file_and_mismatch(tiny_comp, tmp_path):
     saved = source.get_layer("Conv1").kernel.numpy()
     assert np.corrcoef(first.ravel(), saved.ravel())[0, 1] > 0.9
     with pytest.raises(ConfigError, match="does not match backbone mobilenetv2"):
-        run_competition(cfg, BACKBONE + [f"model.weights={wrong}"], output_dir=tmp_path / "out", run_name="bad")
+        run_competition(cfg, BACKBONE + [f"model.backbone.weights={wrong}"], output_dir=tmp_path / "out", run_name="bad")
     assert not (tmp_path / "out" / "mnist" / "bad").exists()
-    with pytest.raises(DataError, match="model.weights .*file not found"):
-        run_competition(cfg, BACKBONE + [f"model.weights={tmp_path / 'nope.h5'}"], output_dir=tmp_path / "out")
+    with pytest.raises(DataError, match="model.backbone.weights .*file not found"):
+        run_competition(cfg, BACKBONE + [f"model.backbone.weights={tmp_path / 'nope.h5'}"], output_dir=tmp_path / "out")
 
 
 def test_bad_image_inputs(tiny_comp, tmp_path):

@@ -121,7 +121,7 @@ def test_image_batches_identity_view_is_the_plain_pipeline(files, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["model.name=cnn"], "model.name cnn is an image model but image.column is not set"),
     (["train.cutmix_alpha=1.0"], "train.cutmix_alpha mixes image patches"),
-    (["model.head_epochs=3"], "model.weights and model.head_epochs apply to backbones"),
+    (["model.backbone.head_epochs=3"], "model.backbone.weights and model.backbone.head_epochs apply to backbones"),
     (["image.size=[28]"], "image.size: give \\[height, width\\]"),
     (["image.tta.views=[identity, spin]"], "image.tta.views.1"),
     (["image.augment.rotation=200"], "image.augment.rotation"),
@@ -138,5 +138,5 @@ def test_head_epochs_must_leave_epochs_for_the_unfrozen_stage():
     from pipeline.config_files import load_config
     from pipeline.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"model.head_epochs \(5\) must be below train.epochs \(5\)"):
-        load_config("mnist", ["model.name=mobilenetv2", "model.head_epochs=5", "train.epochs=5"])
+    with pytest.raises(ConfigError, match=r"model.backbone.head_epochs \(5\) must be below train.epochs \(5\)"):
+        load_config("mnist", ["model.name=mobilenetv2", "model.backbone.head_epochs=5", "train.epochs=5"])

@@ -61,7 +61,7 @@ def test_a_run_trains_exports_and_loads_with_keras_3_imported_first(tmp_path):
         import pipeline, tf_keras
         from ai_edge_litert.interpreter import Interpreter
         from pipeline import export_run
-        result = pipeline.run_competition("health_insurance", ["model.name=mlp", "model.hidden=[16]",
+        result = pipeline.run_competition("health_insurance", ["model.name=mlp", "model.mlp.hidden=[16]",
                                           "diagnostics.importance=false", "diagnostics.adversarial=false"],
                                           output_dir={str(tmp_path)!r}, smoke=True, run_name="k3")
         export_dir = export_run("health_insurance", result.run_dir, ["int8"], output_dir={str(tmp_path)!r})

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.training.trainer import Trainer
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import MLPConfig, ModelConfig, TrainConfig
 import dataclasses
 
 from pipeline.models import BACKBONES, MODELS, build_model, get_builder
@@ -37,7 +37,8 @@ CASES += [(name, "multiclass", 3) for name in BACKBONES]
 @pytest.mark.parametrize("name, task, n_classes", CASES)
 def test_every_model_builds_and_trains_one_step(name, task, n_classes):
     image = name in BACKBONES or name == "cnn"
-    cfg = ModelConfig(name=name, hidden=[8, 4], filters=[8, 16], realmlp={"hidden": [8, 4]},
+    cfg = ModelConfig(name=name, mlp={"hidden": [8, 4]}, cnn={"hidden": [8, 4], "filters": [8, 16]},
+                      backbone={"hidden": [8, 4]}, realmlp={"hidden": [8, 4]},
                       tabm={"hidden": [8], "k": 2, "bins": 4})
     model = build_model(name, IMAGE_SPEC if image else SPEC, cfg, output_size(task, n_classes), task)
     if name in BACKBONES:  # training steps of backbones run in test_image_runs; here the build and a forward pass
@@ -54,7 +55,7 @@ def test_every_model_builds_and_trains_one_step(name, task, n_classes):
 
 @pytest.mark.parametrize("norm, layer", [("batch", "BatchNormalization"), ("layer", "LayerNormalization"), ("none", None)])
 def test_mlp_options(norm, layer):
-    model = get_builder("mlp")(SPEC, ModelConfig(hidden=[8, 8, 4], norm=norm, dropout=0.2,
+    model = get_builder("mlp")(SPEC, MLPConfig(hidden=[8, 8, 4], norm=norm, dropout=0.2,
                                                  activation="gelu", initializer="glorot_uniform"), 1)
     kinds = [type(l).__name__ for l in model.layers]
     assert kinds.count("Dense") == 4 and kinds.count("Dropout") == 3

@@ -124,7 +124,7 @@ def test_run_that_failed_before_any_fold_can_start_again(tiny_comp, tmp_path, mo
     out = tmp_path / "out"
     kill_on("fold_0", monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run_competition(cfg, FAST + ["model.hidden=[999]"], output_dir=out, run_name="again")
+        run_competition(cfg, FAST + ["model.mlp.hidden=[999]"], output_dir=out, run_name="again")
     monkeypatch.undo()
     # Nothing finished: the name is free again, even with other settings.
     result = run_competition(cfg, FAST, output_dir=out, run_name="again")
@@ -138,7 +138,7 @@ def test_two_processes_on_one_run_name(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds", train_rows=300, test_rows=40)
     args = [sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(tmp_path / "out"), "--run-name",
             "same", "--set", "train.epochs=60", "--set", "train.early_stopping=null", "--set", "cv.folds=2",
-            "--set", "train.batch_size=32", "--set", "model.hidden=[16]"]
+            "--set", "train.batch_size=32", "--set", "model.mlp.hidden=[16]"]
     procs = [subprocess.Popen(args + (["--set", "train.lr=0.002"] if i else []), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
@@ -186,7 +186,7 @@ def test_params_overlay_reaches_export_and_stack(tiny_comp, tmp_path):
     overlay.write_text(yaml.safe_dump({"model": {"dropout": 0.1}, "export": {"representative_rows": 37},
                                        "train": {"lr": 0.003}}))
     a = run_competition(cfg, FAST, output_dir=out, run_name="a", params=overlay)
-    run_competition(cfg, FAST + ["model.hidden=[8]"], output_dir=out, run_name="b")
+    run_competition(cfg, FAST + ["model.mlp.hidden=[8]"], output_dir=out, run_name="b")
     # Export reads the run's own config: the overlay's model and export settings, not the base's.
     export = export_run(cfg, "a", ["int8"], output_dir=out, overrides=["export.latency_runs=5"])
     report = json.loads((export / "export_report.json").read_text())

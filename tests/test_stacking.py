@@ -155,5 +155,5 @@ def test_sklearn_members_run_through_the_same_cv(tiny_comp, tmp_path, name, mode
     train = pd.read_csv(cfg.parent / "data" / "train.csv.gz")
     np.testing.assert_allclose(load_fold_predictor(fold)(train.iloc[saved["valid_idx"]]), saved[f"oof__{model}"],
                                rtol=1e-6)
-    with pytest.raises(ConfigError, match=f"model.params .* do not fit model.name {model}"):
-        run_competition(cfg, [f"model.name={model}", "model.params={nonsense: 1}"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=f"model.{model} .* do not fit {model}"):
+        run_competition(cfg, [f"model.name={model}", f"model.{model}={{nonsense: 1}}"], output_dir=tmp_path)

@@ -12,7 +12,7 @@ import tf_keras as keras
 
 from conftest import FAST, ROOT
 from pipeline import run_competition
-from pipeline.config import ModelConfig, TrainConfig
+from pipeline.config import MLPConfig, TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.models import get_builder
 from pipeline.models.heads import make_loss
@@ -69,7 +69,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_saves(tmp_path):
     grads = []
     for checkpoint in (False, True):
         keras.utils.set_random_seed(0)
-        net = get_builder("mlp")(spec, ModelConfig(hidden=[16, 16], norm="layer", checkpoint=checkpoint), 1)
+        net = get_builder("mlp")(spec, MLPConfig(hidden=[16, 16], norm="layer", checkpoint=checkpoint), 1)
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((net({"numeric": X}, training=True)[:, 0] - Y) ** 2)
         grads.append([g.numpy() for g in tape.gradient(loss, net.trainable_variables)])
@@ -79,15 +79,15 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_saves(tmp_path):
     net.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(again({"numeric": X}), net({"numeric": X}), rtol=1e-6)
-    with pytest.raises(ValueError, match="model.checkpoint cannot be combined with model.norm=batch"):
-        ModelConfig(checkpoint=True, norm="batch")
+    with pytest.raises(ValueError, match="checkpoint cannot be combined with norm=batch"):
+        MLPConfig(checkpoint=True, norm="batch")
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_keeps_float32_outputs(policy):
     spec = InputSpec(numeric_dim=4, embeddings=[("cat__a", 5, 3)])
     with precision_policy(policy):
-        net = get_builder("mlp")(spec, ModelConfig(hidden=[8]), 1)
+        net = get_builder("mlp")(spec, MLPConfig(hidden=[8]), 1)
         t = trainer(net, keras.optimizers.Adam(1e-2))
         t.fit(tf.data.Dataset.from_tensor_slices(({"numeric": X, "cat__a": np.zeros((32, 1), "int32")}, Y)).batch(8),
               epochs=2, verbose=0)
@@ -168,7 +168,7 @@ def test_lookahead_moves_slow_weights_alpha_of_the_way():
 
 
 def test_group_norm_builds_with_a_dividing_group_count():
-    net = get_builder("mlp")(InputSpec(numeric_dim=4), ModelConfig(hidden=[12], norm="group", groups=8), 1)
+    net = get_builder("mlp")(InputSpec(numeric_dim=4), MLPConfig(hidden=[12], norm="group", groups=8), 1)
     assert net.get_layer("group_norm_0").groups == 4  # gcd(8, 12)
 
 
@@ -267,7 +267,7 @@ def test_swa_weights_are_the_mean_of_the_last_epochs():
 
 def test_swa_reestimates_batchnorm_statistics():
     keras.utils.set_random_seed(0)
-    net = get_builder("mlp")(InputSpec(numeric_dim=4), ModelConfig(hidden=[8], norm="batch"), 1)
+    net = get_builder("mlp")(InputSpec(numeric_dim=4), MLPConfig(hidden=[8], norm="batch"), 1)
     bn = net.get_layer("batch_norm_0")
     shifted = {"numeric": X * 3 + 5}
     reestimate_batchnorm(net, tf.data.Dataset.from_tensor_slices(shifted).batch(8))
@@ -368,8 +368,8 @@ def test_all_switches_together_through_the_pipeline(tiny_comp, tmp_path):
     result = run_competition(cfg, FAST + [
         "model.name=mlp", "train.epochs=3", "train.ema=true", "train.sam_rho=0.05", "train.mixup_alpha=0.2",
         "train.label_smoothing=0.1", "train.lookahead_steps=3", "train.grad_accum_steps=2", "train.clip=global_norm",
-        "train.schedule=onecycle", "train.optimizer=lamb", "train.jit_compile=true", "model.norm=group",
-        "model.checkpoint=true", "train.precision=mixed_bfloat16"], output_dir=tmp_path)
+        "train.schedule=onecycle", "train.optimizer=lamb", "train.jit_compile=true", "model.mlp.norm=group",
+        "model.mlp.checkpoint=true", "train.precision=mixed_bfloat16"], output_dir=tmp_path)
     # Every switch on, and still a run whose score is its OOF predictions' score: finite
     # probabilities on every row, the AUC recomputed from oof.csv.
     from sklearn.metrics import roc_auc_score

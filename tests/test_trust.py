@@ -246,7 +246,7 @@ def test_a_real_sigterm_exits_143_with_one_line(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(out), "--run-name",
                              "t", "--set", "model.name=mlp", "--set", "train.epochs=500",
-                             "--set", "train.early_stopping=null", "--set", "model.hidden=[16]"],
+                             "--set", "train.early_stopping=null", "--set", "model.mlp.hidden=[16]"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     info_path = out / "health_insurance" / "t" / "run.json"

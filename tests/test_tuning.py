@@ -13,8 +13,8 @@ from pipeline import tune
 pytestmark = pytest.mark.slow
 
 HGB = ["model.name=hgb", "cv.folds=3", "tune.pruner=none"]
-SPACE = {"model.params.learning_rate": {"type": "float", "low": 0.02, "high": 0.3, "log": True},
-         "model.params.max_leaf_nodes": {"type": "int", "low": 4, "high": 32}}
+SPACE = {"model.hgb.learning_rate": {"type": "float", "low": 0.02, "high": 0.3, "log": True},
+         "model.hgb.max_leaf_nodes": {"type": "int", "low": 4, "high": 32}}
 
 
 def comp_with_space(tiny_comp, space=SPACE, name="diamonds"):
@@ -40,7 +40,7 @@ def test_study_completes_and_best_overlay_reproduces_the_best_params(tiny_comp, 
     trials = trials_of(summary)
     best = min((t for t in trials if t.value is not None), key=lambda t: t.value)
     resolved = load_config(cfg, HGB, params=study_dir / "best.yaml")
-    assert resolved.model.params == {k.split(".")[-1]: v for k, v in best.params.items()}
+    assert resolved.model.hgb == {k.split(".")[-1]: v for k, v in best.params.items()}
     # In this process by default for short studies; the seeded TPE sampler repeats its choices.
     assert all(t.user_attrs["pid"] == os.getpid() for t in trials)
     again = tune(cfg, HGB, trials=4, output_dir=tmp_path / "again", study="s")
@@ -48,17 +48,17 @@ def test_study_completes_and_best_overlay_reproduces_the_best_params(tiny_comp, 
 
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_comp, tmp_path):
-    space = {"model.params.max_leaf_nodes": {"type": "categorical", "choices": [1, 8, 16]}}  # 1 is invalid for HGB
+    space = {"model.hgb.max_leaf_nodes": {"type": "categorical", "choices": [1, 8, 16]}}  # 1 is invalid for HGB
     cfg = comp_with_space(tiny_comp, space)
     summary = tune(cfg, HGB + ["tune.seed=3"], trials=6, output_dir=tmp_path, study="f")
     trials = trials_of(summary)
     counted = [t for t in trials if "uncounted" not in t.user_attrs]
     failed = [t for t in counted if t.state.name == "FAIL"]
-    assert failed and all(t.params["model.params.max_leaf_nodes"] == 1 for t in failed)
+    assert failed and all(t.params["model.hgb.max_leaf_nodes"] == 1 for t in failed)
     assert "max_leaf_nodes" in failed[0].user_attrs["fail_reason"]
     # Three points: 8 and 16 are evaluated once each; a trial that draws them again stands down
     # and is not charged to the study's 6 (failed ones may be retried: a failure can be transient).
-    complete = sorted(t.params["model.params.max_leaf_nodes"] for t in counted if t.state.name == "COMPLETE")
+    complete = sorted(t.params["model.hgb.max_leaf_nodes"] for t in counted if t.state.name == "COMPLETE")
     assert complete == [8, 16]
     again = [t for t in trials if "uncounted" in t.user_attrs]
     assert again and all(t.user_attrs["uncounted"].startswith("duplicate of trial") for t in again)
@@ -67,12 +67,12 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_comp, tmp_path):
 
 
 def test_wilcoxon_stops_a_clearly_worse_trial_after_two_folds(tiny_comp, tmp_path):
-    space = {"model.params.learning_rate": {"type": "categorical", "choices": [0.1, 0.0001]}}
+    space = {"model.hgb.learning_rate": {"type": "categorical", "choices": [0.1, 0.0001]}}
     cfg = comp_with_space(tiny_comp, space)
     overrides = ["model.name=hgb", "cv.folds=5", "tune.pruner=wilcoxon"]
     study = optuna.create_study(study_name="w", storage=f"sqlite:///{tmp_path / 'w.db'}")
-    study.enqueue_trial({"model.params.learning_rate": 0.1})
-    study.enqueue_trial({"model.params.learning_rate": 0.0001})
+    study.enqueue_trial({"model.hgb.learning_rate": 0.1})
+    study.enqueue_trial({"model.hgb.learning_rate": 0.0001})
     summary = tune(cfg, overrides, trials=2, output_dir=tmp_path, study="w", storage=f"sqlite:///{tmp_path / 'w.db'}")
     good, bad = trials_of(summary)
     assert good.state.name == "COMPLETE" and len(good.user_attrs["fold_scores"]) == 5
@@ -164,8 +164,8 @@ def test_default_space_with_conditional_layers_for_the_mlp(tiny_comp, tmp_path):
                    output_dir=tmp_path, study="m")
     trials = trials_of(summary)
     for t in trials:
-        depth = t.params["model.hidden.depth"]
-        assert sorted(k for k in t.params if "width" in k) == [f"model.hidden.width_{i}" for i in range(depth)]
+        depth = t.params["model.mlp.hidden.depth"]
+        assert sorted(k for k in t.params if "width" in k) == [f"model.mlp.hidden.width_{i}" for i in range(depth)]
     best = yaml.safe_load(open(summary["best_yaml"]))
-    assert len(best["model"]["hidden"]) == trials[summary["best_trial"]].params["model.hidden.depth"]
+    assert len(best["model"]["mlp"]["hidden"]) == trials[summary["best_trial"]].params["model.mlp.hidden.depth"]
     assert np.isfinite(summary["best_value"])

@@ -52,7 +52,7 @@ def test_params_overlay_is_the_base_of_every_trial(tiny_comp, tmp_path):
     for t in trials_of(summary):
         config = yaml.safe_load(t.user_attrs["config"])  # the trial's fully resolved config
         assert config["model"]["params"]["l2_regularization"] == 0.5
-        assert config["model"]["params"]["learning_rate"] == t.params["model.params.learning_rate"]
+        assert config["model"]["hgb"]["learning_rate"] == t.params["model.hgb.learning_rate"]
         assert config["cv"]["folds"] == 3  # --set (HGB) wins over the overlay, as in a run
         assert config["task"] == "regression"  # resolved
 

@@ -122,13 +122,14 @@ def resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: d
                      images: dict | None = None) -> Config:
     """The config with everything inferred written in: what the run saves as config.yaml."""
     resolved = cfg.to_dict()
-    if cfg.model.weights:  # relative to the config's folder, checked before any training
-        weights = Path(cfg.model.weights)
+    given = cfg.model.backbone.weights
+    if given:  # relative to the config's folder, checked before any training
+        weights = Path(given)
         weights = weights if weights.is_absolute() else cfg.root / weights
         if not weights.is_file():
-            raise DataError(f"model.weights {cfg.model.weights}: file not found (looked at {weights}). "
-                            f"Attach the backbone's weights file and set model.weights to its path.")
-        resolved["model"]["weights"] = str(weights)
+            raise DataError(f"model.backbone.weights {given}: file not found (looked at {weights}). "
+                            f"Attach the backbone's weights file and set model.backbone.weights to its path.")
+        resolved["model"]["backbone"]["weights"] = str(weights)
     resolved.update(task=task, metric=metric)
     if images is not None:
         _image_defaults(cfg, resolved, images["train"])

@@ -1,10 +1,13 @@
 """Model builders by name. Entries are "module:function" strings resolved on use, so validating a
 config does not import TensorFlow; each builder is ``build(spec, section, n_outputs, task) -> keras.Model``
-and receives only its own section of the model config (``model_section``): model.realmlp for
-realmlp, model.tabm for tabm, the model section itself for the others.
+and receives only its own section of the model config (``model_section``): model.mlp for mlp,
+model.realmlp, model.tabm, model.cnn, and model.backbone for every tf_keras.applications backbone
+(its builder is told which one). scikit-learn models take model.hgb / model.linear as their
+estimator's arguments (training/members.py: sklearn_params).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 
 from ..registry import Registry
@@ -13,7 +16,7 @@ MODELS: Registry[str] = Registry("model")
 MODELS.register("mlp")("pipeline.models.mlp:build_mlp")
 MODELS.register("tabm")("pipeline.models.tabm:build_tabm")
 MODELS.register("realmlp")("pipeline.models.realmlp:build_realmlp")
-# Models whose settings, training recipe included, are their own section: model.<name>.
+# Tabular models whose settings include their own training recipe (training/recipes.py).
 FAMILY_SECTIONS = ("realmlp", "tabm")
 MODELS.register("cnn")("pipeline.models.cnn:build_cnn")
 # tf_keras.applications backbones: name → (class, input preprocessing mode); see backbones.py.
@@ -33,9 +36,14 @@ MODELS.register("hgb")("pipeline.models.sklearn_models:build_sklearn")
 MODELS.register("linear")("pipeline.models.sklearn_models:build_sklearn")
 
 
+def section_name(name: str) -> str:
+    """The model config's section that holds ``name``'s settings: model.<section>."""
+    return "backbone" if name in BACKBONES else name
+
+
 def model_section(model_cfg, name: str):
     """What ``name``'s builder receives: its own section of the model config."""
-    return getattr(model_cfg, name) if name in FAMILY_SECTIONS else model_cfg
+    return getattr(model_cfg, section_name(name))
 
 
 def build_model(name: str, spec, model_cfg, n_outputs: int, task: str):
@@ -43,5 +51,7 @@ def build_model(name: str, spec, model_cfg, n_outputs: int, task: str):
 
 
 def get_builder(name: str):
+    """``name``'s builder; a backbone's is told which network it builds."""
     module, func = MODELS.get(name, "model.name").split(":")
-    return getattr(importlib.import_module(module), func)
+    builder = getattr(importlib.import_module(module), func)
+    return functools.partial(builder, backbone=name) if name in BACKBONES else builder

@@ -1,6 +1,6 @@
 """Transfer learning from tf_keras.applications backbones (EfficientNetB0, MobileNetV2/V3, ResNet50).
 
-Weights come from a local file (``model.weights``: Kaggle attaches them as a dataset, e.g. the
+Weights come from a local file (``model.backbone.weights``: Kaggle attaches them as a dataset, e.g. the
 ``*_notop.h5`` files) or stay random; nothing is downloaded. Each backbone gets its own input
 preprocessing inside the model, so the pipeline always feeds 0-255 pixels; grayscale images are
 repeated to the 3 channels the backbones expect.
@@ -53,25 +53,27 @@ def make_backbone(name: str, shape: tuple[int, int, int], weights: str | None = 
             base.load_weights(weights)
         except (ValueError, OSError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0][:200]
-            raise ConfigError(f"model.weights {weights}: does not match backbone {name} with include_top=False "
+            raise ConfigError(f"model.backbone.weights {weights}: does not match backbone {name} with include_top=False "
                               f"({first}). Use that backbone's '_notop' weights file.") from None
     base._name = BACKBONE_LAYER
     return base
 
 
-def build_backbone(spec, cfg, n_outputs: int, task: str = "regression") -> keras.Model:
+def build_backbone(spec, cfg, n_outputs: int, task: str = "regression", *, backbone: str) -> keras.Model:
+    """``backbone`` (a key of BACKBONES) with the image head; ``cfg`` is the model.backbone section."""
     if cfg.weights and not Path(cfg.weights).is_file():
-        raise ConfigError(f"model.weights {cfg.weights}: file not found. Attach the weights file and set its path.")
+        raise ConfigError(f"model.backbone.weights {cfg.weights}: file not found. Attach the weights file and set "
+                          f"its path.")
     inputs = make_inputs(spec)
     x = inputs[IMAGE_INPUT]
     if spec.image[2] == 1:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    x = AppPreprocess(BACKBONES[cfg.name][1], name="app_preprocess")(x)
-    base = make_backbone(cfg.name, spec.image, cfg.weights)
+    x = AppPreprocess(BACKBONES[backbone][1], name="app_preprocess")(x)
+    base = make_backbone(backbone, spec.image, cfg.weights)
     x = base(x, training=False) if cfg.weights else base(x)
     if cfg.dropout:
         x = keras.layers.Dropout(cfg.dropout, name="features_dropout")(x)
-    return image_model(inputs, x, spec, cfg, n_outputs, name=cfg.name)
+    return image_model(inputs, x, spec, cfg, n_outputs, name=backbone)
 
 
 def set_trainable(net: keras.Model, top_layers: int | None, pretrained: bool = True) -> int:

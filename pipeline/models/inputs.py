@@ -24,7 +24,7 @@ def make_inputs(spec: InputSpec) -> dict[str, keras.Input]:
 
 def encode_inputs(inputs: dict, spec: InputSpec, cfg=None):
     """Numeric block and one entity embedding per embedded categorical, concatenated; with
-    ``model.numeric_embedding: plr`` (``cfg``), the periodic embeddings of the scaled numerics too."""
+    ``model.mlp.numeric_embedding: plr`` (``cfg``), the periodic embeddings of the scaled numerics too."""
     parts = [inputs[NUMERIC_INPUT]] if spec.numeric_dim else []
     if cfg is not None and cfg.numeric_embedding == "plr" and spec.continuous:
         from .layers import PeriodicEmbedding, SelectColumns

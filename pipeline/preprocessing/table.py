@@ -42,7 +42,7 @@ class InputSpec:
     embeddings: list[tuple[str, int, int]] = field(default_factory=list)
     image: tuple[int, int, int] | None = None  # (height, width, channels) of the image input, if any
     # Positions in the numeric block of the scaled numeric values themselves (not indicators,
-    # one-hot or PLE columns): what a numeric embedding (model.numeric_embedding) encodes.
+    # one-hot or PLE columns): what a numeric embedding (model.mlp.numeric_embedding) encodes.
     continuous: list[int] = field(default_factory=list)
 
     @property

@@ -50,10 +50,10 @@ def check_train_config(cfg, task: str) -> None:
     tc = cfg.train
     if tc.label_smoothing and task == "regression":
         raise ConfigError("train.label_smoothing applies to classification; this task is regression. Set it to 0.")
-    if cfg.model.weights:  # a weights file that does not fit the backbone fails here, before any output
+    if cfg.model.backbone.weights:  # a weights file that does not fit the backbone fails here, before any output
         from ..models.backbones import make_backbone
 
-        make_backbone(cfg.model.name, (*cfg.image.size, 3), cfg.model.weights)
+        make_backbone(cfg.model.name, (*cfg.image.size, 3), cfg.model.backbone.weights)
     names = check_members(cfg, bool(cfg.image.column))
     if all(n in SKLEARN_MODELS for n in names):
         return
@@ -170,13 +170,13 @@ def fold_result(data, name: str, valid_idx: np.ndarray, fits: dict, seconds: flo
 
 def _stages(cfg, net) -> list[tuple[int, int | None]]:
     """(epochs, trainable top backbone layers) per training stage. Backbones with head_epochs: the
-    head alone first (0 backbone layers), then ``model.unfreeze`` layers (None: all)."""
+    head alone first (0 backbone layers), then ``model.backbone.unfreeze`` layers (None: all)."""
     from ..models.backbones import has_backbone
 
     if not has_backbone(net):
         return [(cfg.train.epochs, None)]
-    head = cfg.model.head_epochs
-    rest = (cfg.train.epochs - head, cfg.model.unfreeze)
+    head = cfg.model.backbone.head_epochs
+    rest = (cfg.train.epochs - head, cfg.model.backbone.unfreeze)
     return [(head, 0), rest] if head else [rest]
 
 
@@ -201,16 +201,16 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
         stage_tc = tc.model_copy(update={"epochs": stage_epochs})
         backbone_vars = None
         if has_backbone(net):
-            n = set_trainable(net, unfreeze, pretrained=bool(cfg.model.weights))
+            n = set_trainable(net, unfreeze, pretrained=bool(cfg.model.backbone.weights))
             log.info("%s: %d epochs with %d backbone layers trainable", label, stage_epochs, n)
-            if n and cfg.model.backbone_lr_mult < 1:
+            if n and cfg.model.backbone.backbone_lr_mult < 1:
                 backbone_vars = net.get_layer(BACKBONE_LAYER).trainable_variables
         with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
             # The schedule counts optimizer steps: one per grad_accum_steps batches.
             lr = make_schedule(stage_tc, math.ceil(steps / tc.grad_accum_steps))
             backbone_opt = None
             if backbone_vars:
-                slow_tc = stage_tc.model_copy(update={"lr": tc.lr * cfg.model.backbone_lr_mult})
+                slow_tc = stage_tc.model_copy(update={"lr": tc.lr * cfg.model.backbone.backbone_lr_mult})
                 backbone_opt = make_optimizer(slow_tc, make_schedule(slow_tc, math.ceil(steps / tc.grad_accum_steps)))
             trainer = Trainer(net, grad_accum_steps=tc.grad_accum_steps, sam_rho=tc.sam_rho,
                               lookahead_steps=tc.lookahead_steps, lookahead_alpha=tc.lookahead_alpha,

@@ -34,7 +34,7 @@ from .artifact import clip_target, dump_trusted, load_trusted, to_output
 log = logging.getLogger("pipeline")
 MEMBER_FILE = "member.skops"
 
-# A scikit-learn member's settings unless model.params / model.member_params say otherwise: the
+# A scikit-learn member's settings unless its section (model.hgb, model.linear) says otherwise: the
 # generalization README's HGB (learning rate 0.05, early stopping on a 10% inner split), with a cap
 # of 500 rounds and 30 of patience so that a 19-class set stays in minutes.
 SKLEARN_DEFAULTS = {"hgb": {"learning_rate": 0.05, "max_iter": 500, "early_stopping": True,
@@ -68,14 +68,7 @@ def check_members(cfg, images: bool) -> list[str]:
             try:
                 build_sklearn(name, cfg.task or "regression", params, [], {}, 0).get_params()
             except (TypeError, ValueError) as exc:
-                where = (f"model.params {dict(cfg.model.params)} do not fit model.name {name}"
-                         if name == cfg.model.name and cfg.model.params else
-                         f"model.member_params.{name} {params} do not fit {name}")
-                raise ConfigError(f"{where}: {exc}") from None
-    extra = sorted(set(cfg.model.member_params) - set(names))
-    if extra:
-        raise ConfigError(f"model.member_params names {extra}, which are not members ({names}). Drop them or add "
-                          f"them to model.members.")
+                raise ConfigError(f"model.{name} {dict(getattr(cfg.model, name))} do not fit {name}: {exc}") from None
     fixed = set(cfg.ensemble.weights)
     if fixed and fixed != set(names):
         raise ConfigError(f"ensemble.weights names {sorted(fixed)}; the members are {names}. Give one weight per "
@@ -100,8 +93,8 @@ def inner_split_or_none(params: dict, y: np.ndarray, task: str) -> dict:
 
 
 def sklearn_params(model_cfg, name: str) -> dict:
-    own = dict(model_cfg.params) if name == model_cfg.name else {}
-    return {**SKLEARN_DEFAULTS.get(name, {}), **own, **model_cfg.member_params.get(name, {})}
+    """A scikit-learn member's estimator arguments: the pipeline's defaults, then model.<name>."""
+    return {**SKLEARN_DEFAULTS.get(name, {}), **getattr(model_cfg, name)}
 
 
 @dataclass

@@ -88,8 +88,8 @@ class Objective:
         raw = apply_overrides(base.to_dict(), params, "tune.space")
         if base.tune.max_epochs:
             raw["train"]["epochs"] = min(raw["train"]["epochs"], base.tune.max_epochs)
-            head = raw["model"].get("head_epochs") or 0
-            raw["model"]["head_epochs"] = min(head, raw["train"]["epochs"] - 1)
+            backbone = raw["model"].setdefault("backbone", {})
+            backbone["head_epochs"] = min(backbone.get("head_epochs") or 0, raw["train"]["epochs"] - 1)
         return resolve(raw, f"{base.path} + trial parameters", base.path)
 
     def __call__(self, trial):

@@ -2,8 +2,8 @@
 → config overrides, and the overrides back as a YAML overlay that a normal run accepts.
 
 Parameters are named by the dotted config key they set (``train.lr``); a ``layers`` parameter
-(``model.hidden``) is suggested as ``model.hidden.depth`` then ``model.hidden.width_<i>`` for each
-layer, which is Optuna's define-by-run way of conditional parameters.
+(``model.mlp.hidden``) is suggested as ``model.mlp.hidden.depth`` then ``model.mlp.hidden.width_<i>``
+for each layer, which is Optuna's define-by-run way of conditional parameters.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ _LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
 DEFAULT_SPACES: dict[str, dict[str, dict]] = {
     "mlp": {
         "train.lr": _LR,
-        "model.hidden": {"type": "layers", "low": 32, "high": 512, "log": True, "min_layers": 1, "max_layers": 3},
-        "model.dropout": {"type": "float", "low": 0.0, "high": 0.4},
+        "model.mlp.hidden": {"type": "layers", "low": 32, "high": 512, "log": True, "min_layers": 1, "max_layers": 3},
+        "model.mlp.dropout": {"type": "float", "low": 0.0, "high": 0.4},
         "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
         "train.batch_size": {"type": "categorical", "choices": [128, 256, 512]},
     },
@@ -39,23 +39,23 @@ DEFAULT_SPACES: dict[str, dict[str, dict]] = {
     },
     "cnn": {
         "train.lr": _LR,
-        "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "model.cnn.dropout": {"type": "float", "low": 0.0, "high": 0.5},
         "train.label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
         "image.augment.rotation": {"type": "float", "low": 0.0, "high": 20.0},
     },
     "backbone": {
         "train.lr": _LR,
-        "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
-        "model.backbone_lr_mult": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
+        "model.backbone.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+        "model.backbone.backbone_lr_mult": {"type": "float", "low": 0.01, "high": 1.0, "log": True},
     },
     "hgb": {
-        "model.params.learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
-        "model.params.max_leaf_nodes": {"type": "int", "low": 8, "high": 128, "log": True},
-        "model.params.min_samples_leaf": {"type": "int", "low": 5, "high": 100, "log": True},
-        "model.params.l2_regularization": {"type": "float", "low": 1e-6, "high": 10.0, "log": True},
+        "model.hgb.learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "model.hgb.max_leaf_nodes": {"type": "int", "low": 8, "high": 128, "log": True},
+        "model.hgb.min_samples_leaf": {"type": "int", "low": 5, "high": 100, "log": True},
+        "model.hgb.l2_regularization": {"type": "float", "low": 1e-6, "high": 10.0, "log": True},
     },
-    "linear_regression": {"model.params.alpha": {"type": "float", "low": 1e-3, "high": 1e3, "log": True}},
-    "linear_classification": {"model.params.C": {"type": "float", "low": 1e-3, "high": 1e2, "log": True}},
+    "linear_regression": {"model.linear.alpha": {"type": "float", "low": 1e-3, "high": 1e3, "log": True}},
+    "linear_classification": {"model.linear.C": {"type": "float", "low": 1e-3, "high": 1e2, "log": True}},
 }
 
 
