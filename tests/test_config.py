@@ -35,6 +35,13 @@ def test_unknown_set_key_names_nearest_valid_key():
     ("preprocessing.categorical=hash", r"unknown categorical encoder 'hash'. Valid: \['auto', 'embedding'"),
     ("train.lr=-1", r"train.lr: Input should be greater than 0"),
     ("model.mlp.dropout=1.5", r"model.mlp.dropout: Input should be less than 1"),
+    # Flat model keys of earlier versions name their family's section.
+    ("model.hidden=[8]", r"set model.mlp.hidden or model.cnn.hidden or model.backbone.hidden"),
+    ("model.filters=[8]", r"set model.cnn.filters"),
+    ("model.head_epochs=1", r"set model.backbone.head_epochs"),
+    ("model.numeric_embedding=plr", r"set model.mlp.numeric_embedding"),
+    ("model.params={max_iter: 5}", r"model.hgb.<argument> or model.linear.<argument>"),
+    ("model.member_params={hgb: {max_iter: 5}}", r"model.hgb.<argument> or model.linear.<argument>"),
 ])
 def test_invalid_values_name_field_and_allowed_values(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -55,10 +62,16 @@ def test_unknown_key_in_file_suggests(tmp_path):
         load_config(f)
 
 
-def test_missing_required_target(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("data: {id: id}\n", r"data.target: required but not set"),
+    # A config file of an earlier version, with the model's keys flat.
+    ("data: {target: y}\nmodel: {name: mlp, hidden: [64], dropout: 0.1}\n",
+     r"model.hidden moved into its model family's section: set model.mlp.hidden"),
+])
+def test_a_config_file_error_names_the_field(tmp_path, text, message):
     f = tmp_path / "c.yaml"
-    f.write_text("data: {id: id}\n")
-    with pytest.raises(ConfigError, match=r"data.target: required but not set"):
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load_config(f)
 
 
@@ -80,26 +93,6 @@ def test_params_overlay_is_checked_and_merged(tmp_path):
 def test_config_from_dict_defaults():
     cfg = config_from_dict({"data": {"target": "y"}})
     assert cfg.cv.folds == 5 and cfg.model.name == "realmlp" and cfg.task is None
-
-
-@pytest.mark.parametrize("override, fix", [
-    ("model.hidden=[8]", r"set model.mlp.hidden or model.cnn.hidden or model.backbone.hidden"),
-    ("model.filters=[8]", r"set model.cnn.filters"),
-    ("model.head_epochs=1", r"set model.backbone.head_epochs"),
-    ("model.numeric_embedding=plr", r"set model.mlp.numeric_embedding"),
-    ("model.params={max_iter: 5}", r"model.hgb.<argument> or model.linear.<argument>"),
-    ("model.member_params={hgb: {max_iter: 5}}", r"model.hgb.<argument> or model.linear.<argument>"),
-])
-def test_a_flat_model_key_of_earlier_versions_names_its_family_section(override, fix):
-    with pytest.raises(ConfigError, match=fix):
-        load_config("diamonds", [override])
-
-
-def test_a_config_file_with_flat_model_keys_names_the_section(tmp_path):
-    f = tmp_path / "old.yaml"
-    f.write_text("data: {target: y}\nmodel: {name: mlp, hidden: [64], dropout: 0.1}\n")
-    with pytest.raises(ConfigError, match=r"model.hidden moved into its model family's section: set model.mlp.hidden"):
-        load_config(f)
 
 
 def test_each_model_reads_its_own_section():

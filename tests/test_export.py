@@ -40,7 +40,7 @@ def test_preprocessing_json_reproduces_the_pipeline_inputs(tiny_comp, comp, over
         np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-5)
 
 
-FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.hidden=[16, 8]", "train.seeds=1", "model.realmlp.epochs=3",
+FAST_RUN = ["train.epochs=3", "cv.folds=2", "model.mlp.hidden=[16, 8]", "train.seeds=1", "model.realmlp.epochs=3",
             "model.realmlp.hidden=[16, 8]"]
 
 

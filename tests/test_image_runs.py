@@ -97,7 +97,7 @@ def test_backbone_random_weights_staged_unfreezing(tiny_comp, tmp_path):
 
 
 def test_backbone_batchnorm_stays_frozen_and_lr_multiplier(tmp_path):
-    from pipeline.config import ModelConfig
+    from pipeline.config import BackboneConfig
     from pipeline.models.backbones import build_backbone, set_trainable
     from pipeline.preprocessing.table import InputSpec
     from pipeline.training.trainer import Trainer
@@ -107,7 +107,7 @@ def test_backbone_batchnorm_stays_frozen_and_lr_multiplier(tmp_path):
     weights = tmp_path / "w.h5"
     make_backbone("mobilenetv2", (32, 32, 3)).save_weights(weights)
     net = build_backbone(InputSpec(0, image=(32, 32, 3)),
-                         ModelConfig(name="mobilenetv2", hidden=[], weights=str(weights)), 3)
+                         BackboneConfig(hidden=[], weights=str(weights)), 3, backbone="mobilenetv2")
     trainable = set_trainable(net, None)
     base = net.get_layer("backbone")
     bns = [l for l in base.layers if isinstance(l, keras.layers.BatchNormalization)]

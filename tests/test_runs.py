@@ -130,7 +130,7 @@ def test_run_that_failed_before_any_fold_can_start_again(tiny_comp, tmp_path, mo
     result = run_competition(cfg, FAST, output_dir=out, run_name="again")
     assert result.scores["cv"] > 0
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    assert saved["model"]["hidden"] == [16, 8]
+    assert saved["model"]["mlp"]["hidden"] == [16, 8]
 
 
 @pytest.mark.slow
@@ -183,7 +183,7 @@ def test_params_overlay_reaches_export_and_stack(tiny_comp, tmp_path):
     cfg = tiny_comp("health_insurance", train_rows=200, test_rows=60)
     out = tmp_path / "out"
     overlay = tmp_path / "best.yaml"
-    overlay.write_text(yaml.safe_dump({"model": {"dropout": 0.1}, "export": {"representative_rows": 37},
+    overlay.write_text(yaml.safe_dump({"model": {"mlp": {"dropout": 0.1}}, "export": {"representative_rows": 37},
                                        "train": {"lr": 0.003}}))
     a = run_competition(cfg, FAST, output_dir=out, run_name="a", params=overlay)
     run_competition(cfg, FAST + ["model.mlp.hidden=[8]"], output_dir=out, run_name="b")
@@ -191,7 +191,7 @@ def test_params_overlay_reaches_export_and_stack(tiny_comp, tmp_path):
     export = export_run(cfg, "a", ["int8"], output_dir=out, overrides=["export.latency_runs=5"])
     report = json.loads((export / "export_report.json").read_text())
     assert report["export"]["representative_rows"] == 37 and report["export"]["latency_runs"] == 5
-    assert yaml.safe_load((a.run_dir / "config.yaml").read_text())["model"]["dropout"] == 0.1
+    assert yaml.safe_load((a.run_dir / "config.yaml").read_text())["model"]["mlp"]["dropout"] == 0.1
     # Training settings of a finished run cannot be changed on export.
     with pytest.raises(ConfigError, match=r"--set train.lr differs from run a's config; a finished run keeps"):
         export_run(cfg, "a", ["int8"], output_dir=out, overrides=["train.lr=0.1"])

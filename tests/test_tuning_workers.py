@@ -47,11 +47,11 @@ def test_isolated_workers_sample_distinct_points_and_a_restart_adds_new_ones(tin
 def test_params_overlay_is_the_base_of_every_trial(tiny_comp, tmp_path):
     cfg = comp_with_space(tiny_comp)
     overlay = tmp_path / "base.yaml"
-    overlay.write_text(yaml.safe_dump({"model": {"params": {"l2_regularization": 0.5}}, "cv": {"folds": 2}}))
+    overlay.write_text(yaml.safe_dump({"model": {"hgb": {"l2_regularization": 0.5}}, "cv": {"folds": 2}}))
     summary = tune(cfg, HGB, trials=2, output_dir=tmp_path, study="p", params=overlay)
     for t in trials_of(summary):
         config = yaml.safe_load(t.user_attrs["config"])  # the trial's fully resolved config
-        assert config["model"]["params"]["l2_regularization"] == 0.5
+        assert config["model"]["hgb"]["l2_regularization"] == 0.5
         assert config["model"]["hgb"]["learning_rate"] == t.params["model.hgb.learning_rate"]
         assert config["cv"]["folds"] == 3  # --set (HGB) wins over the overlay, as in a run
         assert config["task"] == "regression"  # resolved

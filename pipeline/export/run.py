@@ -8,8 +8,9 @@ Most artifacts are one fold's first Keras member (``export.fold``, of the first 
 are that fold's validation rows, so the report's OOF metric is out-of-sample for it, as is the
 holdout. ``distill`` trains a student on the run's own ensemble predictions (its OOF predictions as
 soft targets), so it approaches the run, every member included. The report puts the run's OOF and
-holdout scores (``run_scores``, the ensemble the user saw) beside every artifact's. The run is opened as a Run: its own resolved config (with the ``--params`` it was trained
-with), its fold units and artifacts; only ``export.*`` settings can be changed here.
+holdout scores (``run_scores``, the ensemble the user saw) beside every artifact's. The entry point
+opens the finished Run and ``export`` receives it: its own resolved config (with the ``--params`` it
+was trained with), its fold units and artifacts; only ``export.*`` settings can be changed here.
 """
 from __future__ import annotations
 

@@ -53,8 +53,8 @@ def make_backbone(name: str, shape: tuple[int, int, int], weights: str | None = 
             base.load_weights(weights)
         except (ValueError, OSError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0][:200]
-            raise ConfigError(f"model.backbone.weights {weights}: does not match backbone {name} with include_top=False "
-                              f"({first}). Use that backbone's '_notop' weights file.") from None
+            raise ConfigError(f"model.backbone.weights {weights}: does not match backbone {name} with "
+                              f"include_top=False ({first}). Use that backbone's '_notop' weights file.") from None
     base._name = BACKBONE_LAYER
     return base
 
