@@ -302,6 +302,25 @@ FAMILY_KEYS = {**{k: ("mlp", "cnn", "backbone") for k in DenseConfig.model_field
                **{k: ("backbone",) for k in ("weights", "head_epochs", "unfreeze", "backbone_lr_mult")}}
 
 
+def sectioned_model(model: dict) -> dict:
+    """A model section saved before the family sections (a run folder's config.yaml), with its
+    flat keys moved where they now live. In that schema a flat key applied to every family that
+    had it, so it goes to each of their sections; ``params`` was model.name's scikit-learn
+    model's and ``member_params`` each member's. A user's config gets an error naming the key
+    instead (``ModelConfig._renamed``): only a run's own record is rewritten, in memory."""
+    model = dict(model)
+    for key in [k for k in model if k in FAMILY_KEYS]:
+        value = model.pop(key)
+        for family in FAMILY_KEYS[key]:
+            model.setdefault(family, {}).setdefault(key, value)
+    params, per_member = model.pop("params", None) or {}, model.pop("member_params", None) or {}
+    for name in ("hgb", "linear"):
+        own = {**(params if model.get("name") == name else {}), **per_member.get(name, {})}
+        if own:
+            model[name] = {**own, **model.get(name, {})}
+    return model
+
+
 class ModelConfig(_Section):
     """The run's model and members; each model family's settings are its own section, and its
     builder receives that section alone (models/__init__.py: ``model_section``)."""

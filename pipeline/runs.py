@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config, validate
+from .config import Config, sectioned_model, validate
 from .config_files import read_yaml
 from .cv.folds import FoldUnit, fold_units
 from .errors import ConfigError, DataError
@@ -528,7 +528,10 @@ class Run:
 
 
 def _saved_config(run_dir: Path, live: Config | None = None) -> Config:
-    cfg = validate(read_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    saved = read_yaml(run_dir / "config.yaml")
+    if isinstance(saved.get("model"), dict):  # a run trained before the model family sections
+        saved["model"] = sectioned_model(saved["model"])
+    cfg = validate(saved, str(run_dir / "config.yaml"))
     info_path = run_dir / RUN_FILE
     source = None
     if live is not None and live.path is not None:

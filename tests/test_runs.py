@@ -244,3 +244,20 @@ def test_old_run_folder_gives_one_clear_error(tmp_path):
     (old / "scores.json").write_text("{}")
     with pytest.raises(PipelineError, match=r"--export-run old: .* has no run.json \(made by an older version"):
         Run.open("old", tmp_path, "diamonds", what="--export-run")
+
+
+def test_a_run_saved_before_the_model_sections_still_opens(tmp_path):
+    """A finished run's config.yaml of the flat model schema reads as the sections it trained with:
+    --predict, --export-run and --stack keep working on old run folders."""
+    from pipeline.runs import _saved_config
+
+    old = {"name": "x", "data": {"target": "y"},
+           "model": {"name": "hgb", "hidden": [64, 32], "dropout": 0.2, "filters": [8], "head_epochs": 0,
+                     "params": {"max_iter": 50}, "member_params": {"linear": {"alpha": 2.0}},
+                     "members": ["hgb", "mlp", "linear"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    model = _saved_config(tmp_path).model
+    assert model.mlp.hidden == [64, 32] and model.mlp.dropout == 0.2
+    assert model.cnn.hidden == [64, 32] and model.cnn.filters == [8] and model.backbone.dropout == 0.2
+    assert model.hgb == {"max_iter": 50} and model.linear == {"alpha": 2.0}
+    assert model.members == ["hgb", "mlp", "linear"]
