@@ -106,13 +106,15 @@ TTA_VIEWS = ("identity", "hflip", "vflip", "shift_left", "shift_right", "shift_u
 
 
 class AugmentConfig(_Section):
-    """Random per-image augmentation of training batches (after the cache). All off by default."""
+    """Random per-image augmentation of training batches (after the cache). By default small
+    shifts, rotations and zooms, which keep what most images show (a digit stays that digit), and
+    no flips (a flipped digit or letter is another one, or none): bench/images.py --part defaults."""
 
     hflip: bool = False  # off for digits and text
     vflip: bool = False
-    rotation: float = Field(0.0, ge=0, le=180)  # degrees, uniform in ±rotation
-    shift: float = Field(0.0, ge=0, lt=1)  # fraction of the size, uniform in ±shift per axis
-    zoom: float = Field(0.0, ge=0, lt=1)  # scale uniform in [1 - zoom, 1 + zoom]
+    rotation: float = Field(10.0, ge=0, le=180)  # degrees, uniform in ±rotation
+    shift: float = Field(0.1, ge=0, lt=1)  # fraction of the size, uniform in ±shift per axis
+    zoom: float = Field(0.1, ge=0, lt=1)  # scale uniform in [1 - zoom, 1 + zoom]
     shear: float = Field(0.0, ge=0, lt=1)
     brightness: float = Field(0.0, ge=0, le=1)  # ± fraction of the 0-255 range
     contrast: float = Field(0.0, ge=0, lt=1)  # factor uniform in [1 - contrast, 1 + contrast]
@@ -137,6 +139,29 @@ class TTAConfig(_Section):
         return v
 
 
+class PretrainConfig(_Section):
+    """image.pretrain: self-supervised pretraining of the image model's encoder (cnn, vit) on the
+    competition's own train and test images, without labels (training/pretrain.py); every fold then
+    fine-tunes it. ``image.pretrain: simclr`` is short for ``{method: simclr}``."""
+
+    method: Optional[Literal["simclr"]] = None  # SimCLR (Chen et al. 2020): two views, NT-Xent loss
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=4)  # images per batch (2x views): the negatives each view sees
+    lr: float = Field(1e-3, gt=0)  # AdamW, cosine decay
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.2, gt=0)
+    projection: int = Field(64, ge=2)  # the projection head's output (dropped after pretraining)
+    # Each view: a random shift, rotation, zoom and contrast (no flip unless image.augment flips).
+    rotation: float = Field(15.0, ge=0, le=180)
+    shift: float = Field(0.15, ge=0, lt=1)
+    zoom: float = Field(0.2, ge=0, lt=1)
+    contrast: float = Field(0.4, ge=0, lt=1)
+    head_epochs: int = Field(2, ge=0)  # fine-tuning: the head alone first, then the whole network
+    # The encoder's weights file (encoder.weights.h5 of an earlier pretraining with the same model
+    # settings); None: the run pretrains (or reuses what it pretrained before).
+    weights: Optional[str] = None
+
+
 class ImageConfig(_Section):
     """An image column: the competition is an image (or image + tabular) competition."""
 
@@ -156,6 +181,12 @@ class ImageConfig(_Section):
     cache_memory_mb: float = Field(2048, gt=0)
     augment: AugmentConfig = AugmentConfig()
     tta: TTAConfig = TTAConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+
+    @field_validator("pretrain", mode="before")
+    @classmethod
+    def _method_alone(cls, v):
+        return {"method": v} if v is None or isinstance(v, str) else v
 
     @field_validator("size")
     @classmethod
@@ -277,13 +308,46 @@ class CNNConfig(ImageHeadConfig):
     """model.name cnn: conv blocks of these widths (each convs_per_block conv-BN-activation, then
     pooling), global average pooling, the head."""
 
-    filters: list[int] = [32, 64, 128]
-    convs_per_block: int = Field(2, ge=1)
+    # None: sized to the image (cnn.py: auto_filters): a block per halving while the feature map
+    # stays at least 2 pixels wide, up to 5, widths 32, 64, ... up to 256 (8x8: 3 blocks, 28x28: 4).
+    filters: Optional[list[int]] = None
+    convs_per_block: int = Field(1, ge=1)
+    hidden: list[int] = [128]
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
 
     @field_validator("filters")
     @classmethod
-    def _filter_widths(cls, v: list[int]) -> list[int]:
-        return _positive(v)
+    def _filter_widths(cls, v):
+        return v if v is None else _positive(v)
+
+
+class ViTConfig(ImageHeadConfig):
+    """model.name vit: a small Vision Transformer (Dosovitskiy et al. 2021) with a convolutional
+    stem (Xiao et al. 2021, "Early convolutions help transformers see better"): stem convolutions,
+    non-overlapping patches of the stem's output, learned position embeddings, pre-norm encoder
+    blocks, the tokens' mean, the head."""
+
+    stem: list[int] = [32]  # 3x3 conv-BN-activation widths before the patches (stride 1)
+    # Patch side in pixels; None: the image's shorter side / 7, at least 1 (a 7x7 grid of tokens on
+    # 28x28 digits, 8x8 tokens of one pixel each on 8x8 images: small images are not upscaled).
+    patch: Optional[int] = Field(None, ge=1)
+    dim: int = Field(64, ge=8)  # token width
+    depth: int = Field(4, ge=1)  # encoder blocks
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0)  # each block's MLP width / dim
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden: list[int] = []  # the head's dense layers after the tokens' mean (none: linear head)
+
+    @field_validator("stem")
+    @classmethod
+    def _stem_widths(cls, v: list[int]) -> list[int]:
+        return _positive(v) if v else v
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 class BackboneConfig(ImageHeadConfig):
@@ -336,6 +400,7 @@ class ModelConfig(_Section):
     realmlp: RealMLPConfig = RealMLPConfig()
     tabm: TabMConfig = TabMConfig()
     cnn: CNNConfig = CNNConfig()
+    vit: ViTConfig = ViTConfig()
     backbone: BackboneConfig = BackboneConfig()  # every tf_keras.applications backbone
     # scikit-learn members: their estimator's keyword arguments, over the pipeline's defaults.
     hgb: dict[str, Any] = {}
@@ -409,6 +474,10 @@ class TrainConfig(_Section):
     # integers, right-skewed) unless the metric is scored on a log scale; else mse.
     loss: Literal["auto", "mse", "poisson"] = "auto"
     mixup_alpha: float = Field(0.0, ge=0)  # Mixup's Beta(alpha, alpha); 0: off
+    # Pseudo-labels (classification): a second stage in which each fold also trains on the test rows
+    # that its own first-stage models predict with at least this confidence (top class probability),
+    # labelled with that class (cv/pseudo.py: the leakage rule). None: off.
+    pseudo_label: Optional[float] = Field(None, gt=0, lt=1)
     cutmix_alpha: float = Field(0.0, ge=0)  # images: CutMix's Beta(alpha, alpha); with Mixup, one per batch
     grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
@@ -447,6 +516,13 @@ class TrainConfig(_Section):
         if len(set(self.checkpoints)) != len(self.checkpoints):
             raise ValueError(f"train.checkpoints repeats a name: {self.checkpoints}")
         return self
+
+
+# An image competition's training where its config sets none (tabular ones keep TrainConfig's):
+# 30 epochs of batches of 64 on a one-cycle schedule, every epoch kept (no early stopping),
+# chosen on mnist's digits at 28, 14 and 8 pixels (bench/images.py --part defaults, README).
+IMAGE_TRAIN = {"epochs": 30, "batch_size": 64, "lr": 0.003, "weight_decay": 1e-4, "schedule": "onecycle",
+               "early_stopping": None}
 
 
 class ParamSpec(_Section):
@@ -606,12 +682,23 @@ class Config(_Section):
 
     _path: Optional[Path] = PrivateAttr(None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _image_training(cls, raw):
+        """An image competition trains with IMAGE_TRAIN where its config sets no train.* value."""
+        image = raw.get("image") if isinstance(raw, dict) else None
+        column = image.get("column") if isinstance(image, dict) else getattr(image, "column", None)
+        train = raw.get("train") if column else None
+        if column and (train is None or isinstance(train, dict)):
+            raw = {**raw, "train": {**IMAGE_TRAIN, **(train or {})}}
+        return raw
+
     @model_validator(mode="after")
     def _image_model(self):
         """The model fits the competition's inputs (an image model for an image column, and back);
         an image competition that names no model gets a CNN. An unregistered model.name is left to
         config_files.check_names, which lists the valid ones."""
-        from .models import BACKBONES, IMAGE_MODELS, MODELS
+        from .models import BACKBONES, IMAGE_MODELS, MODELS, PRETRAINABLE
 
         if self.image.column and "name" not in self.model.model_fields_set:
             self.model.name = "cnn"
@@ -627,6 +714,12 @@ class Config(_Section):
         if name not in BACKBONES and (bb.weights or bb.head_epochs):
             raise ValueError(f"model.backbone.weights and model.backbone.head_epochs apply to backbones "
                              f"{sorted(BACKBONES)}, not model.name {name}")
+        if self.image.pretrain.method and name not in PRETRAINABLE:
+            raise ValueError(f"image.pretrain pretrains the encoder of model.name {' or '.join(PRETRAINABLE)}, not "
+                             f"{name}; set model.name=cnn or remove image.pretrain")
+        if self.image.pretrain.method and self.image.pretrain.head_epochs >= self.train.epochs:
+            raise ValueError(f"image.pretrain.head_epochs ({self.image.pretrain.head_epochs}) must be below "
+                             f"train.epochs ({self.train.epochs})")
         if name in BACKBONES and bb.backbone_lr_mult < 1 and self.train.ema:
             raise ValueError("train.ema is not supported with a backbone learning-rate multiplier; set "
                              "model.backbone.backbone_lr_mult=1 or train.ema=false")

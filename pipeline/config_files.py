@@ -106,12 +106,19 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+# Sections that a single value may stand for: ``image.pretrain=simclr`` sets image.pretrain.method,
+# so that a later ``image.pretrain.epochs=5`` adds to it instead of replacing it.
+SHORTHANDS = {"image.pretrain": "method"}
+
+
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any], where: str = "--set") -> dict:
     """Return a copy of ``raw`` with dotted-key overrides applied; unknown keys are errors."""
     out = copy.deepcopy(raw)
     items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
     for key, value in items:
         check_key(key, where)
+        if key in SHORTHANDS and not isinstance(value, dict):
+            key = f"{key}.{SHORTHANDS[key]}"
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -104,8 +104,6 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
     """The run's folds (assigned once per competition, or the run's own on resume), every fold unit
     trained or resumed, then oof.csv, test_pred.csv, submission.csv and scores.json (last)."""
     from .cv.folds import load_or_assign_folds
-    from .cv.loop import run_cv
-
     from .data.profile import log_profile, profile
 
     _log_plan(data, run.dir)
@@ -122,7 +120,7 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
         raise DataError(f"{run.folds_path}: folds do not match the ids of {data.paths['train']} row by row. "
                         f"Delete the competition's saved folds file to assign new ones, and use a new --run-name.")
     units = run.units()
-    cv = run_cv(data, units, run.fold_dir, budget)
+    data, cv, stages = cross_validate(run, data, units, budget)
     run.check_owner()  # still this process's run before its outputs are written
     fmt = data.submission_format
     oof = format_predictions(fmt, data.train[id_col], cv.oof)
@@ -131,7 +129,7 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
     write_csv(format_predictions(fmt, data.test[id_col], cv.test), run.test_pred_path)
     write_csv(make_submission(data, cv.test), run.submission_path)
     write_json(cv.ensemble.to_dict(), run.ensemble_path)  # the weights --predict and load_run use
-    scores = _scores(data, cv, run.seconds())
+    scores = {**_scores(data, cv, run.seconds()), **stages}
     if budget is not None:
         scores["time_limit"] = budget.summary(len(cv.folds), len(units))
     _log_summary(data, scores, cv, run.dir)
@@ -151,6 +149,36 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
         write_report(run, scores)
         log.info("report: %s", run.report_path)
     write_json(scores, run.scores_path)  # last: its presence means done
+
+
+def cross_validate(run: Run, data: CompetitionData, units, budget: TimeBudget | None):
+    """The K-fold loop of the run, with what comes before it (image.pretrain: the pretrained
+    encoder every fold starts from) and after it (train.pseudo_label: the second stage). Returns
+    the data the folds trained on, the CVResult and their summaries for scores.json."""
+    from .cv.loop import run_cv
+    from .training.pretrain import with_pretrained_encoder
+
+    data, pretrain = with_pretrained_encoder(data, run.pretrain_dir)
+    stages = {"pretrain": pretrain} if pretrain is not None else {}
+    if not data.cfg.train.pseudo_label:
+        return data, run_cv(data, units, run.fold_dir, budget), stages
+    from .cv.pseudo import second_stage
+
+    first = run_cv(data, units, run.first_stage_dir, budget)
+    cv, stages["pseudo_label"] = second_stage(data, units, first, run.fold_dir, budget)
+    if cv is None:  # the time limit stopped stage 2: the first stage's folds become the run's
+        _keep_first_stage(run)
+        cv = first
+    return data, cv, stages
+
+
+def _keep_first_stage(run: Run) -> None:
+    """The first stage's fold folders in place of an unfinished second stage (--predict and
+    --export-run read folds/)."""
+    import shutil
+
+    shutil.rmtree(run.dir / "folds", ignore_errors=True)
+    (run.dir / "stage1").rename(run.dir / "folds")
 
 
 def _scores(data: CompetitionData, cv, seconds: float) -> dict:
@@ -200,7 +228,6 @@ def _log_plan(data: CompetitionData, run_dir: Path) -> None:
 
 def member_plan(data: CompetitionData) -> str:
     """Each member in a few words: its layers and its epochs and batch (Keras), or its kind."""
-    from .models import model_section
     from .models.sklearn_models import SKLEARN_MODELS
     from .training.members import member_names
     from .training.recipes import member_config
@@ -211,10 +238,21 @@ def member_plan(data: CompetitionData) -> str:
             out.append(name)
             continue
         tc = member_config(cfg, name, data.task or "regression").train
-        section = model_section(cfg.model, name)
-        widths = getattr(section, "filters", section.hidden)  # a CNN's conv widths, else the dense ones
-        out.append(f"{name} {widths} ({tc.epochs} epochs, batch {tc.batch_size})")
+        out.append(f"{name} {_layers(cfg, name)} ({tc.epochs} epochs, batch {tc.batch_size})")
     return ", ".join(out)
+
+
+def _layers(cfg, name: str) -> str:
+    """A Keras member's layers in a few words: a CNN's conv widths, a ViT's tokens, else the dense widths."""
+    from .models import model_section
+    from .models.cnn import auto_filters
+
+    section = model_section(cfg.model, name)
+    if name == "cnn":
+        return str(section.filters or auto_filters(cfg.image.size))
+    if name == "vit":
+        return f"dim {section.dim} x {section.depth} blocks"
+    return str(section.hidden)
 
 
 def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
@@ -238,6 +276,12 @@ def _log_summary(data, scores: dict, cv, run_dir: Path) -> None:
     log.info("ensemble (%s%s): weights %s", ens["method"], f"; {ens['note']}" if ens.get("note") else "",
              ", ".join(f"{k} {v:.3f}" for k, v in weights.items()))
     log.info("OOF (cv): %s %.5g (the ensemble, its weights cross-fitted over the folds)", m, scores["cv"])
+    pseudo = scores.get("pseudo_label")
+    if pseudo:
+        log.info("pseudo-labels (confidence >= %g): %s test rows added per fold; first stage OOF %s %.5g%s",
+                 pseudo["threshold"], "/".join(str(v) for v in pseudo["rows"].values()), m, pseudo["stage1_cv"],
+                 f", its labels right on {pseudo['holdout_label_accuracy']:.4f} of the holdout rows added"
+                 if pseudo.get("holdout_label_accuracy") is not None else "")
     if "cv_no_tta" in scores:
         log.info("OOF without TTA: %s %.5g (TTA views: %s)", m, scores["cv_no_tta"], ", ".join(scores["tta_views"]))
     if "holdout" in scores:

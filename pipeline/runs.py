@@ -148,6 +148,16 @@ class Run:
     def fold_dir(self, unit: FoldUnit | str) -> Path:
         return self.dir / "folds" / (unit if isinstance(unit, str) else unit.name)
 
+    @property
+    def pretrain_dir(self) -> Path:
+        """Where image.pretrain keeps its encoders: beside the competition's folds (shared by its
+        runs), or in a smoke run's own folder."""
+        return self.dir / "pretrain" if self.info.get("smoke") else self.shared_folds_dir.parent / "pretrain"
+
+    def first_stage_dir(self, unit: FoldUnit) -> Path:
+        """With pseudo-labels (cv/pseudo.py): the first stage's fold folder; folds/ hold the second."""
+        return self.dir / "stage1" / unit.name
+
     def files(self) -> dict[str, Path]:
         """The run's output files that exist (the ``<key>_path`` properties above)."""
         paths = {k: getattr(self, f"{k}_path") for k in OUTPUT_FILES}

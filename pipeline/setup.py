@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # --smoke: the whole path on a small sample, for checking shapes and configs before a long run.
 SMOKE_OVERRIDES = {"cv.folds": 2, "cv.repeats": 1, "train.epochs": 1, "model.realmlp.epochs": 1,
-                   "model.tabm.epochs": 1}
+                   "model.tabm.epochs": 1, "image.pretrain.epochs": 1, "image.pretrain.head_epochs": 0}
 SMOKE_ROWS = 400
 # A tuning trial's parameters under these keys change how the files are read or checked, or what
 # is inferred from them before any setting: its data is read again. Any other parameter (model,

@@ -313,3 +313,5 @@ def test_delegated_node_count_and_export_helpers():
     np.testing.assert_allclose(clipped, [[9.99, 0.0], [989.01, 0.0]])
     assert student_widths(CNNConfig(hidden=[256, 128], filters=[32, 64]), ExportConfig()) == ([128, 64], [16, 32])
     assert student_widths(CNNConfig(), ExportConfig(student_hidden=[8], student_filters=[4])) == ([8], [4])
+    # A CNN sized to its image: half the widths it was built with.
+    assert student_widths(CNNConfig(), ExportConfig(), (28, 28, 1)) == ([64], [16, 32, 64, 128])

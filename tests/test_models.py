@@ -5,7 +5,7 @@ from pipeline.training.trainer import Trainer
 from pipeline.config import MLPConfig, ModelConfig, TrainConfig
 import dataclasses
 
-from pipeline.models import BACKBONES, MODELS, build_model, get_builder
+from pipeline.models import BACKBONES, IMAGE_MODELS, MODELS, build_model, get_builder
 from pipeline.models.sklearn_models import SKLEARN_MODELS
 from pipeline.models.heads import make_loss, output_size, to_prediction
 from pipeline.preprocessing.table import InputSpec
@@ -36,8 +36,9 @@ CASES += [(name, "multiclass", 3) for name in BACKBONES]
 
 @pytest.mark.parametrize("name, task, n_classes", CASES)
 def test_every_model_builds_and_trains_one_step(name, task, n_classes):
-    image = name in BACKBONES or name == "cnn"
+    image = name in IMAGE_MODELS
     cfg = ModelConfig(name=name, mlp={"hidden": [8, 4]}, cnn={"hidden": [8, 4], "filters": [8, 16]},
+                      vit={"hidden": [8], "dim": 16, "depth": 1, "heads": 2, "stem": [8]},
                       backbone={"hidden": [8, 4]}, realmlp={"hidden": [8, 4]},
                       tabm={"hidden": [8], "k": 2, "bins": 4})
     model = build_model(name, IMAGE_SPEC if image else SPEC, cfg, output_size(task, n_classes), task)

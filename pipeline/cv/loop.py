@@ -49,12 +49,14 @@ class CVResult:
 
 def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path], *, label: str = "",
                 callbacks: Callable[[FoldUnit], list] | None = None,
-                budget: TimeBudget | None = None) -> Iterator[FoldResult]:
+                budget: TimeBudget | None = None,
+                prepare: Callable[[FoldUnit], tuple] | None = None) -> Iterator[FoldResult]:
     """Yield each unit's FoldResult: loaded when its folder is complete (resume), else trained.
 
     ``fold_dir(unit)``: where the unit's artifact lives; ``label`` prefixes the progress lines
     (a trial's number); ``callbacks(unit)``: extra Keras callbacks for that unit (pruning);
-    ``budget``: a time limit: each fold gets its share, and folds that no longer fit are skipped."""
+    ``budget``: a time limit: each fold gets its share, and folds that no longer fit are skipped;
+    ``prepare(unit)``: the (data, unit) that unit trains on instead (pseudo-labels' added rows)."""
     trained = 0
     for position, unit in enumerate(units):
         raise_if_terminated()  # between folds too (HGB members have no epochs)
@@ -70,10 +72,11 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
                      budget.cheapest_fold, ", ".join(budget.folds_skipped))
             return
         else:
-            log.info("%s: training on %d rows, validating on %d", prefix, len(unit.train_idx), len(unit.valid_idx))
+            fold_data, fit_unit = prepare(unit) if prepare is not None else (data, unit)
+            log.info("%s: training on %d rows, validating on %d", prefix, len(fit_unit.train_idx), len(unit.valid_idx))
             start = time.monotonic()
             deadline = budget.fold_deadline(len(units) - position) if budget is not None else None
-            result = fit_fold(data, unit.name, unit.train_idx, unit.valid_idx, path,
+            result = fit_fold(fold_data, unit.name, fit_unit.train_idx, unit.valid_idx, path,
                               seed=data.cfg.train.seed + unit.index, label=prefix,
                               callbacks=callbacks(unit) if callbacks else None, deadline=deadline)
             trained += 1

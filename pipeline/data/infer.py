@@ -130,6 +130,13 @@ def resolved_config(cfg: Config, task: str, metric: str, scheme: str, columns: d
             raise DataError(f"model.backbone.weights {given}: file not found (looked at {weights}). "
                             f"Attach the backbone's weights file and set model.backbone.weights to its path.")
         resolved["model"]["backbone"]["weights"] = str(weights)
+    given = cfg.image.pretrain.weights
+    if given:
+        weights = Path(given) if Path(given).is_absolute() else cfg.root / given
+        if not weights.is_file():
+            raise DataError(f"image.pretrain.weights {given}: file not found (looked at {weights}). Give the "
+                            f"encoder.weights.h5 of an earlier pretraining, or remove the key to pretrain.")
+        resolved["image"]["pretrain"]["weights"] = str(weights)
     resolved.update(task=task, metric=metric)
     if images is not None:
         _image_defaults(cfg, resolved, images["train"])

@@ -365,9 +365,9 @@ class _TrainContext:
         family = "mlp" if family in FAMILY_SECTIONS else family
         member = member_config(cfg, family, task)
         section = model_section(member.model, family)
-        hidden, filters = student_widths(section, ec)
-        widths = {"hidden": hidden} | ({"filters": filters} if "filters" in type(section).model_fields else {})
         spec = model_spec(model)
+        hidden, filters = student_widths(section, ec, spec.image)
+        widths = {"hidden": hidden} | ({"filters": filters} if "filters" in type(section).model_fields else {})
         keras.utils.set_random_seed(ec.seed)
         student = get_builder(family)(spec, section.model_copy(update=widths), output_size(task, len(self.data.classes)),
                                       task)
@@ -434,11 +434,17 @@ def measure_latencies(rows: list[dict], folder: Path, x: dict[str, np.ndarray], 
                 r[f"latency_ms_{batch}_{tag}"] = float(np.median(times[(r["artifact"], xnn, batch)]))
 
 
-def student_widths(model_cfg, ec) -> tuple[list[int], list[int]]:
-    """The student's Dense widths and conv filters: as configured, or half the teacher's."""
+def student_widths(model_cfg, ec, image=None) -> tuple[list[int], list[int]]:
+    """The student's Dense widths and conv filters: as configured, or half the teacher's (a CNN
+    sized to the image: half the widths it was built with)."""
+    from ..models.cnn import auto_filters
+
     half = lambda widths: [max(4, w // 2) for w in widths]  # noqa: E731
+    filters = getattr(model_cfg, "filters", [])
+    if filters is None:
+        filters = auto_filters(image[:2])
     return (list(ec.student_hidden) if ec.student_hidden is not None else half(model_cfg.hidden),
-            list(ec.student_filters) if ec.student_filters is not None else half(getattr(model_cfg, "filters", [])))
+            list(ec.student_filters) if ec.student_filters is not None else half(filters))
 
 
 def has_conv(model) -> bool:

@@ -1,7 +1,7 @@
 """Model builders by name. Entries are "module:function" strings resolved on use, so validating a
 config does not import TensorFlow; each builder is ``build(spec, section, n_outputs, task) -> keras.Model``
 and receives only its own section of the model config (``model_section``): model.mlp for mlp,
-model.realmlp, model.tabm, model.cnn, and model.backbone for every tf_keras.applications backbone
+model.realmlp, model.tabm, model.cnn, model.vit, and model.backbone for every tf_keras.applications backbone
 (its builder is told which one). scikit-learn models take model.hgb / model.linear as their
 estimator's arguments (training/members.py: sklearn_params).
 """
@@ -19,6 +19,7 @@ MODELS.register("realmlp")("pipeline.models.realmlp:build_realmlp")
 # Tabular models whose settings include their own training recipe (training/recipes.py).
 FAMILY_SECTIONS = ("realmlp", "tabm")
 MODELS.register("cnn")("pipeline.models.cnn:build_cnn")
+MODELS.register("vit")("pipeline.models.vit:build_vit")
 # tf_keras.applications backbones: name → (class, input preprocessing mode); see backbones.py.
 # "none": the network rescales 0-255 pixels itself.
 BACKBONES = {
@@ -30,7 +31,9 @@ BACKBONES = {
 }
 for _name in BACKBONES:
     MODELS.register(_name)("pipeline.models.backbones:build_backbone")
-IMAGE_MODELS = {"cnn", *BACKBONES}
+IMAGE_MODELS = {"cnn", "vit", *BACKBONES}
+# Image models whose encoder image.pretrain pretrains: the layer whose output is the image features.
+PRETRAINABLE = {"cnn": "gap", "vit": "token_mean"}
 # scikit-learn level-1 models through the same CV (sklearn_models.py; a different builder contract).
 MODELS.register("hgb")("pipeline.models.sklearn_models:build_sklearn")
 MODELS.register("linear")("pipeline.models.sklearn_models:build_sklearn")

@@ -111,3 +111,18 @@ class PeriodicEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "frequencies": self.frequencies, "dim": self.dim, "sigma": self.sigma}
+
+
+@keras.saving.register_keras_serializable("pipeline")
+class PositionEmbedding(keras.layers.Layer):
+    """A learned vector per token position, added to (batch, tokens, dim) inputs (a ViT's patch
+    tokens). tf_keras has no such layer; an Embedding of tf.range would need a Lambda, which does
+    not load in safe mode."""
+
+    def build(self, input_shape):
+        self.table = self.add_weight("table", (1, int(input_shape[1]), int(input_shape[2])),
+                                     initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+        super().build(input_shape)
+
+    def call(self, x):
+        return x + tf.cast(self.table, x.dtype)

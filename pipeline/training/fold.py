@@ -50,6 +50,9 @@ def check_train_config(cfg, task: str) -> None:
     tc = cfg.train
     if tc.label_smoothing and task == "regression":
         raise ConfigError("train.label_smoothing applies to classification; this task is regression. Set it to 0.")
+    if tc.pseudo_label and task == "regression":
+        raise ConfigError("train.pseudo_label applies to classification (a confidence threshold on the predicted "
+                          "class); this task is regression. Remove it.")
     if cfg.model.backbone.weights:  # a weights file that does not fit the backbone fails here, before any output
         from ..models.backbones import make_backbone
 
@@ -168,16 +171,28 @@ def fold_result(data, name: str, valid_idx: np.ndarray, fits: dict, seconds: flo
     return result
 
 
-def _stages(cfg, net) -> list[tuple[int, int | None]]:
-    """(epochs, trainable top backbone layers) per training stage. Backbones with head_epochs: the
-    head alone first (0 backbone layers), then ``model.backbone.unfreeze`` layers (None: all)."""
+def _stages(cfg, net, pretrained: bool = False) -> list[tuple[int, int | None]]:
+    """(epochs, trainable top backbone layers) per training stage. Backbones with head_epochs, and
+    a pretrained encoder (image.pretrain) with its head_epochs: the head alone first (0 layers),
+    then ``model.backbone.unfreeze`` layers (None: all)."""
     from ..models.backbones import has_backbone
 
+    if pretrained:
+        head = cfg.image.pretrain.head_epochs
+        return [(head, 0), (cfg.train.epochs - head, None)] if head else [(cfg.train.epochs, None)]
     if not has_backbone(net):
         return [(cfg.train.epochs, None)]
     head = cfg.model.backbone.head_epochs
     rest = (cfg.train.epochs - head, cfg.model.backbone.unfreeze)
     return [(head, 0), rest] if head else [rest]
+
+
+def pretrained_weights(cfg, model_name: str) -> str | None:
+    """The pretrained encoder ``model_name`` starts from (image.pretrain; the run fills the path)."""
+    from ..models import PRETRAINABLE
+
+    pc = cfg.image.pretrain
+    return pc.weights if pc.method and model_name in PRETRAINABLE else None
 
 
 def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, seed: int, label: str,
@@ -195,12 +210,23 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
         net = build_model(model_name, spec, cfg.model, output_size(task, len(data.classes)), task)
         if inputs.images is None:  # data-dependent initialization (RealMLP, TabM's bins)
             adapt_layers(net, inputs.x["train"], seed=seed)
+        pretrained = pretrained_weights(cfg, model_name)
+        if pretrained:
+            from .pretrain import load_encoder
+
+            load_encoder(net, model_name, pretrained)
     snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds)
     done = 0
-    for stage_epochs, unfreeze in _stages(cfg, net):
+    for stage_epochs, unfreeze in _stages(cfg, net, bool(pretrained)):
         stage_tc = tc.model_copy(update={"epochs": stage_epochs})
         backbone_vars = None
-        if has_backbone(net):
+        if pretrained:
+            from .pretrain import set_encoder_trainable
+
+            set_encoder_trainable(net, model_name, unfreeze != 0)
+            log.info("%s: %d epochs with the pretrained encoder %s", label, stage_epochs,
+                     "frozen (the head alone)" if unfreeze == 0 else "trainable")
+        elif has_backbone(net):
             n = set_trainable(net, unfreeze, pretrained=bool(cfg.model.backbone.weights))
             log.info("%s: %d epochs with %d backbone layers trainable", label, stage_epochs, n)
             if n and cfg.model.backbone.backbone_lr_mult < 1:

@@ -114,6 +114,7 @@ class Objective:
 
         from ..cv.folds import fold_units, load_or_assign_folds
         from ..cv.loop import gather, train_folds
+        from ..training.pretrain import with_pretrained_encoder
         from ..models.sklearn_models import SKLEARN_MODELS
         from ..runs import Run
         from ..training.fold import check_train_config
@@ -144,6 +145,9 @@ class Objective:
         run = Run.start(trial_dir(self.study_dir, trial.number, os.getpid()), data, kind="trial",
                         smoke=self.setup.smoke, data_dir=self.setup.data_dir)
         log.info("trial %d: %s", trial.number, params)
+        # image.pretrain: the competition's pretrained encoder for these settings (made once, reused).
+        data, _ = with_pretrained_encoder(data, run.dir / "pretrain" if self.setup.smoke
+                                          else self.setup.folds_dir.parent / "pretrain")
         epoch_pruning = tc.pruner in ("median", "hyperband") and any(
             m not in SKLEARN_MODELS for m in member_names(data.cfg, data.images is not None))
 

@@ -43,6 +43,12 @@ DEFAULT_SPACES: dict[str, dict[str, dict]] = {
         "train.label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
         "image.augment.rotation": {"type": "float", "low": 0.0, "high": 20.0},
     },
+    "vit": {
+        "train.lr": _LR,
+        "model.vit.dropout": {"type": "float", "low": 0.0, "high": 0.3},
+        "model.vit.depth": {"type": "int", "low": 2, "high": 6},
+        "train.weight_decay": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True},
+    },
     "backbone": {
         "train.lr": _LR,
         "model.backbone.dropout": {"type": "float", "low": 0.0, "high": 0.5},
