@@ -183,6 +183,11 @@ def fit_ensemble(member_oof: dict[str, np.ndarray], y: np.ndarray, folds: np.nda
         return result(w, preds[keep[0]], "single" if len(names) == 1 else "best member",
                       note="" if len(names) == 1 else "the other members scored no better than a constant")
     kept = [preds[i] for i in keep]
+    if method != "mean" and len(np.unique(folds_s)) < 2:
+        # One fold predicted (a time limit stopped the rest): no other fold to fit weights on.
+        note = f"only one fold predicted, so no weights can be cross-fitted; the run is {names[best]} alone"
+        log.info("ensemble: %s", note)
+        return result(full([1.0 if i == best else 0.0 for i in keep]), preds[best], "best member", note=note)
     if method == "mean":
         w = full(np.full(len(keep), 1.0 / len(keep)))
         return result(w, weighted(preds, w), "mean")

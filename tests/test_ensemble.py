@@ -90,6 +90,17 @@ def test_a_weaker_ensemble_falls_back_to_its_best_member():
     assert metric(y, ens.oof, "regression") <= metric(y, best, "regression") + 1e-12
 
 
+def test_one_predicted_fold_gives_the_best_member_alone():
+    """A time limit that let one fold run leaves one group: no weights can be cross-fitted."""
+    rng = np.random.default_rng(4)
+    y = (rng.uniform(size=300) < 0.4).astype(int)
+    good, noisy = y * 0.6 + rng.uniform(0, 0.4, 300), y * 0.2 + rng.uniform(0, 0.8, 300)
+    one_fold = np.zeros(300, dtype=int)
+    ens = fit_ensemble({"noisy": noisy, "good": good}, y, one_fold, "binary", get_metric("auc", "binary"))
+    assert ens.method == "best member" and ens.weights == [0.0, 1.0] and "only one fold" in ens.note
+    np.testing.assert_array_equal(ens.oof, good)
+
+
 def test_fixed_and_mean_weights():
     from pipeline.config import EnsembleConfig
 

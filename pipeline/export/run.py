@@ -441,7 +441,7 @@ def student_widths(model_cfg, ec, image=None) -> tuple[list[int], list[int]]:
 
     half = lambda widths: [max(4, w // 2) for w in widths]  # noqa: E731
     filters = getattr(model_cfg, "filters", [])
-    if filters is None:
+    if filters is None and ec.student_filters is None:
         filters = auto_filters(image[:2])
     return (list(ec.student_hidden) if ec.student_hidden is not None else half(model_cfg.hidden),
             list(ec.student_filters) if ec.student_filters is not None else half(filters))
