@@ -520,7 +520,7 @@ class TrainConfig(_Section):
 
 # An image competition's training where its config sets none (tabular ones keep TrainConfig's):
 # 30 epochs of batches of 64 on a one-cycle schedule, every epoch kept (no early stopping),
-# chosen on mnist's digits at 28, 14 and 8 pixels (bench/images.py --part defaults, README).
+# chosen on mnist's digits at 28 and 8 pixels (bench/images.py --part defaults, README).
 IMAGE_TRAIN = {"epochs": 30, "batch_size": 64, "lr": 0.003, "weight_decay": 1e-4, "schedule": "onecycle",
                "early_stopping": None}
 
