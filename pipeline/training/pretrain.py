@@ -73,11 +73,12 @@ def view_config(cfg) -> AugmentConfig:
 
 
 def settings_key(cfg, paths: np.ndarray) -> str:
-    """What the pretrained encoder depends on: the model's section, the image settings, the
-    pretraining settings and the images (their paths)."""
+    """What the pretrained encoder depends on: the model's section (less the head's widths), the
+    image settings, the pretraining settings (less the fine-tuning's) and the images (their paths)."""
     im = cfg.image
-    parts = {"model": cfg.model.name, "section": model_section(cfg.model, cfg.model.name).model_dump(mode="json"),
-             "image": [im.size, im.channels, im.resize], "pretrain": im.pretrain.model_dump(mode="json"),
+    section = model_section(cfg.model, cfg.model.name).model_dump(mode="json", exclude={"hidden", "tabular_hidden"})
+    parts = {"model": cfg.model.name, "section": section, "image": [im.size, im.channels, im.resize],
+             "pretrain": im.pretrain.model_dump(mode="json", exclude={"head_epochs", "weights"}),
              "augment": [im.augment.hflip, im.augment.vflip, im.augment.fill], "seed": cfg.train.seed,
              "images": hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
