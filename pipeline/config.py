@@ -328,8 +328,8 @@ class ViTConfig(ImageHeadConfig):
     blocks, the tokens' mean, the head."""
 
     stem: list[int] = [32]  # 3x3 conv-BN-activation widths before the patches (stride 1)
-    # Patch side in pixels; None: the image's shorter side / 7, at least 1 (a 7x7 grid of tokens on
-    # 28x28 digits, 8x8 tokens of one pixel each on 8x8 images: small images are not upscaled).
+    # Patch side in pixels; None: the image's shorter side / 7 rounded up (a 7x7 grid of tokens on
+    # 28x28 and 14x14 digits, 4x4 tokens of 2x2 pixels on 8x8 images: small images are not upscaled).
     patch: Optional[int] = Field(None, ge=1)
     dim: int = Field(64, ge=8)  # token width
     depth: int = Field(4, ge=1)  # encoder blocks

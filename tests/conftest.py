@@ -16,6 +16,15 @@ COMPS = ROOT / "competitions"
 FILES = ("train", "test", "sample_submission", "solution")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pytest.ini) as the CPU quota allows: xdist counts the machine's cores, which in
+    a container capped at 2 cores' time can read 16, and 16 TensorFlow processes sharing 2 cores
+    run the suite slower than 2 (tf_runtime.usable_cores reads the affinity mask and cpu.max)."""
+    from pipeline.tf_runtime import usable_cores
+
+    return usable_cores()
+
+
 IMAGE_COMPS = {"mnist"}  # image files named by the id column, in data/train and data/test
 
 

@@ -4,7 +4,7 @@ then a GELU MLP, each with a residual), the tokens' mean, then the shared head (
 
 Sized for competitions' own images trained from scratch: no class token (the mean of the tokens
 trains as well on small data and keeps the graph simple for TFLite), the patch side chosen from
-the image so a 28x28 digit gives a 7x7 grid and an 8x8 one a token per pixel.
+the image so the grid is at most 7 tokens a side: 7x7 on 28x28 and 14x14 digits, 4x4 on 8x8 ones.
 """
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from .image_head import image_model
 from .inputs import IMAGE_INPUT, make_inputs
 from .layers import PositionEmbedding
 
-GRID = 7  # patch: None → about this many tokens along the shorter side
+GRID = 7  # patch: None → at most this many tokens along the shorter side
 
 
 def patch_size(image_size: tuple[int, int], patch: int | None) -> int:
-    """The patch side: the configured one, or the shorter side // GRID (at least 1 pixel)."""
+    """The patch side: the configured one, or ceil(shorter side / GRID). Not side // GRID: on 8x8
+    images that is 1, 64 tokens, and the ViT's epoch cost 3.7x that of 2x2 patches (16 tokens) for
+    the same accuracy on mnist8's first fold (bench/images.py --part vit, the issue 29 note)."""
     side = min(image_size)
-    size = patch if patch is not None else max(1, side // GRID)
+    size = patch if patch is not None else -(-side // GRID)
     if size > side:
         raise ValueError(f"model.vit.patch {size} is larger than the image's shorter side {side}")
     return size
