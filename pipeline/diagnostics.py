@@ -236,7 +236,7 @@ def adversarial_validation(data) -> dict | None:
 
 def write_diagnostics(run, data, cv, scores: dict, costly: bool = True) -> dict[str, Path]:
     """Every diagnostic of a finished CV into the run folder; returns name → file written.
-    ``costly=False`` (a time limit nearly spent): the plots only, no model is run again."""
+    ``costly=False`` (a run under a time limit): the plots only, no model is run again."""
     from .metrics import get_metric
     from .outputs import write_csv, write_json
 
