@@ -186,7 +186,7 @@ def test_params_overlay_reaches_export_and_stack(tiny_comp, tmp_path):
     overlay.write_text(yaml.safe_dump({"model": {"mlp": {"dropout": 0.1}}, "export": {"representative_rows": 37},
                                        "train": {"lr": 0.003}}))
     a = run_competition(cfg, FAST, output_dir=out, run_name="a", params=overlay)
-    run_competition(cfg, FAST + ["model.mlp.hidden=[8]"], output_dir=out, run_name="b")
+    run_competition(cfg, FAST + ["model.name=hgb"], output_dir=out, run_name="b")  # a cheap partner, same folds
     # Export reads the run's own config: the overlay's model and export settings, not the base's.
     export = export_run(cfg, "a", ["int8"], output_dir=out, overrides=["export.latency_runs=5"])
     report = json.loads((export / "export_report.json").read_text())
@@ -226,7 +226,7 @@ def test_stack_takes_finished_runs_only_and_never_writes_into_a_run(tiny_comp, t
     run_competition(cfg, ["model.name=linear", "cv.folds=2"], output_dir=out, run_name="b")
     kill_on("fold_1", monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run_competition(cfg, FAST + ["train.lr=0.01"], output_dir=out, run_name="half")
+        run_competition(cfg, FAST + ["model.name=hgb"], output_dir=out, run_name="half")
     monkeypatch.undo()
     with pytest.raises(DataError, match=r"--stack half: .* is not a finished run \(state interrupted\)"):
         stack_runs(cfg, ["a", "half"], output_dir=out, run_name="s")

@@ -54,15 +54,25 @@ def test_nested_stacker_never_uses_a_rows_own_label(method, task):
     assert not np.allclose(oof[folds != 0], again[folds != 0])  # the labels do reach the other folds
 
 
-@pytest.fixture
-def two_runs(tiny_comp, tmp_path):
+@pytest.fixture(scope="module")
+def _two_runs_once(tmp_path_factory):
+    from conftest import cut, write_competition
     from pipeline import run_competition
 
-    cfg = tiny_comp("health_insurance", train_rows=400, test_rows=100)
-    out = tmp_path / "out"
-    run_competition(cfg, FAST, output_dir=out, run_name="mlp")
-    run_competition(cfg, ["model.name=hgb", "cv.folds=2"], output_dir=out, run_name="hgb")
-    return cfg, out
+    base = tmp_path_factory.mktemp("two_runs")
+    cfg = write_competition(base / "health_insurance", "health_insurance", cut("health_insurance", 400, 100))
+    run_competition(cfg, FAST, output_dir=base / "out", run_name="mlp")
+    run_competition(cfg, ["model.name=hgb", "cv.folds=2"], output_dir=base / "out", run_name="hgb")
+    return base
+
+
+@pytest.fixture
+def two_runs(_two_runs_once, tmp_path):
+    """The two runs, trained once for the module, copied for each test (which may add runs beside them)."""
+    import shutil
+
+    shutil.copytree(_two_runs_once, tmp_path / "two_runs")
+    return tmp_path / "two_runs" / "health_insurance" / "config.yaml", tmp_path / "two_runs" / "out"
 
 
 @pytest.mark.slow

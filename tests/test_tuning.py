@@ -30,9 +30,14 @@ def trials_of(summary):
     return optuna.load_study(study_name=summary["study"], storage=storage).trials
 
 
-def test_study_completes_and_best_overlay_reproduces_the_best_params(tiny_comp, tmp_path):
+def test_study_completes_and_best_overlay_reproduces_the_best_params(tiny_comp, tmp_path, monkeypatch):
+    from pipeline.training.fold import FoldArtifact
+
+    saved = []
+    monkeypatch.setattr(FoldArtifact, "save", lambda *a, **k: saved.append(a))
     cfg = comp_with_space(tiny_comp)
     summary = tune(cfg, HGB, trials=4, output_dir=tmp_path, study="s")
+    assert saved == []  # a trial keeps scores, not models
     assert summary["complete"] == 4 and summary["trials"] == 4 and summary["direction"] == "minimize"
     study_dir = tmp_path / "diamonds" / "studies" / "s"
     assert {"study.db", "best.yaml", "summary.json", "history.png", "importances.png", "tune.log"} <= {

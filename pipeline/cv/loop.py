@@ -50,13 +50,15 @@ class CVResult:
 def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path], *, label: str = "",
                 callbacks: Callable[[FoldUnit], list] | None = None,
                 budget: TimeBudget | None = None,
-                prepare: Callable[[FoldUnit], tuple] | None = None) -> Iterator[FoldResult]:
+                prepare: Callable[[FoldUnit], tuple] | None = None, save: bool = True) -> Iterator[FoldResult]:
     """Yield each unit's FoldResult: loaded when its folder is complete (resume), else trained.
 
     ``fold_dir(unit)``: where the unit's artifact lives; ``label`` prefixes the progress lines
     (a trial's number); ``callbacks(unit)``: extra Keras callbacks for that unit (pruning);
     ``budget``: a time limit: each fold gets its share, and folds that no longer fit are skipped;
-    ``prepare(unit)``: the (data, unit) that unit trains on instead (pseudo-labels' added rows)."""
+    ``prepare(unit)``: the (data, unit) that unit trains on instead (pseudo-labels' added rows);
+    ``save=False``: no fold artifact written (a tuning trial: its folder is removed after; saving
+    its members took a 6-trial HGB study on 300 rows from 7.3 s to 9.2 s)."""
     trained = 0
     for position, unit in enumerate(units):
         raise_if_terminated()  # between folds too (HGB members have no epochs)
@@ -78,7 +80,7 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
             deadline = budget.fold_deadline(len(units) - position) if budget is not None else None
             result = fit_fold(fold_data, unit.name, fit_unit.train_idx, unit.valid_idx, path,
                               seed=data.cfg.train.seed + unit.index, label=prefix,
-                              callbacks=callbacks(unit) if callbacks else None, deadline=deadline)
+                              callbacks=callbacks(unit) if callbacks else None, deadline=deadline, save=save)
             trained += 1
             if budget is not None:
                 timing = result.timing or {"train_seconds": 0.0, "slowest_epoch": 0.0}

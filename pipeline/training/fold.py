@@ -109,9 +109,10 @@ def transform_target(y: np.ndarray, target) -> np.ndarray:
 
 def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold_dir: Path,
              seed: int, label: str | None = None, callbacks: list | None = None,
-             deadline: float | None = None) -> FoldResult:
+             deadline: float | None = None, save: bool = True) -> FoldResult:
     """Train every member of the run on ``train_idx`` rows of ``data.train``; predict the
-    ``valid_idx`` rows and the test rows with each; save the fold.
+    ``valid_idx`` rows and the test rows with each; save the fold (``save=False``: a tuning
+    trial, which keeps scores, not models).
 
     ``label`` prefixes the progress lines (default: ``name``). ``callbacks``: extra Keras callbacks
     for the first Keras member (tuning's pruning). ``deadline`` (``time.monotonic()`` seconds):
@@ -141,9 +142,10 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     members = {m: members[m] for m in names}  # the config's order
     result = fold_result(data, name, valid_idx, {m: fits[m] for m in names}, time.perf_counter() - start)
     result.member_info = {m: model.describe() for m, model in members.items()}
-    bundle = {"preprocessor": pre, "task": data.task, "classes": data.classes, "features": list(data.columns),
-              "members": names}
-    FoldArtifact.save(fold_dir, members, bundle, result)
+    if save:
+        bundle = {"preprocessor": pre, "task": data.task, "classes": data.classes, "features": list(data.columns),
+                  "members": names}
+        FoldArtifact.save(fold_dir, members, bundle, result)
     return result
 
 

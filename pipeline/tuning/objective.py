@@ -157,7 +157,7 @@ class Objective:
         scores, results = [], []
         try:
             for i, result in enumerate(train_folds(data, units, run.fold_dir, label=f"trial {trial.number} ",
-                                                   callbacks=callbacks)):
+                                                   callbacks=callbacks, save=False)):
                 scores.append(result.score)  # the fold's best member, until the ensemble is weighed
                 results.append(result)
                 if tc.pruner == "wilcoxon":
