@@ -138,7 +138,8 @@ def test_two_processes_on_one_run_name(tiny_comp, tmp_path):
     cfg = tiny_comp("diamonds", train_rows=300, test_rows=40)
     args = [sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(tmp_path / "out"), "--run-name",
             "same", "--set", "train.epochs=60", "--set", "train.early_stopping=null", "--set", "cv.folds=2",
-            "--set", "train.batch_size=32", "--set", "model.mlp.hidden=[16]"]
+            "--set", "train.batch_size=32", "--set", "model.mlp.hidden=[16]", "--set", "diagnostics.importance=false",
+            "--set", "diagnostics.adversarial=false"]  # the lock is held through training, not the diagnostics
     procs = [subprocess.Popen(args + (["--set", "train.lr=0.002"] if i else []), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
