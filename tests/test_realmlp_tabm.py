@@ -94,6 +94,41 @@ def test_factor_adam_scales_each_parameter_group_and_decays_on_a_flat_cosine():
     np.testing.assert_allclose(w.numpy(), [2.0 * 0.95 ** 3 * (1 - 0.1 * 0.5 * 0.5)], rtol=1e-5)
 
 
+def test_factor_adam_in_a_traced_step_matches_adam_written_out():
+    """The step's shared values (learning rate, bias corrections, decay) are built once per traced
+    step: each step of a tf.function must still see its own."""
+    import tensorflow as tf
+
+    from pipeline.training.optimizers import FactorAdam
+
+    lr, b1, b2, eps, wd, total = 0.05, 0.9, 0.95, 1e-8, 0.1, 6
+    factors = {"slow": (0.3, 0.5)}
+    ws = {"fast": tf.Variable([1.0, -2.0], name="fast"), "slow": tf.Variable([0.5, 3.0], name="slow")}
+    opt = FactorAdam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps, weight_decay=wd, total_steps=total,
+                     factors=factors)
+
+    @tf.function
+    def step():
+        opt.apply_gradients([(w * w - 0.5, w) for w in ws.values()])
+
+    ref = {k: v.numpy().astype(np.float64) for k, v in ws.items()}
+    moments = {k: (np.zeros(2), np.zeros(2)) for k in ws}
+    for t in range(1, total + 1):
+        step()
+        progress = (t - 1) / total
+        flat = 1.0 if progress < 0.5 else 0.5 * (1 + np.cos(np.pi * (2 * progress - 1)))
+        for k, w in ref.items():
+            f_lr, f_wd = factors.get(k, (1.0, 1.0))
+            g = w * w - 0.5
+            w = w * (1 - wd * f_wd * flat * lr * f_lr)
+            m, v = moments[k]
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+            moments[k] = m, v
+            ref[k] = w - lr * f_lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        for k in ws:
+            np.testing.assert_allclose(ws[k].numpy(), ref[k], rtol=2e-5, err_msg=f"{k}, step {t}")
+
+
 def test_coslog4_schedule_and_flat_cosine():
     from pipeline.training.schedules import Coslog, flat_cos
 
