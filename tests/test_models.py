@@ -80,3 +80,51 @@ def test_schedules_follow_the_documented_curve():
     assert lrs[0] < lrs[1] < lrs[2] > lrs[3] > lrs[4] and lrs[4] < 1e-4
     flat = make_schedule(TrainConfig(lr=0.01, schedule="constant", epochs=10, warmup_epochs=1), 10)
     assert float(flat(0)) == pytest.approx(0.0004) and float(flat(50)) == pytest.approx(0.01)
+
+
+def test_frequent_codes_keeps_the_254_most_frequent_levels_and_pools_the_rest():
+    from pipeline.models.sklearn_models import HGB_MAX_CATEGORIES, frequent_codes
+
+    rng = np.random.default_rng(0)
+    codes = np.minimum(rng.zipf(1.3, size=20_000), 999)  # 1,000 codes, Zipf-frequent; 0 never seen
+    lookup = frequent_codes(codes, 1000)
+    assert lookup.shape == (1000,) and lookup.max() == HGB_MAX_CATEGORIES - 1
+    counts = np.bincount(codes, minlength=1000)
+    kept = np.flatnonzero(lookup < HGB_MAX_CATEGORIES - 1)
+    assert len(kept) == HGB_MAX_CATEGORIES - 1
+    # every kept level is at least as frequent as every pooled one, and the most frequent gets 0
+    assert counts[kept].min() >= counts[lookup == HGB_MAX_CATEGORIES - 1].max()
+    assert lookup[np.argmax(counts)] == 0
+    assert lookup[0] == HGB_MAX_CATEGORIES - 1  # unseen in training: pooled
+
+
+def test_hgb_splits_a_column_of_thousands_of_levels_as_categories(tmp_path):
+    """A 2,000-level column whose signal is a set of levels scattered through the code order:
+    as plain codes HGB needs many splits; as (capped) categories it is one split. The member
+    saves the lookup and predicts loaded rows as it did after fit."""
+    from types import SimpleNamespace
+
+    from pipeline.preprocessing.table import InputSpec
+    from pipeline.training.members import FoldModel, SklearnMember
+
+    rng = np.random.default_rng(1)
+    n, levels = 6000, 2000
+    code = rng.integers(1, 200, size=n) * 10  # 199 frequent levels spread over 10..1990
+    rare = rng.random(n) < 0.2
+    code[rare] = rng.integers(1, levels, size=rare.sum())  # and a tail of rare ones
+    good = (code // 10) % 7 == 0
+    y = (good ^ (rng.random(n) < 0.1)).astype(int)
+    x = {"numeric": rng.normal(size=(n, 2)).astype(np.float32), "cat__c": code.reshape(-1, 1).astype(np.int32)}
+    split = lambda rows: {k: v[rows] for k, v in x.items()}  # noqa: E731
+    tr, va = np.arange(4000), np.arange(4000, n)
+    fold = SimpleNamespace(inputs=SimpleNamespace(x={"train": split(tr), "valid": split(va), "test": split(va)}),
+                           pre=SimpleNamespace(input_spec_=InputSpec(2, [("cat__c", levels, 8)])),
+                           y_train=y[tr], seed=0)
+    member = SklearnMember("hgb", "binary", {"max_iter": 50}, None, False)
+    fit = member.fit(fold)
+    assert list(member.lookups) == [2] and member.model.is_categorical_[2]
+    accuracy = ((fit.oof > 0.5) == y[va]).mean()
+    assert accuracy > 0.85, accuracy
+    member.save(tmp_path)
+    loaded = FoldModel.load(tmp_path)
+    np.testing.assert_allclose(loaded.predict(split(va)), fit.oof)

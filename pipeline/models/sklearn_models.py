@@ -40,11 +40,25 @@ def to_matrix(features: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
     return out, list(range(width, width + len(names)))
 
 
+def frequent_codes(codes: np.ndarray, vocab: int, keep: int = HGB_MAX_CATEGORIES - 1) -> np.ndarray:
+    """A lookup from a column's category codes to at most ``keep + 1`` codes: its ``keep`` most
+    frequent codes in ``codes`` (the fold's training rows) keep a code of their own, by frequency,
+    and every other code (rarer levels, unseen ones) shares the last. So HistGradientBoosting,
+    which takes at most 255 levels per categorical feature, splits on a column of thousands of
+    levels as categories instead of as the arbitrary order of their codes (LightGBM and CatBoost
+    users cap such columns the same way; bench/generalization.py's HGB does)."""
+    counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=vocab)
+    order = np.argsort(-counts, kind="stable")[:keep]
+    lookup = np.full(vocab, keep, dtype=np.int64)
+    lookup[order] = np.arange(len(order))
+    return lookup
+
+
 def build_sklearn(name: str, task: str, params: dict, cat_columns: list[int], vocab: dict[int, int], seed: int,
                   poisson: bool = False):
     """An unfitted estimator; ``vocab``: category column → number of codes. ``poisson``: a count
     target, fitted with a Poisson loss and log link (HGB's loss="poisson", PoissonRegressor)."""
-    if name == "hgb":
+    if name == "hgb":  # a column of more levels arrives remapped by frequent_codes
         cats = [c for c in cat_columns if vocab[c] <= HGB_MAX_CATEGORIES]
         mask = cats or None
         cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, TrainingError
 from ..metrics import get_metric
-from ..models.sklearn_models import SKLEARN_MODELS, build_sklearn, to_matrix
+from ..models.sklearn_models import HGB_MAX_CATEGORIES, SKLEARN_MODELS, build_sklearn, frequent_codes, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
 from .artifact import clip_target, dump_trusted, load_trusted, to_output
 
@@ -197,12 +197,19 @@ class SklearnMember(FoldModel):
         self.clip_range = clip_target_range
         self.clip: tuple[float, float] | None = None
         self.model = None
+        # HGB: matrix column → lookup of its category codes, for columns of more levels than
+        # HGB takes (frequent_codes); fitted on the fold's training rows, applied to every row.
+        self.lookups: dict[int, np.ndarray] = {}
 
     def fit(self, fold: Fold) -> MemberFit:
         x_train, cats = to_matrix(fold.inputs.x["train"])
         names = sorted(k for k in fold.inputs.x["train"] if k != "numeric")
         sizes = {e[0]: e[1] for e in fold.pre.input_spec_.embeddings}
         vocab = {c: sizes[n] for c, n in zip(cats, names)}
+        if self.name == "hgb":
+            self.lookups = {c: frequent_codes(x_train[:, c], v) for c, v in vocab.items() if v > HGB_MAX_CATEGORIES}
+            self._remap(x_train)
+            vocab.update({c: HGB_MAX_CATEGORIES for c in self.lookups})
         y = fold.y_train
         if self.clip_range:
             self.clip = float(np.min(y)), float(np.max(y))
@@ -220,19 +227,28 @@ class SklearnMember(FoldModel):
         n_iter = getattr(self.model, "n_iter_", None)  # None for Ridge's direct solvers
         return int(np.max(n_iter)) if n_iter is not None else 0
 
+    def _remap(self, x: np.ndarray) -> np.ndarray:
+        for c, lookup in self.lookups.items():
+            x[:, c] = lookup[x[:, c].astype(np.int64)]
+        return x
+
     def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
-        return self._finish(sklearn_predict(self.model, to_matrix(features)[0], self.task))
+        return self._finish(sklearn_predict(self.model, self._remap(to_matrix(features)[0]), self.task))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         dump_trusted(self.model, folder / "model.skops")
         dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "params": self.params,
-                      "target": self.target, "clip": list(self.clip) if self.clip else None}, folder / MEMBER_FILE)
+                      "target": self.target, "clip": list(self.clip) if self.clip else None,
+                      "lookups": {str(c): lookup.tolist() for c, lookup in self.lookups.items()}},
+                     folder / MEMBER_FILE)
 
     @classmethod
     def from_state(cls, folder: Path, state: dict) -> "SklearnMember":
         member = cls(state["name"], state["task"], state["params"], state["target"], state["clip"] is not None)
         member.clip = tuple(state["clip"]) if state["clip"] else None
+        # Runs saved before the lookups existed fed such columns as plain codes: none to apply.
+        member.lookups = {int(c): np.asarray(v, dtype=np.int64) for c, v in state.get("lookups", {}).items()}
         member.model = load_trusted(folder / "model.skops")
         return member
 
