@@ -111,3 +111,41 @@ def test_report_renders_in_headless_chromium(comp, extra, expected, tiny_comp, t
     assert shot.is_file() and shot.stat().st_size > 10000
     if os.environ.get("REPORT_SHOTS"):  # by hand: keep the screenshots to look at
         shutil.copy(shot, os.environ["REPORT_SHOTS"])
+
+
+@pytest.mark.parametrize("batch_rows", [1, 250, 100_000])
+def test_permutation_scores_equal_scikit_learns_permutation_importance(batch_rows):
+    """The batched shuffles are scikit-learn's: same importances, whatever the batch size, and
+    each column keeps its dtype (a categorical stays categorical)."""
+    from sklearn.inspection import permutation_importance
+
+    from pipeline.diagnostics import permutation_scores
+
+    rng = np.random.default_rng(0)
+    n = 120
+    x = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                      "c": pd.Categorical(rng.choice(["u", "v", "w"], size=n)), "d": rng.integers(0, 5, n)})
+    y = 2 * x["a"].to_numpy() - x["b"].to_numpy() + (x["c"] == "v").to_numpy() + rng.normal(scale=0.1, size=n)
+    dtypes = []
+
+    def predict(frame):
+        dtypes.append(frame["c"].dtype)
+        return 2 * frame["a"].to_numpy() - 0.5 * frame["b"].to_numpy() + (frame["c"] == "v").to_numpy()
+
+    def score(pred):
+        return -float(np.mean((y - pred) ** 2))
+
+    class Fitted:
+        def fit(self, X, y=None):
+            return self
+
+        def predict(self, X):
+            return predict(X)
+
+    theirs = permutation_importance(Fitted(), x, y, scoring=lambda e, X, t: score(e.predict(X)), n_repeats=3,
+                                    random_state=0)
+    base, permuted = permutation_scores(predict, x, score, 3, batch_rows=batch_rows)
+    np.testing.assert_allclose((base - permuted).mean(axis=1), theirs.importances_mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose((base - permuted).std(axis=1), theirs.importances_std, rtol=1e-12, atol=1e-12)
+    assert all(isinstance(d, pd.CategoricalDtype) for d in dtypes)
+    assert theirs.importances_mean[0] > theirs.importances_mean[3] == 0  # the test can tell columns apart
