@@ -1,8 +1,9 @@
 """How near the fold loop runs to a bare tf_keras ``fit``, and the default run's time against
 LightGBM's (run by hand, not in CI; at most about 30 minutes on two cores), all in one process.
 
-    python bench/speed.py [--parts loop,wall] [--sets movielens_liked,portal_species,chem97_score]
+    python bench/speed.py [--parts loop,wall,importance] [--sets movielens_liked,portal_species,chem97_score]
         [--embedded diamonds,health_insurance] [--epochs 5] [--rows 100000] [--cols 60]
+        [--importance-set ames_price]
 
 loop: a real-shaped synthetic table (bench/scale.py's: skewed numerics with missing values,
       categoricals of 5 to 20,000 Zipf levels, a binary target), ``--rows`` x ``--cols``. Fold 0 of
@@ -21,6 +22,10 @@ wall: the default run (``run_competition`` with nothing set) on the embedded tab
       excluded) against LightGBM's 5-fold time on the run's saved folds, as
       ``bench/generalization.py`` trains it. ``wall_vs_lightgbm``: the median of the ratios. The
       scores are printed beside them, to check that speed did not cost accuracy.
+importance (not run by default): the run's permutation importance after training (the shuffled
+      copies predicted in batches) against scikit-learn's ``permutation_importance`` calling the
+      same saved folds once per column and repeat, on ``--importance-set``: seconds of each and the
+      largest difference between their importances (0: the same shuffles).
 
 Last line: ``pipeline_vs_bare=R bare_vs_peak=P wall_vs_lightgbm=W``.
 """
@@ -189,6 +194,60 @@ def part_loop(rows: int, cols: int, epochs: int, tmp: Path) -> dict:
     return out
 
 
+def part_importance(set_name: str, data_dir: Path, tmp: Path) -> dict:
+    """The run's permutation importance (diagnostics.permutation_scores: scikit-learn's shuffles,
+    the shuffled copies predicted in batches) against scikit-learn's ``permutation_importance``
+    calling the same saved folds once per column and repeat, on the same rows: seconds and the
+    largest difference between the two tables."""
+    import pandas as pd
+    from sklearn.inspection import permutation_importance
+
+    from generalization import make_competition
+    from pipeline import load_run, run_competition
+    from pipeline.config_files import load_config
+    from pipeline.data import load_competition
+    from pipeline.diagnostics import permutation_importance_table
+    from pipeline.metrics import get_metric
+
+    config = make_competition(data_dir, set_name, tmp)
+    result = run_competition(config, ["diagnostics.importance=false", "diagnostics.adversarial=false"],
+                             output_dir=tmp / "runs", run_name="importance")
+    run, data = load_run(result.run_dir), load_competition(load_config(config))
+    t = time.perf_counter()
+    ours = permutation_importance_table(run, data)
+    ours_s = time.perf_counter() - t
+
+    class Fold:  # a saved fold as the estimator scikit-learn's function expects
+        def __init__(self, artifact):
+            self.artifact = artifact
+
+        def fit(self, X, y=None):
+            return self
+
+        def predict(self, X):
+            return self.artifact.predict(X, tta=False)
+
+    dc, metric = data.cfg.diagnostics, get_metric(data.cfg.metric, data.task)
+    sign = 1.0 if metric.greater_is_better else -1.0
+    rng, features, frames = np.random.default_rng(0), list(data.columns), []
+    t = time.perf_counter()
+    for unit in [u for u in run.trained_units() if u.repeat == 0][:dc.importance_folds]:  # as the run picks rows
+        rows = unit.valid_idx
+        if len(rows) > dc.importance_rows:
+            rows = np.sort(rng.choice(rows, dc.importance_rows, replace=False))
+        x, y = data.train.iloc[rows][features].reset_index(drop=True), data.y[rows]
+        r = permutation_importance(Fold(run.artifact(unit)), x, y, n_repeats=dc.importance_repeats, random_state=0,
+                                   scoring=lambda e, X, t_: sign * metric(t_, e.predict(X), data.task))
+        frames.append(pd.DataFrame({"feature": features, "importance": r.importances_mean}))
+    theirs_s = time.perf_counter() - t
+    theirs = pd.concat(frames).groupby("feature", sort=False)["importance"].mean().loc[ours["feature"]]
+    diff = float(np.max(np.abs(theirs.to_numpy() - ours["importance"].to_numpy())))
+    print(f"importance: {set_name}, {len(features)} columns x {dc.importance_repeats} repeats x "
+          f"{dc.importance_folds} folds: scikit-learn's loop {theirs_s:.1f} s, batched {ours_s:.1f} s "
+          f"(x{theirs_s / ours_s:.1f}); largest difference of an importance {diff:.2e}", flush=True)
+    return {"set": set_name, "sklearn_s": theirs_s, "batched_s": ours_s, "max_difference": diff}
+
+
 WALL_MIN_ROWS = 10_000
 
 
@@ -243,6 +302,7 @@ def main() -> None:
     p.add_argument("--sets", default="movielens_liked,portal_species,chem97_score")
     p.add_argument("--embedded", default="diamonds,health_insurance")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "generalization")
+    p.add_argument("--importance-set", default="ames_price", help="the importance part's set (the widest)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
     parts = [s for s in args.parts.split(",") if s]
@@ -251,6 +311,8 @@ def main() -> None:
         tmp = Path(tmp)
         if "loop" in parts:
             figures["loop"] = part_loop(args.rows, args.cols, args.epochs, tmp)
+        if "importance" in parts:
+            figures["importance"] = part_importance(args.importance_set, args.data, tmp)
         if "wall" in parts:
             figures["wall"] = part_wall([s for s in args.sets.split(",") if s],
                                         [s for s in args.embedded.split(",") if s], args.data, tmp)
