@@ -136,11 +136,13 @@ def fold_scores_plot(scores: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-PERMUTED_ROWS = 100_000  # rows of shuffled copies predicted in one call
+# Cells (rows x columns) of shuffled copies predicted in one call: a bound on the stacked frame's
+# memory whatever the table's width (about 100 MB of float64).
+PERMUTED_CELLS = 10_000_000
 
 
 def permutation_scores(predict, x: pd.DataFrame, score, n_repeats: int, random_state: int = 0,
-                       batch_rows: int = PERMUTED_ROWS) -> tuple[float, np.ndarray]:
+                       batch_cells: int = PERMUTED_CELLS) -> tuple[float, np.ndarray]:
     """(the score on ``x``, the scores with each column shuffled: features x repeats), with the
     shuffles of scikit-learn's ``permutation_importance(..., random_state=random_state)``: one seed
     drawn from it, and per column a RandomState of that seed shuffling a row index in place once
@@ -149,8 +151,8 @@ def permutation_scores(predict, x: pd.DataFrame, score, n_repeats: int, random_s
     Written here rather than called: scikit-learn predicts once per column and repeat, and a
     fold's prediction (its preprocessing, a Keras predict, HGB) costs a fixed ~0.2 s whatever the
     rows; 73 columns x 3 repeats x 2 folds took 83 s on ames. Here the shuffled copies are stacked
-    and predicted ``batch_rows`` rows at a time (tests/test_report.py checks the numbers equal
-    scikit-learn's)."""
+    and predicted about ``batch_cells`` cells at a time (tests/test_report.py checks the numbers
+    equal scikit-learn's)."""
     n = len(x)
     seed = np.random.RandomState(random_state).randint(np.iinfo(np.int32).max + 1)
     jobs = []  # (column, row order of that repeat's shuffled column)
@@ -160,7 +162,7 @@ def permutation_scores(predict, x: pd.DataFrame, score, n_repeats: int, random_s
             rng.shuffle(shuffling)
             order = order[shuffling]  # scikit-learn shuffles the already shuffled column
             jobs.append((c, order))
-    per_call = max(1, batch_rows // max(1, n))
+    per_call = max(1, batch_cells // max(1, x.size))
     scores = []
     for start in range(0, len(jobs), per_call):
         copies = []

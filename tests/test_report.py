@@ -113,8 +113,8 @@ def test_report_renders_in_headless_chromium(comp, extra, expected, tiny_comp, t
         shutil.copy(shot, os.environ["REPORT_SHOTS"])
 
 
-@pytest.mark.parametrize("batch_rows", [1, 250, 100_000])
-def test_permutation_scores_equal_scikit_learns_permutation_importance(batch_rows):
+@pytest.mark.parametrize("batch_cells", [1, 1000, 10_000_000])
+def test_permutation_scores_equal_scikit_learns_permutation_importance(batch_cells):
     """The batched shuffles are scikit-learn's: same importances, whatever the batch size, and
     each column keeps its dtype (a categorical stays categorical)."""
     from sklearn.inspection import permutation_importance
@@ -144,7 +144,7 @@ def test_permutation_scores_equal_scikit_learns_permutation_importance(batch_row
 
     theirs = permutation_importance(Fitted(), x, y, scoring=lambda e, X, t: score(e.predict(X)), n_repeats=3,
                                     random_state=0)
-    base, permuted = permutation_scores(predict, x, score, 3, batch_rows=batch_rows)
+    base, permuted = permutation_scores(predict, x, score, 3, batch_cells=batch_cells)
     np.testing.assert_allclose((base - permuted).mean(axis=1), theirs.importances_mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose((base - permuted).std(axis=1), theirs.importances_std, rtol=1e-12, atol=1e-12)
     assert all(isinstance(d, pd.CategoricalDtype) for d in dtypes)
