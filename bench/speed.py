@@ -206,7 +206,7 @@ def part_importance(set_name: str, data_dir: Path, tmp: Path) -> dict:
     from pipeline import load_run, run_competition
     from pipeline.config_files import load_config
     from pipeline.data import load_competition
-    from pipeline.diagnostics import permutation_importance_table
+    from pipeline.diagnostics import importance_samples, permutation_importance_table
     from pipeline.metrics import get_metric
 
     config = make_competition(data_dir, set_name, tmp)
@@ -228,14 +228,9 @@ def part_importance(set_name: str, data_dir: Path, tmp: Path) -> dict:
             return self.artifact.predict(X, tta=False)
 
     dc, metric = data.cfg.diagnostics, get_metric(data.cfg.metric, data.task)
-    sign = 1.0 if metric.greater_is_better else -1.0
-    rng, features, frames = np.random.default_rng(0), list(data.columns), []
+    sign, features, frames = (1.0 if metric.greater_is_better else -1.0), list(data.columns), []
     t = time.perf_counter()
-    for unit in [u for u in run.trained_units() if u.repeat == 0][:dc.importance_folds]:  # as the run picks rows
-        rows = unit.valid_idx
-        if len(rows) > dc.importance_rows:
-            rows = np.sort(rng.choice(rows, dc.importance_rows, replace=False))
-        x, y = data.train.iloc[rows][features].reset_index(drop=True), data.y[rows]
+    for unit, x, y in importance_samples(run, data):  # the rows the run scores
         r = permutation_importance(Fold(run.artifact(unit)), x, y, n_repeats=dc.importance_repeats, random_state=0,
                                    scoring=lambda e, X, t_: sign * metric(t_, e.predict(X), data.task))
         frames.append(pd.DataFrame({"feature": features, "importance": r.importances_mean}))

@@ -175,6 +175,17 @@ def permutation_scores(predict, x: pd.DataFrame, score, n_repeats: int, random_s
     return score(predict(x)), np.asarray(scores).reshape(x.shape[1], n_repeats)
 
 
+def importance_samples(run, data):
+    """(fold unit, raw rows x, labels y) that permutation importance scores: the OOF rows of the
+    first ``diagnostics.importance_folds`` folds, at most ``importance_rows`` of each."""
+    dc, rng, features = data.cfg.diagnostics, np.random.default_rng(0), list(data.columns)
+    for unit in [u for u in run.trained_units() if u.repeat == 0][:dc.importance_folds]:
+        rows = unit.valid_idx
+        if len(rows) > dc.importance_rows:
+            rows = np.sort(rng.choice(rows, dc.importance_rows, replace=False))
+        yield unit, data.train.iloc[rows][features].reset_index(drop=True), data.y[rows]
+
+
 def permutation_importance_table(run, data) -> pd.DataFrame | None:
     """Mean and spread of the metric's drop when one raw column is shuffled, over the OOF rows of
     the first folds. None for competitions whose features include images (files, not columns)."""
@@ -182,22 +193,16 @@ def permutation_importance_table(run, data) -> pd.DataFrame | None:
 
     if data.images is not None or not data.columns:
         return None
-    dc = data.cfg.diagnostics
     metric = get_metric(data.cfg.metric, data.task)
     sign = 1.0 if metric.greater_is_better else -1.0
-    rng = np.random.default_rng(0)
-    features = list(data.columns)
     frames = []
-    for unit in [u for u in run.trained_units() if u.repeat == 0][:dc.importance_folds]:
-        rows = unit.valid_idx
-        if len(rows) > dc.importance_rows:
-            rows = np.sort(rng.choice(rows, dc.importance_rows, replace=False))
-        x, y = data.train.iloc[rows][features].reset_index(drop=True), data.y[rows]
+    for unit, x, y in importance_samples(run, data):
         artifact = run.artifact(unit)
         base, permuted = permutation_scores(lambda frame: artifact.predict(frame, tta=False), x,
-                                            lambda pred: sign * metric(y, pred, data.task), dc.importance_repeats)
+                                            lambda pred: sign * metric(y, pred, data.task),
+                                            data.cfg.diagnostics.importance_repeats)
         drops = base - permuted
-        frames.append(pd.DataFrame({"feature": features, "importance": drops.mean(axis=1),
+        frames.append(pd.DataFrame({"feature": list(data.columns), "importance": drops.mean(axis=1),
                                     "std": drops.std(axis=1), "fold": unit.name}))
     table = pd.concat(frames)
     out = table.groupby("feature", sort=False).agg(importance=("importance", "mean"), std=("std", "mean"))
