@@ -154,14 +154,20 @@ class NTKDense(keras.layers.Layer):
     def adapt_to(self, x: np.ndarray, rng=None) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
         w = self.kernel.numpy().astype(np.float64)
-        pre = np.asarray(x, dtype=np.float64) @ w * self.gain
-        std = pre.std(axis=0)
+        # In float64 as the reference computes it, a block of rows at a time: a float64 copy of the
+        # whole sample (50,000 rows x the layer's width) was the peak of a 1M-row run's memory.
+        pre = np.empty((len(x), self.units))
+        for i in range(0, len(x), 8192):
+            pre[i:i + 8192] = np.asarray(x[i:i + 8192], dtype=np.float64) @ w
+        pre *= self.gain
+        mean = pre.mean(axis=0)  # the standard deviation by blocks too (np.std's temporary is pre's size)
+        std = np.sqrt(sum(np.square(pre[i:i + 8192] - mean).sum(axis=0) for i in range(0, len(pre), 8192)) / len(pre))
         std = np.where(std > 0, std, 1.0)
-        w, pre = w / std, pre / std
+        w = w / std
         rows = rng.integers(0, len(pre), size=(self.units, 5))
         weights = rng.exponential(1.0, size=(self.units, 5))
         weights /= weights.sum(axis=1, keepdims=True)
-        bias = -(pre[rows, np.arange(self.units)[:, None]] * weights).sum(axis=1)
+        bias = -(pre[rows, np.arange(self.units)[:, None]] / std[:, None] * weights).sum(axis=1)
         self.kernel.assign(w.astype(np.float32))
         self.bias.assign(bias.astype(np.float32))
 
