@@ -154,7 +154,7 @@ class NTKDense(keras.layers.Layer):
     def adapt_to(self, x: np.ndarray, rng=None) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
         w = self.kernel.numpy().astype(np.float64)
-        # In float64 as the reference computes it, a block of rows at a time: a float64 copy of the
+        # In float64, a block of rows at a time: a float64 copy of the
         # whole sample (50,000 rows x the layer's width) was the peak of a 1M-row run's memory.
         pre = np.empty((len(x), self.units))
         for i in range(0, len(x), 8192):
