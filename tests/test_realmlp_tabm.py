@@ -237,6 +237,35 @@ def test_save_load_safe_mode_and_tflite_serve_the_numeric_embeddings(tmp_path, n
     np.testing.assert_allclose(got, net.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
 
 
+def test_a_saved_network_loads_in_a_process_that_never_built_one(tmp_path):
+    """--predict, and a run whose folds trained in worker processes, load networks in a process
+    that never imported the model modules: their custom layers must still be known to Keras."""
+    import subprocess
+    import sys
+
+    paths = []
+    for name, section in (("realmlp", RealMLPConfig(hidden=[8])), ("tabm", TabMConfig(k=2, hidden=[8], bins=4))):
+        net, _ = _built(name, section)
+        paths.append(str(tmp_path / f"{name}.keras"))
+        net.save(paths[-1])
+    code = ("import sys, pipeline\nfrom pipeline.training.members import load_network\n"
+            "print([type(load_network(p)).__name__ for p in sys.argv[1:]])")
+    out = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("['Functional', 'Functional']")
+
+
+def test_every_module_that_registers_keras_objects_is_imported_before_a_load():
+    from pathlib import Path
+
+    from pipeline.models import KERAS_OBJECT_MODULES
+
+    root = Path(__file__).resolve().parents[1]
+    registering = {".".join(p.relative_to(root).with_suffix("").parts) for p in (root / "pipeline").rglob("*.py")
+                   if "register_keras_serializable" in p.read_text()}
+    assert registering == set(KERAS_OBJECT_MODULES)
+
+
 @pytest.mark.slow
 def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp, tmp_path):
     import pandas as pd

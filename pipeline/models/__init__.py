@@ -58,3 +58,16 @@ def get_builder(name: str):
     module, func = MODELS.get(name, "model.name").split(":")
     builder = getattr(importlib.import_module(module), func)
     return functools.partial(builder, backbone=name) if name in BACKBONES else builder
+
+# The modules that register custom Keras objects (layers, heads, optimizers, schedules): a process
+# that loads a saved network without having built one (--predict, a run whose folds trained in
+# worker processes) imports them first, or Keras cannot rebuild those layers.
+KERAS_OBJECT_MODULES = ("pipeline.models.layers", "pipeline.models.heads", "pipeline.models.realmlp",
+                        "pipeline.models.tabm", "pipeline.models.backbones", "pipeline.training.optimizers",
+                        "pipeline.training.schedules")
+
+
+def register_keras_objects() -> None:
+    for module in KERAS_OBJECT_MODULES:
+        importlib.import_module(module)
+

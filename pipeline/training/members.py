@@ -454,6 +454,9 @@ def validation_loss(task: str, tc, y_valid: np.ndarray):
 def load_network(path: Path):
     import tf_keras as keras
 
+    from ..models import register_keras_objects
+
+    register_keras_objects()
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except (ValueError, OSError) as exc:  # a Lambda layer's code, a damaged zip
