@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
         raise DataError(f"{run.folds_path}: folds do not match the ids of {data.paths['train']} row by row. "
                         f"Delete the competition's saved folds file to assign new ones, and use a new --run-name.")
     units = run.units()
+    start = time.monotonic()
     data, cv, stages = cross_validate(run, data, units, budget)
+    cv_seconds = round(time.monotonic() - start, 2)  # the folds' wall time, side by side or not
     run.check_owner()  # still this process's run before its outputs are written
     fmt = data.submission_format
     oof = format_predictions(fmt, data.train[id_col], cv.oof)
@@ -129,7 +132,7 @@ def train_run(run: Run, data: CompetitionData, budget: TimeBudget | None = None)
     write_csv(format_predictions(fmt, data.test[id_col], cv.test), run.test_pred_path)
     write_csv(make_submission(data, cv.test), run.submission_path)
     write_json(cv.ensemble.to_dict(), run.ensemble_path)  # the weights --predict and load_run use
-    scores = {**_scores(data, cv, run.seconds()), **stages}
+    scores = {**_scores(data, cv, run.seconds()), **stages, "cv_seconds": cv_seconds}
     if budget is not None:
         scores["time_limit"] = budget.summary(len(cv.folds), len(units))
     _log_summary(data, scores, cv, run.dir)

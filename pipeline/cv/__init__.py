@@ -1,2 +1,3 @@
-"""Cross-validation: fold assignment saved once per competition (folds.py) and the K-fold loop
-with OOF sum/count and resume (loop.py)."""
+"""Cross-validation: fold assignment saved once per competition (folds.py), the K-fold loop
+with OOF sum/count and resume (loop.py), and folds trained side by side in worker processes
+(workers.py)."""
