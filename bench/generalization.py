@@ -236,7 +236,8 @@ def main() -> None:
                 print(f"{name:18s} {cand:12s} {row['metric']:7s} OOF {row['cv']:.4f} holdout {row['holdout']:.4f} | "
                       f"LightGBM {lgb_cv:.4f} / {lgb_ho:.4f} | HGB {hgb_cv:.4f} / {hgb_ho:.4f} | "
                       f"vs best GBDT: OOF x{row['r_cv']:.3f} holdout x{row['r_ho']:.3f} | "
-                      f"seconds {seconds:.0f} / {lgb_s:.0f} / {hgb_s:.0f}", flush=True)
+                      f"seconds {seconds:.0f} (its K-fold loop {s.get('cv_seconds', float('nan')):.0f}) / {lgb_s:.0f} / "
+                      f"{hgb_s:.0f}", flush=True)
                 print(f"{'':18s}   ensemble {row['method']}: weights {row['weights']}; OOF vs its best member "
                       f"x{row['ens_vs_best_member']:.4f}", flush=True)
                 for member, score in row["members"].items():

@@ -3,7 +3,7 @@ LightGBM's (run by hand, not in CI; at most about 30 minutes on two cores), all 
 
     python bench/speed.py [--parts loop,wall,importance] [--sets movielens_liked,portal_species,chem97_score]
         [--embedded diamonds,health_insurance] [--epochs 5] [--rows 100000] [--cols 60]
-        [--importance-set ames_price]
+        [--importance-set ames_price] [--set key=value ...]
 
 loop: a real-shaped synthetic table (bench/scale.py's: skewed numerics with missing values,
       categoricals of 5 to 20,000 Zipf levels, a binary target), ``--rows`` x ``--cols``. Fold 0 of
@@ -22,7 +22,8 @@ wall: the default run (``run_competition`` with nothing set) on the embedded tab
       predictions, folds side by side when the run trains them so; loading, start-up and the
       diagnostics after it excluded) against LightGBM's 5-fold time on the run's saved folds, as
       ``bench/generalization.py`` trains it. ``wall_vs_lightgbm``: the median of the ratios. The
-      scores are printed beside them, to check that speed did not cost accuracy.
+      scores are printed beside them, to check that speed did not cost accuracy. ``--set``
+      changes the runs (``--set train.fold_workers=1``: the folds one at a time, for a before).
 importance (not run by default): the run's permutation importance after training (the shuffled
       copies predicted in batches) against scikit-learn's ``permutation_importance`` calling the
       same saved folds once per column and repeat, on ``--importance-set``: seconds of each and the
@@ -247,7 +248,7 @@ def part_importance(set_name: str, data_dir: Path, tmp: Path) -> dict:
 WALL_MIN_ROWS = 10_000
 
 
-def part_wall(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path) -> list[dict]:
+def part_wall(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, overrides: list[str]) -> list[dict]:
     import pandas as pd
 
     from generalization import SETS, better_ratio, fit_lgb, gbdt_on_folds, make_competition
@@ -264,12 +265,12 @@ def part_wall(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path) -
     configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
     rows = []
     for name, config in configs.items():
-        data = load_competition(load_config(config))
+        data = load_competition(load_config(config, overrides))
         if len(data.train) < WALL_MIN_ROWS:
             print(f"wall: {name} skipped ({len(data.train):,} training rows < {WALL_MIN_ROWS:,})")
             continue
         t = time.perf_counter()
-        result = run_competition(config, [], output_dir=tmp / "runs", run_name="speed")
+        result = run_competition(config, overrides, output_dir=tmp / "runs", run_name="speed")
         run_s = time.perf_counter() - t
         # The K-fold loop's wall time (folds side by side when the run trains them so); a checkout
         # from before scores.json had it: the sum of its folds' seconds.
@@ -301,6 +302,8 @@ def main() -> None:
     p.add_argument("--embedded", default="diamonds,health_insurance")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "generalization")
     p.add_argument("--importance-set", default="ames_price", help="the importance part's set (the widest)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="key=value for the wall part's runs (e.g. train.fold_workers=1: one fold at a time)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
     parts = [s for s in args.parts.split(",") if s]
@@ -313,7 +316,7 @@ def main() -> None:
             figures["importance"] = part_importance(args.importance_set, args.data, tmp)
         if "wall" in parts:
             figures["wall"] = part_wall([s for s in args.sets.split(",") if s],
-                                        [s for s in args.embedded.split(",") if s], args.data, tmp)
+                                        [s for s in args.embedded.split(",") if s], args.data, tmp, args.overrides)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     loop, wall = figures.get("loop"), figures.get("wall")

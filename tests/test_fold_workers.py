@@ -33,6 +33,8 @@ def test_auto_trains_one_fold_per_core_only_where_it_pays(tiny_comp, monkeypatch
     assert workers.fold_workers(data, 1) == 1  # one fold left to train (a resumed run)
     assert workers.fold_workers(_data(tiny_comp, ["model.members=[hgb]"]), 5) == 1  # HGB uses the cores itself
     assert workers.fold_workers(_data(tiny_comp, ["train.strategy=mirrored"]), 5) == 1
+    monkeypatch.setattr(workers, "_available_memory", lambda: 3 * workers.WORKER_BYTES)
+    assert workers.fold_workers(data, 5) == 2  # as many as the memory holds
     monkeypatch.setattr(workers, "MAX_TABLE_BYTES", 1000)
     assert workers.fold_workers(data, 5) == 1  # each worker gets a copy of the table
     assert workers.fold_workers(_data(tiny_comp, ["train.fold_workers=3"]), 5) == 3  # as set
@@ -80,6 +82,14 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -120,3 +130,35 @@ def test_sigterm_stops_the_workers_and_marks_the_run_interrupted(tiny_comp, tmp_
         time.sleep(0.2)
     assert not [p for p in workers if _alive(p)], "worker processes outlived the run"
     assert not any((out / "diamonds" / "t" / "folds").glob("*/result.json"))  # no fold finished
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_from_outside_fails_the_run_with_one_line(tiny_comp, tmp_path):
+    cfg = tiny_comp("diamonds", train_rows=600)
+    out, log = tmp_path / "out", tmp_path / "stdout.txt"
+    args = [sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(out), "--run-name", "k"]
+    for s in ("train.fold_workers=2", "model.members=[realmlp]", "model.realmlp.epochs=2000",
+              "model.realmlp.hidden=[16]", "cv.folds=3"):
+        args += ["--set", s]
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and " epoch " not in log.read_text():
+        time.sleep(0.5)
+    workers = {p for p in _children(proc.pid) if b"resource_tracker" not in _cmdline(p)}  # loky's own helper stays
+    assert workers, log.read_text()[-3000:]
+    for pid in workers:  # what the kernel's out-of-memory killer does
+        os.kill(pid, signal.SIGKILL)
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(proc.stderr.read()[-5000:])
+    err = proc.stderr.read()
+    assert code not in (0, 143) and "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [next(
+        line for line in err.splitlines() if "a worker process training folds died" in line)]
+    assert "train.fold_workers=1" in err
+    assert json.loads((out / "diamonds" / "k" / "run.json").read_text())["state"] == "failed"
+

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue as queue_module
 import threading
 
 import numpy as np
 
-from ..errors import raise_if_terminated
+from ..errors import TrainingError, raise_if_terminated
 
 log = logging.getLogger("pipeline")
 
@@ -33,12 +34,16 @@ log = logging.getLogger("pipeline")
 MIN_ROWS = 10_000
 # The train and test tables are copied into every worker: above this (in memory), one at a time.
 MAX_TABLE_BYTES = 256 * 2 ** 20
+# What a worker holds besides its fold's data (TensorFlow's runtime, the network, Python): workers
+# are capped so that this and 4x the table each fit in the memory available when the run starts.
+WORKER_BYTES = 1536 * 2 ** 20
 
 
 def fold_workers(data, pending: int) -> int:
     """How many folds train at once: ``train.fold_workers``, or auto: one per usable core when the
-    run trains at least two folds of a tabular competition with a Keras member, on a CPU, and the
-    table is at least MIN_ROWS rows and at most MAX_TABLE_BYTES; else 1."""
+    run trains at least two folds of a tabular competition with a Keras member, on a CPU, the table
+    is at least MIN_ROWS rows and at most MAX_TABLE_BYTES, and the available memory holds each
+    worker (WORKER_BYTES and 4x the table); else 1."""
     from ..models.sklearn_models import SKLEARN_MODELS
     from ..tf_runtime import usable_cores
     from ..training.members import member_names
@@ -50,9 +55,25 @@ def fold_workers(data, pending: int) -> int:
         return 1
     if all(name in SKLEARN_MODELS for name in member_names(data.cfg, False)):
         return 1  # scikit-learn's models use every core themselves
-    if _table_bytes(data) > MAX_TABLE_BYTES or _accelerated(data.cfg.train.strategy):
+    table = _table_bytes(data)
+    if table > MAX_TABLE_BYTES or _accelerated(data.cfg.train.strategy):
         return 1
-    return max(1, min(usable_cores(), pending))
+    return max(1, min(usable_cores(), pending, _available_memory() // (WORKER_BYTES + 4 * table)))
+
+
+def _available_memory() -> int:
+    """MemAvailable (Linux), else the free pages; a very large number when neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
 
 
 def _table_bytes(data) -> int:
@@ -97,12 +118,19 @@ class FoldPool:
     @staticmethod
     def result(future):
         """The fold's FoldResult; SIGTERM and Ctrl-C are seen while waiting."""
+        from concurrent.futures.process import BrokenProcessPool
+
         while True:
             raise_if_terminated()
             try:
                 return future.result(timeout=0.5)
             except TimeoutError:
                 continue
+            except BrokenProcessPool:  # a worker killed from outside: most often out of memory
+                raise TrainingError("a worker process training folds died (killed; most often the system ends "
+                                    "a process when memory runs out); its folds are not saved. Rerun with "
+                                    "the same --run-name and --set train.fold_workers=1 (one fold at a "
+                                    "time, in this process).") from None
 
     def __enter__(self):
         return self
