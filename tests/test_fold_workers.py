@@ -98,46 +98,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_stops_the_workers_and_marks_the_run_interrupted(tiny_comp, tmp_path):
+def _training_run(tiny_comp, tmp_path, name: str):
+    """run.py training 3 long folds, 2 at a time, once a worker's first epoch line is out: (the
+    process, its output folder, its worker processes)."""
     cfg = tiny_comp("diamonds", train_rows=600)
     out, log = tmp_path / "out", tmp_path / "stdout.txt"
-    args = [sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(out), "--run-name", "t"]
-    for s in ("train.fold_workers=2", "model.members=[realmlp]", "model.realmlp.epochs=2000",
-              "model.realmlp.hidden=[16]", "cv.folds=3"):
-        args += ["--set", s]
-    with open(log, "w") as stdout:
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True)
-    deadline, workers = time.time() + 240, set()
-    while time.time() < deadline and " epoch " not in log.read_text():  # a worker is training
-        time.sleep(0.5)
-    workers = _children(proc.pid)
-    assert " epoch " in log.read_text() and workers, log.read_text()[-3000:]
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(proc.stderr.read()[-5000:])
-    err = proc.stderr.read()
-    assert code == 143, err[-3000:]
-    assert "interrupted (SIGTERM): finished folds are kept" in err
-    info = json.loads((out / "diamonds" / "t" / "run.json").read_text())
-    assert info["state"] == "interrupted"
-    deadline = time.time() + 20
-    while time.time() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.2)
-    assert not [p for p in workers if _alive(p)], "worker processes outlived the run"
-    assert not any((out / "diamonds" / "t" / "folds").glob("*/result.json"))  # no fold finished
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_worker_killed_from_outside_fails_the_run_with_one_line(tiny_comp, tmp_path):
-    cfg = tiny_comp("diamonds", train_rows=600)
-    out, log = tmp_path / "out", tmp_path / "stdout.txt"
-    args = [sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(out), "--run-name", "k"]
+    args = [sys.executable, "run.py", "--comp", str(cfg), "--output-dir", str(out), "--run-name", name]
     for s in ("train.fold_workers=2", "model.members=[realmlp]", "model.realmlp.epochs=2000",
               "model.realmlp.hidden=[16]", "cv.folds=3"):
         args += ["--set", s]
@@ -146,19 +112,45 @@ def test_a_worker_killed_from_outside_fails_the_run_with_one_line(tiny_comp, tmp
     deadline = time.time() + 240
     while time.time() < deadline and " epoch " not in log.read_text():
         time.sleep(0.5)
-    workers = {p for p in _children(proc.pid) if b"resource_tracker" not in _cmdline(p)}  # loky's own helper stays
-    assert workers, log.read_text()[-3000:]
-    for pid in workers:  # what the kernel's out-of-memory killer does
-        os.kill(pid, signal.SIGKILL)
+    workers = {p for p in _children(proc.pid) if b"resource_tracker" not in _cmdline(p)}  # not loky's helper
+    assert " epoch " in log.read_text() and workers, log.read_text()[-3000:]
+    return proc, out / "diamonds" / name, workers
+
+
+def _ended(proc, timeout: float) -> tuple[int, str]:
     try:
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AssertionError(proc.stderr.read()[-5000:])
-    err = proc.stderr.read()
+    return code, proc.stderr.read()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_workers_and_marks_the_run_interrupted(tiny_comp, tmp_path):
+    proc, run_dir, workers = _training_run(tiny_comp, tmp_path, "t")
+    proc.send_signal(signal.SIGTERM)
+    code, err = _ended(proc, 60)
+    assert code == 143, err[-3000:]
+    assert "interrupted (SIGTERM): finished folds are kept" in err
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "interrupted"
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if _alive(p)], "worker processes outlived the run"
+    assert not any((run_dir / "folds").glob("*/result.json"))  # no fold finished
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_from_outside_fails_the_run_with_one_line(tiny_comp, tmp_path):
+    proc, run_dir, workers = _training_run(tiny_comp, tmp_path, "k")
+    for pid in workers:  # what the kernel's out-of-memory killer does
+        os.kill(pid, signal.SIGKILL)
+    code, err = _ended(proc, 120)
     assert code not in (0, 143) and "Traceback" not in err, err[-3000:]
     assert [line for line in err.splitlines() if line.startswith("error:")] == [next(
         line for line in err.splitlines() if "a worker process training folds died" in line)]
     assert "train.fold_workers=1" in err
-    assert json.loads((out / "diamonds" / "k" / "run.json").read_text())["state"] == "failed"
-
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "failed"
