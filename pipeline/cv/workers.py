@@ -4,7 +4,7 @@ Why: a tabular network's training step is a chain of small operations (batches o
 of 256 units) that TensorFlow's second thread speeds up by only 15-25% on two cores, while two
 single-threaded fits side by side each run at nearly the speed of one. Measured on this project's
 2-core machine, RealMLP on diamonds' fold 0, seconds per epoch: 0.71-1.05 alone with two threads,
-0.87-1.02 alone with one, 0.84-1.07 each with two processes of one thread side by side. So on a CPU
+0.90-1.02 alone with one, 0.84-1.07 each with two processes of one thread side by side. So on a CPU
 a run trains up to one fold per core, each worker with its share of the cores.
 
 TensorFlow does not survive a fork. loky (the process pool scikit-learn's joblib brings) starts
