@@ -96,24 +96,23 @@ class FoldPool:
 
     def __init__(self, data, workers: int):
         from joblib.externals.loky import ProcessPoolExecutor
+        from joblib.externals.loky.backend import get_context
 
         from ..tf_runtime import usable_cores
 
-        self.data = data
         threads = str(max(1, usable_cores() // workers))
         # Each worker's share of the cores, read by TensorFlow and OpenMP (HGB) when they start.
         env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
-        from joblib.externals.loky.backend import get_context
-
         self._relay = _Relay(get_context("loky").Queue(), threading.get_ident())
+        # The data goes to each worker once, when it starts, not with every fold.
         self._executor = ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
-                                             initargs=(self._relay.queue, log.getEffectiveLevel()), env=env)
+                                             initargs=(self._relay.queue, log.getEffectiveLevel(), data), env=env)
         log.info("training %d folds at a time (train.fold_workers; %s TensorFlow thread%s each)", workers,
                  threads, "" if threads == "1" else "s")
 
     def submit(self, unit, path, seed: int, prefix: str, start_line: str):
-        return self._executor.submit(_train, self.data, unit.name, unit.train_idx, unit.valid_idx, path, seed,
-                                     prefix, start_line)
+        return self._executor.submit(_train, unit.name, unit.train_idx, unit.valid_idx, path, seed, prefix,
+                                     start_line)
 
     @staticmethod
     def result(future):
@@ -175,11 +174,17 @@ class _Relay:
             pass
 
 
-def _start_worker(queue, level: int) -> None:
-    """In each worker: its "pipeline" lines go to the parent; Ctrl-C is the parent's to handle; the
-    worker ends with the parent (Linux), so a killed run leaves no fold training behind it."""
+_DATA = None  # in a worker: the run's CompetitionData, given once by _start_worker
+
+
+def _start_worker(queue, level: int, data) -> None:
+    """In each worker: keep the run's data; its "pipeline" lines go to the parent; Ctrl-C is the
+    parent's to handle; the worker ends with the parent (Linux), so a killed run leaves no fold
+    training behind it."""
     import signal
 
+    global _DATA
+    _DATA = data
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with_parent()
     logger = logging.getLogger("pipeline")
@@ -198,9 +203,8 @@ def _end_with_parent() -> None:
         pass  # not Linux: loky's own check ends an orphaned worker after its current task
 
 
-def _train(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, path, seed: int, prefix: str,
-           start_line: str):
+def _train(name: str, train_idx: np.ndarray, valid_idx: np.ndarray, path, seed: int, prefix: str, start_line: str):
     from ..training import fit_fold
 
     log.info(start_line)
-    return fit_fold(data, name, train_idx, valid_idx, path, seed=seed, label=prefix)
+    return fit_fold(_DATA, name, train_idx, valid_idx, path, seed=seed, label=prefix)
