@@ -141,7 +141,7 @@ def child(config: str) -> dict:
     t = time.perf_counter()
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=0).fit(data.train, rows=train_idx)
     out["rss_after_fit_mb"] = rss_peak_mb()
-    inputs = model_inputs(data, pre, {"train": ("train", train_idx), "valid": ("train", valid_idx)})
+    inputs = model_inputs(data, pre, {"train": ("train", train_idx), "valid": ("train", valid_idx)}, packed=True)
     out["preprocess_s"] = time.perf_counter() - t
     out["rss_after_preprocess_mb"] = rss_peak_mb()
     y = encode_labels(data.y[train_idx], data.task, len(data.classes), cfg.train)

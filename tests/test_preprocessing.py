@@ -276,3 +276,44 @@ def test_dense_blocks_give_what_a_column_transformer_gives_and_groups_change_not
         assert len(grouped.dense_.blocks) > len(pre.dense_.blocks)
         np.testing.assert_array_equal(grouped.transform(df)["numeric"], pre.transform(df)["numeric"])
         assert grouped.input_spec_.continuous == pre.input_spec_.continuous
+
+
+def test_packed_inputs_hold_the_flag_columns_as_bytes_and_read_as_the_plain_block(monkeypatch):
+    """The fold's packed numeric block (missing indicators and one-hot columns as uint8) reads as
+    the same float32 block, whole, by rows, by rows and columns, and in blocks of rows."""
+    from pipeline.models.sklearn_models import to_matrix
+    from pipeline.preprocessing import table
+    from pipeline.preprocessing.arrays import PackedColumns
+
+    df = frame(300)
+    df.loc[::7, "normal"] = np.nan
+    df.loc[::11, "skewed"] = np.nan
+    pre = fit({**NUM, **CAT}, df, missing_indicator=True, categorical="auto", onehot_max_levels=3,
+              numeric="standardize")
+    rows = np.random.default_rng(0).permutation(300)[:200]
+    plain = pre.transform(df, rows)
+    monkeypatch.setattr(table, "CHUNK_ROWS", 64)
+    packed = pre.transform(df, rows, packed=True)
+    block = packed["numeric"]
+    assert isinstance(block, PackedColumns) and block.flags.dtype == np.uint8
+    # two indicators, color's three one-hot columns (city is an embedding: 30 levels)
+    assert block.shape == plain["numeric"].shape and block.flags.shape == (200, 5) and len(block) == 200
+    assert block.nbytes < plain["numeric"].nbytes
+    assert sorted(pre.flag_columns()) == sorted(block.flag_cols.tolist())
+    np.testing.assert_array_equal(np.asarray(block), plain["numeric"])
+    idx = np.array([5, 0, 199, 5])
+    np.testing.assert_array_equal(block[idx], plain["numeric"][idx])
+    np.testing.assert_array_equal(block[10:20, 1:4], plain["numeric"][10:20, 1:4])
+    np.testing.assert_array_equal(block[3], plain["numeric"][3])
+    np.testing.assert_array_equal(to_matrix(packed)[0], to_matrix(plain)[0])
+    np.testing.assert_array_equal(packed["cat__city"], plain["cat__city"])
+
+
+def test_a_packed_flag_column_holding_another_value_is_an_error():
+    from pipeline.preprocessing.arrays import PackedColumns
+
+    block = PackedColumns(4, 3, [2])
+    block[0:2] = np.array([[0.5, 1.0, 1.0], [2.0, 3.0, 0.0]])
+    np.testing.assert_array_equal(block[0:2], [[0.5, 1.0, 1.0], [2.0, 3.0, 0.0]])
+    with pytest.raises(ValueError, match="other than 0 and 1"):
+        block[2:4] = np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 1.0]])

@@ -31,6 +31,33 @@ def _built(name, section, outputs=1, task="regression", n=256):
     return net, x
 
 
+def test_a_layers_input_computed_by_row_slices_adapts_it_as_the_whole_array_does():
+    """adapt_layers hands each layer a LayerInput, which runs the layers before it only for the
+    rows sliced (RealMLP's NTK layers take 8,192 at a time): the same values, the same weights."""
+    import tf_keras as keras
+
+    from pipeline.models.layers import LayerInput
+
+    net, x = _built("realmlp", RealMLPConfig(hidden=[16, 16, 16]), n=700)
+    layer = net.get_layer("ntk_dense_0")  # its input: PBLD, the indicators and the embedding side by side
+    upstream = keras.Model(net.inputs, layer.input)
+    lazy = LayerInput(upstream, x, batch_size=128)
+    whole = upstream(x, training=False).numpy()
+    assert len(lazy) == 700
+    np.testing.assert_allclose(lazy[100:450], whole[100:450], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(lazy), whole, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="slice it"):
+        lazy[np.array([1, 2])]
+    start = [w.numpy() for w in layer.weights]
+    layer.adapt_to(lazy, np.random.default_rng(3))
+    by_slices = [w.numpy() for w in layer.weights]
+    for w, v in zip(layer.weights, start):
+        w.assign(v)
+    layer.adapt_to(np.asarray(lazy), np.random.default_rng(3))
+    for a, b in zip(by_slices, layer.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
 @pytest.mark.parametrize("task, outputs, act", [("regression", 1, "mish"), ("binary", 1, "selu"),
                                                 ("multiclass", 3, "selu")])
 def test_realmlp_shapes_and_the_authors_layers(task, outputs, act):

@@ -331,6 +331,31 @@ def test_datasets_read_the_arrays_in_place_without_a_copy():
     assert _rss_mb() - before < 160, "iterating the datasets copied their 256 MB of inputs"
 
 
+def test_datasets_of_a_packed_block_give_the_plain_blocks_batches():
+    """A fold's packed numeric block (its 0/1 columns as uint8) is put back together batch by
+    batch: the same batches, shuffled and in order, as from the float32 block."""
+    from pipeline.data.datasets import make_dataset
+    from pipeline.preprocessing.arrays import PackedColumns
+
+    r = np.random.default_rng(0)
+    plain = r.normal(size=(100, 6)).astype(np.float32)
+    plain[:, [1, 4, 5]] = r.integers(0, 2, size=(100, 3))
+    packed = PackedColumns(100, 6, [1, 4, 5])
+    packed[0:100] = plain
+    codes = r.integers(0, 9, size=(100, 1)).astype(np.int32)
+    y = np.arange(100, dtype=np.float32)
+    for shuffle in (True, False):
+        a = list(make_dataset({"numeric": plain, "cat__c": codes}, y, batch_size=32, shuffle=shuffle, seed=3))
+        b = list(make_dataset({"numeric": packed, "cat__c": codes}, y, batch_size=32, shuffle=shuffle, seed=3))
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert xb["numeric"].dtype == tf.float32
+            np.testing.assert_array_equal(xa["numeric"], xb["numeric"])
+            np.testing.assert_array_equal(xa["cat__c"], xb["cat__c"])
+            np.testing.assert_array_equal(ya, yb)
+    rows = np.concatenate([batch["numeric"] for batch in make_dataset({"numeric": packed}, batch_size=32)])
+    np.testing.assert_array_equal(rows, plain)
+
+
 def test_label_smoothing_softens_the_target():
     y, confident = np.array([[1.0]]), np.array([[20.0]])
     plain = float(make_loss("binary", TrainConfig())(y, confident))

@@ -60,10 +60,14 @@ class RobustScaleClip(keras.layers.Layer):
         super().build(input_shape)
 
     def adapt_to(self, x: np.ndarray, rng=None) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        median = np.median(x, axis=0)
-        spread = np.quantile(x, 0.75, axis=0) - np.quantile(x, 0.25, axis=0)
-        half_range = 0.5 * (x.max(axis=0) - x.min(axis=0))
+        # In float64, 16 columns at a time: each statistic is per column, so the values are those
+        # of the whole sample, and the float64 copy and the sorts' copies stay a group's size.
+        x, stats = np.asarray(x), []
+        for j in range(0, x.shape[1], 16):
+            g = np.asarray(x[:, j:j + 16], dtype=np.float64)
+            stats.append((np.median(g, axis=0), np.quantile(g, 0.75, axis=0) - np.quantile(g, 0.25, axis=0),
+                          0.5 * (g.max(axis=0) - g.min(axis=0))))
+        median, spread, half_range = (np.concatenate(s) for s in zip(*stats))
         spread = np.where(spread == 0, half_range, spread)
         factor = np.where(spread == 0, 0.0, 1.0 / np.where(spread == 0, 1.0, spread))
         self.center.assign(median.astype(np.float32))
@@ -154,8 +158,9 @@ class NTKDense(keras.layers.Layer):
     def adapt_to(self, x: np.ndarray, rng=None) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
         w = self.kernel.numpy().astype(np.float64)
-        # In float64, a block of rows at a time: a float64 copy of the
-        # whole sample (50,000 rows x the layer's width) was the peak of a 1M-row run's memory.
+        # In float64, a block of rows at a time: a float64 copy of the whole sample (50,000 rows x
+        # the layer's width) was the peak of a 1M-row run's memory. x (a LayerInput, layers.py)
+        # computes each block's rows when sliced: the sample's input to this layer is never whole.
         pre = np.empty((len(x), self.units))
         for i in range(0, len(x), 8192):
             pre[i:i + 8192] = np.asarray(x[i:i + 8192], dtype=np.float64) @ w

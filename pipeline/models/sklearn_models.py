@@ -33,8 +33,9 @@ def to_matrix(features: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
     width = numeric.shape[1] if numeric is not None else 0
     rows = len(numeric) if numeric is not None else len(features[names[0]])
     out = np.empty((rows, width + len(names)), dtype=np.float64)
-    if numeric is not None:
-        out[:, :width] = numeric
+    if numeric is not None:  # by row blocks: a packed block (preprocessing/arrays.py) unpacks a block at a time
+        for i in range(0, rows, 65536):
+            out[i:i + 65536, :width] = numeric[i:i + 65536]
     for i, name in enumerate(names):
         out[:, width + i] = np.asarray(features[name]).reshape(-1)
     return out, list(range(width, width + len(names)))

@@ -21,6 +21,7 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from .arrays import PackedColumns, aligned_empty
 from .blocks import DenseBlocks
 from .categorical import ENCODERS, MISSING, TARGET_AWARE, auto_min_count, embedding_dim
 from .numeric import SCALERS, choose_auto
@@ -31,6 +32,7 @@ NUMERIC_INPUT = "numeric"
 COLUMN_GROUP = 16
 EMBED_PREFIX = "cat__"
 CHUNK_ROWS = 65536  # rows transformed at a time (memory of the intermediates, not speed)
+FLAG_BLOCKS = ("missing", "onehot_")  # the blocks (named in fit) whose outputs are 0 or 1
 
 
 @dataclass
@@ -84,17 +86,23 @@ def _category_strings(col: pd.Series) -> pd.Series:
     return values.where(col.notna(), MISSING).astype(str).astype(object)
 
 
-ALIGNMENT = 64  # bytes: what TensorFlow requires of a buffer it shares (datasets.as_tensor)
+class _FoldFrame:
+    """The rows a preprocessor is fitted on, as ``TabularPreprocessor._frame`` gives them, each
+    column gathered when asked for: a fit uses one block of columns at a time, and the copy of
+    every column of the fold's rows that it used to make first was the peak of a 1M-row fit."""
 
+    def __init__(self, pre: "TabularPreprocessor", df: pd.DataFrame, rows: np.ndarray | None):
+        self._pre, self._df, self._rows = pre, df, rows
 
-def aligned_empty(shape: tuple, dtype) -> np.ndarray:
-    """np.empty whose data starts on a 64-byte boundary, so that TensorFlow can use the array's
-    memory as a tensor without copying it (numpy guarantees only 16 bytes)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
-    offset = -raw.ctypes.data % ALIGNMENT
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+    def __len__(self) -> int:
+        return len(self._df) if self._rows is None else len(self._rows)
+
+    def __getitem__(self, key):  # a name → a Series, a list of names → a DataFrame, as pandas does
+        return self._pre._frame(self._df, self._rows, [key] if isinstance(key, str) else list(key))[key]
+
+    def head(self, n: int) -> pd.DataFrame:
+        rows = np.arange(min(n, len(self))) if self._rows is None else self._rows[:n]
+        return self._pre._frame(self._df, rows)
 
 
 class TabularPreprocessor:
@@ -133,14 +141,14 @@ class TabularPreprocessor:
                 min_counts[name] = int(min_count)
         return scalers, encoders, min_counts
 
-    def _frame(self, df: pd.DataFrame, rows: np.ndarray | None = None) -> pd.DataFrame:
+    def _frame(self, df: pd.DataFrame, rows: np.ndarray | None = None, names: list | None = None) -> pd.DataFrame:
         """Numerics as float64 (float32 columns as float32), categoricals as strings with missing
         as its own category; ``rows``: only these positions, gathered one column at a time (the
-        fold's rows are never copied out of the table whole)."""
+        fold's rows are never copied out of the table whole); ``names``: only these columns."""
         index = df.index if rows is None else df.index[rows]
         out = {}
-        for name, spec in self.columns.items():
-            col = df[name]
+        for name in names if names is not None else self.columns:
+            spec, col = self.columns[name], df[name]
             if rows is not None:
                 # One index shared by every column: each gathered Series would carry its own copy
                 # (an int64 per row per column: 610 MB of 800,000-row indexes for 100 columns).
@@ -162,7 +170,7 @@ class TabularPreprocessor:
 
     def fit(self, df: pd.DataFrame, y=None, rows: np.ndarray | None = None) -> "TabularPreprocessor":
         """Fit on ``df`` (or its rows at positions ``rows``; ``y`` then holds those rows' labels)."""
-        frame = self._frame(df, rows)
+        frame = _FoldFrame(self, df, rows)
         self.scalers_, self.encoders_, self.min_counts_ = self._plan(frame)
         self._label_count = len(np.unique(np.asarray(y))) if y is not None else 0
         aware = sorted(c for c, e in self.encoders_.items() if e in TARGET_AWARE)
@@ -195,7 +203,7 @@ class TabularPreprocessor:
             self._fit_rows = np.asarray(self.dense_.fit_transform(frame, np.asarray(y)), dtype=np.float32)
         elif self.dense_ is not None:
             self.dense_.fit(frame)
-        self.numeric_dim_ = int(self.dense_.transform(frame.iloc[:1]).shape[1]) if blocks else 0
+        self.numeric_dim_ = int(self.dense_.transform(frame.head(1)).shape[1]) if blocks else 0
 
         continuous = []
         if self.dense_ is not None:
@@ -231,13 +239,15 @@ class TabularPreprocessor:
         return state
 
     def transform(self, df: pd.DataFrame, rows: np.ndarray | None = None, *,
-                  fit_rows: bool = False) -> dict[str, np.ndarray]:
+                  fit_rows: bool = False, packed: bool = False) -> dict[str, np.ndarray]:
         """Model inputs for ``df`` (or its rows at positions ``rows``), in blocks of CHUNK_ROWS:
         the float64 intermediates of the scalers stay the size of a block, and a fold's rows are
         never copied out of the table whole; only the float32 / int32 result is full size.
 
         ``fit_rows``: these are the rows ``fit`` saw, in its order; target-aware encodings then
-        come cross-fitted, as ``fit`` computed them."""
+        come cross-fitted, as ``fit`` computed them. ``packed``: the numeric block as
+        ``PackedColumns`` (its missing indicators and one-hot columns as bytes; arrays.py), for
+        the fold's own training and prediction, whose datasets unpack it batch by batch."""
         if not hasattr(self, "input_spec_"):
             raise RuntimeError("TabularPreprocessor.transform called before fit")
         cross_fitted = getattr(self, "_fit_rows", None) if fit_rows else None
@@ -245,8 +255,10 @@ class TabularPreprocessor:
         if cross_fitted is not None and len(cross_fitted) != n:
             raise ValueError(f"transform(fit_rows=True) got {n} rows; fit saw {len(cross_fitted)}")
         out = {}
+        flags = self.flag_columns() if packed else []
         if self.numeric_dim_:
-            out[NUMERIC_INPUT] = aligned_empty((n, self.numeric_dim_), np.float32)
+            out[NUMERIC_INPUT] = PackedColumns(n, self.numeric_dim_, flags) if flags else aligned_empty(
+                (n, self.numeric_dim_), np.float32)
         for name in self.embedders_:
             out[EMBED_PREFIX + name] = aligned_empty((n, 1), np.int32)
         for start in range(0, n, CHUNK_ROWS):
@@ -258,6 +270,14 @@ class TabularPreprocessor:
         if cross_fitted is not None:
             out[NUMERIC_INPUT][:] = cross_fitted
         return out
+
+    def flag_columns(self) -> list[int]:
+        """Positions in the numeric block of the columns that hold only 0 and 1: the missing
+        indicators and the one-hot encodings."""
+        if self.dense_ is None:
+            return []
+        return [i for block, part in self.dense_.output_indices_.items() if block.startswith(FLAG_BLOCKS)
+                for i in range(part.start, part.stop)]
 
     def _transform_block(self, df: pd.DataFrame, dense: bool = True) -> dict[str, np.ndarray]:
         frame = self._frame(df)

@@ -67,14 +67,16 @@ def check_train_config(cfg, task: str) -> None:
 
 
 def model_inputs(data, pre, rows: dict[str, tuple[str, np.ndarray | None]], cfg=None,
-                 cache_dir: Path | None = None) -> FoldInputs:
+                 cache_dir: Path | None = None, packed: bool = False) -> FoldInputs:
     """The fold prologue: named row sets → model inputs through the fold's fitted preprocessing.
 
     ``rows``: split name → ("train" | "test", positions, or None for all). Image competitions get
-    each split's image files beside its tabular inputs. ``cfg`` defaults to the competition's."""
+    each split's image files beside its tabular inputs. ``cfg`` defaults to the competition's.
+    ``packed``: a tabular fold's 0/1 columns held as bytes (preprocessing/arrays.py)."""
     tables = {"train": data.train, "test": data.test}
+    packed = packed and data.images is None  # the image pipeline takes plain arrays
     # "train" is the rows the preprocessing was fitted on: their target encodings come cross-fitted.
-    x = {k: pre.transform(tables[src], idx, fit_rows=k == "train") for k, (src, idx) in rows.items()}
+    x = {k: pre.transform(tables[src], idx, fit_rows=k == "train", packed=packed) for k, (src, idx) in rows.items()}
     images = None
     if data.images is not None:
         images = {k: data.images[src] if idx is None else data.images[src][idx] for k, (src, idx) in rows.items()}
@@ -124,7 +126,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     pre = TabularPreprocessor(data.columns, cfg.preprocessing, seed=seed, task=data.task).fit(
         data.train, data.y[train_idx], rows=train_idx)
     rows = {"train": ("train", train_idx), "valid": ("train", valid_idx), "test": ("test", None)}
-    inputs = model_inputs(data, pre, rows, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"))
+    inputs = model_inputs(data, pre, rows, cache_dir=fold_dir.with_name(fold_dir.name + ".cache"), packed=True)
     fold = Fold(data, inputs, pre, input_spec(pre, cfg, data.images is not None), train_idx, valid_idx, seed,
                 label or name, fold_dir)
     names = check_members(cfg, data.images is not None)
