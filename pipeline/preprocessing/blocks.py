@@ -39,8 +39,9 @@ class DenseBlocks:
         self.transformers_ = list(self.blocks)
         self.named_transformers_ = {name: transformer for name, transformer, _ in self.blocks}
         self.output_indices_, start = {}, 0
+        first = frame.head(1)  # (a preprocessor's fold frame gathers only this row of each column)
         for name, transformer, cols in self.blocks:  # a block's width: its output for one row
-            width = np.asarray(transformer.transform(frame[cols].iloc[:1])).shape[1]
+            width = np.asarray(transformer.transform(first[cols])).shape[1]
             self.output_indices_[name] = slice(start, start + width)
             start += width
         return self
