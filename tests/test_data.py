@@ -139,3 +139,71 @@ def test_binary_with_three_classes(tiny_comp):
 def test_metric_must_fit_task(tiny_comp):
     with pytest.raises(ConfigError, match=r"metric: 'accuracy' does not apply to a regression task"):
         load(tiny_comp(), ["metric=accuracy"])
+
+
+def _parquet_frame():
+    import pandas as pd
+
+    r = np.random.default_rng(0)
+    df = pd.DataFrame({f"x{j}": r.normal(size=40).astype(np.float32) for j in range(9)})
+    df.loc[::5, "x3"] = np.nan
+    df["id"] = np.arange(40)
+    df["n"] = r.integers(0, 9, 40)
+    df["city"] = pd.Series(r.choice(["a", "b ", None], 40), dtype=object)
+    df["shape"] = pd.Categorical(r.choice(["round", "flat"], 40))
+    df["flag"] = r.random(40) > 0.5
+    return df.set_index(pd.Index(np.repeat(np.arange(20), 2), name="row"))  # a stored index, repeated values
+
+
+def test_a_parquet_file_is_read_in_column_groups_as_pandas_reads_it_whole(tmp_path, monkeypatch):
+    """read.py reads a Parquet file a few columns at a time (its Arrow columns live beside their
+    pandas copies for one group only): the frame is the one a whole read gives, with its stored
+    index, column order, types, missing values and categoricals turned to text."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from pipeline.data import read
+
+    plain = tmp_path / "range.parquet"  # pandas' default index, stored as metadata, not as a column
+    _parquet_frame().reset_index(drop=True).to_parquet(plain)
+    first = read.read_table(plain, "data.train", ("id",))
+    assert first.index.equals(pd.RangeIndex(40)) and first.shape == (40, 14)
+    path = tmp_path / "train.parquet"
+    _parquet_frame().to_parquet(path)
+    pool = pa.default_memory_pool()
+    with read.lean_memory():
+        grouped = read.read_table(path, "data.train", ("id",))
+        assert pa.default_memory_pool().backend_name == "system"
+    assert pa.default_memory_pool().backend_name == pool.backend_name  # the caller's pool is back
+    monkeypatch.setattr(read, "_PARQUET_GROUP", 1000)
+    whole = read.read_table(path, "data.train", ("id",))
+    assert list(grouped.columns) == list(_parquet_frame().columns) and grouped.index.name == "row"
+    pd.testing.assert_frame_equal(grouped, whole)
+    assert grouped["city"].isna().sum() == whole["city"].isna().sum() > 0
+    assert set(grouped["shape"].dropna()) == {"round", "flat"}
+
+
+def test_a_parquet_file_with_a_repeated_column_name_or_damaged_is_one_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.data.read import read_table
+
+    path = tmp_path / "train.parquet"
+    columns = [pa.array(np.arange(3.0)) for _ in range(12)]
+    pq.write_table(pa.Table.from_arrays(columns, names=[f"c{j}" for j in range(11)] + ["c4"]), path)
+    with pytest.raises(DataError, match=r"train.parquet: column name\(s\) \['c4'\] appear more than once"):
+        read_table(path, "data.train")
+    path.write_bytes(b"PAR1" + b"\0" * 64)
+    with pytest.raises(DataError, match=r"train.parquet: cannot be read as Parquet"):
+        read_table(path, "data.train")
+
+
+def test_releasing_memory_between_steps_keeps_every_array():
+    from pipeline.memory import release_memory
+
+    kept = np.arange(1_000_000, dtype=np.float64)
+    freed = [np.ones(50_000) for _ in range(100)]
+    del freed
+    release_memory()
+    assert kept.sum() == 999_999 * 1_000_000 / 2

@@ -278,8 +278,8 @@ def test_dense_blocks_give_what_a_column_transformer_gives_and_groups_change_not
         assert grouped.input_spec_.continuous == pre.input_spec_.continuous
 
 
-def test_packed_inputs_hold_the_flag_columns_as_bytes_and_read_as_the_plain_block(monkeypatch):
-    """The fold's packed numeric block (missing indicators and one-hot columns as uint8) reads as
+def test_packed_inputs_hold_the_flag_columns_as_bits_and_read_as_the_plain_block(monkeypatch):
+    """The fold's packed numeric block (missing indicators and one-hot columns as bits) reads as
     the same float32 block, whole, by rows, by rows and columns, and in blocks of rows."""
     from pipeline.models.sklearn_models import to_matrix
     from pipeline.preprocessing import table
@@ -296,8 +296,10 @@ def test_packed_inputs_hold_the_flag_columns_as_bytes_and_read_as_the_plain_bloc
     packed = pre.transform(df, rows, packed=True)
     block = packed["numeric"]
     assert isinstance(block, PackedColumns) and block.flags.dtype == np.uint8
-    # two indicators, color's three one-hot columns (city is an embedding: 30 levels)
-    assert block.shape == plain["numeric"].shape and block.flags.shape == (200, 5) and len(block) == 200
+    # two indicators, color's three one-hot columns (city is an embedding: 30 levels): 5 bits, a byte
+    assert block.shape == plain["numeric"].shape and block.flags.shape == (200, 1) and len(block) == 200
+    np.testing.assert_array_equal(np.unpackbits(block.flags, axis=1, count=5),
+                                  plain["numeric"][:, sorted(pre.flag_columns())])
     assert block.nbytes < plain["numeric"].nbytes
     assert sorted(pre.flag_columns()) == sorted(block.flag_cols.tolist())
     np.testing.assert_array_equal(np.asarray(block), plain["numeric"])
@@ -315,5 +317,6 @@ def test_a_packed_flag_column_holding_another_value_is_an_error():
     block = PackedColumns(4, 3, [2])
     block[0:2] = np.array([[0.5, 1.0, 1.0], [2.0, 3.0, 0.0]])
     np.testing.assert_array_equal(block[0:2], [[0.5, 1.0, 1.0], [2.0, 3.0, 0.0]])
+    assert block.flags.shape == (4, 1) and block.flags[0, 0] == 0b10000000  # the first flag: the high bit
     with pytest.raises(ValueError, match="other than 0 and 1"):
         block[2:4] = np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 1.0]])

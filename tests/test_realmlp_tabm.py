@@ -101,6 +101,38 @@ def test_realmlp_ntk_layers_start_with_unit_spread_and_data_placed_biases():
     assert ((pre.min(axis=0) < 0) & (pre.max(axis=0) > 0)).all()
 
 
+def test_an_ntk_layer_adapted_by_blocks_of_rows_gets_the_whole_matrixs_weights_to_the_last_bit():
+    """NTKDense.adapt_to streams its pre-activations in blocks of 2,048 rows, twice, rather than
+    holding them whole: the weights equal those of the definition computed on the whole matrix
+    (mean, standard deviation, biases from 5 random rows each), for sizes around the block's."""
+    import tf_keras as keras
+
+    from pipeline.models.realmlp import NTKDense
+
+    def whole(layer, x, rng):
+        w = layer.kernel.numpy().astype(np.float64)
+        pre = x.astype(np.float64) @ w
+        pre *= layer.gain
+        std = np.sqrt(np.square(pre - pre.mean(axis=0)).sum(axis=0) / len(pre))
+        std = np.where(std > 0, std, 1.0)
+        rows = rng.integers(0, len(pre), size=(layer.units, 5))
+        weights = rng.exponential(1.0, size=(layer.units, 5))
+        weights /= weights.sum(axis=1, keepdims=True)
+        bias = -(pre[rows, np.arange(layer.units)[:, None]] / std[:, None] * weights).sum(axis=1)
+        return (w / std).astype(np.float32), bias.astype(np.float32)
+
+    for n in (5000, 2048, 300):
+        x = (np.random.default_rng(n).normal(size=(n, 12)) * 3 + 1).astype(np.float32)
+        x[:, 4] = 2.0  # a constant column
+        keras.utils.set_random_seed(0)
+        layer = NTKDense(24)
+        layer.build((None, 12))
+        kernel, bias = whole(layer, x, np.random.default_rng(5))
+        layer.adapt_to(x, np.random.default_rng(5))
+        np.testing.assert_array_equal(layer.kernel.numpy(), kernel)
+        np.testing.assert_array_equal(layer.bias.numpy(), bias)
+
+
 def test_factor_adam_scales_each_parameter_group_and_decays_on_a_flat_cosine():
     import tensorflow as tf
 

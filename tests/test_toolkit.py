@@ -332,16 +332,25 @@ def test_datasets_read_the_arrays_in_place_without_a_copy():
 
 
 def test_datasets_of_a_packed_block_give_the_plain_blocks_batches():
-    """A fold's packed numeric block (its 0/1 columns as uint8) is put back together batch by
-    batch: the same batches, shuffled and in order, as from the float32 block."""
+    """A fold's packed numeric block (its 0/1 columns as bits) is put back together batch by
+    batch: the same batches, shuffled and in order, as from the float32 block; with the flags
+    among the other columns (11 of them: two bytes a row, the second partly used) or last."""
     from pipeline.data.datasets import make_dataset
     from pipeline.preprocessing.arrays import PackedColumns
 
     r = np.random.default_rng(0)
-    plain = r.normal(size=(100, 6)).astype(np.float32)
-    plain[:, [1, 4, 5]] = r.integers(0, 2, size=(100, 3))
-    packed = PackedColumns(100, 6, [1, 4, 5])
+    flags = [1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13]
+    plain = r.normal(size=(100, 14)).astype(np.float32)
+    plain[:, flags] = r.integers(0, 2, size=(100, len(flags)))
+    packed = PackedColumns(100, 14, flags)
     packed[0:100] = plain
+    assert packed.flags.shape == (100, 2)
+    last = PackedColumns(100, 14, range(3, 14))
+    ordered = plain[:, np.r_[[0, 3, 9], flags]]
+    last[0:100] = ordered
+    assert last.in_order
+    rows = np.concatenate([batch["numeric"] for batch in make_dataset({"numeric": last}, batch_size=32)])
+    np.testing.assert_array_equal(rows, ordered)
     codes = r.integers(0, 9, size=(100, 1)).astype(np.int32)
     y = np.arange(100, dtype=np.float32)
     for shuffle in (True, False):

@@ -55,9 +55,15 @@ def as_tensor(array) -> tf.Tensor:
     return tf.constant(array)
 
 
-def _joined(values, flags, order):
-    """A batch of a PackedColumns block as the float32 block: its columns side by side, in order."""
-    both = tf.concat([values, tf.cast(flags, values.dtype)], axis=-1)
+_BITS = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.uint8)  # np.packbits' order: the first flag is the high bit
+
+
+def _joined(values, flags, count, order):
+    """A batch of a PackedColumns block as the float32 block: its flags' bits unpacked, then its
+    columns side by side, in order."""
+    bits = tf.bitwise.bitwise_and(flags[..., None], _BITS) > 0  # (batch, bytes, 8)
+    bits = tf.reshape(bits, tf.concat([tf.shape(flags)[:-1], [-1]], axis=0))[..., :count]
+    both = tf.concat([values, tf.cast(bits, values.dtype)], axis=-1)
     return both if order is None else tf.gather(both, order, axis=-1)
 
 
@@ -77,7 +83,7 @@ def make_dataset(features: dict[str, np.ndarray], y: np.ndarray | None = None, *
     +7 MB with them off). What they would add here is set by hand: the parallel map, the prefetch.
     """
     # A PackedColumns input is two tensors, (values, flags), put back together batch by batch.
-    orders = {k: None if v.in_order else tf.constant(v.order) for k, v in features.items()
+    orders = {k: (v.flag_count, None if v.in_order else tf.constant(v.order)) for k, v in features.items()
               if isinstance(v, PackedColumns)}
     leaves = {k: (v.values, v.flags) if k in orders else v for k, v in features.items()}
     tensors = tf.nest.map_structure(as_tensor, leaves if y is None else (leaves, y))
@@ -86,7 +92,7 @@ def make_dataset(features: dict[str, np.ndarray], y: np.ndarray | None = None, *
 
     def unpack(batch):
         x = batch if y is None else batch[0]
-        x = {k: _joined(*v, orders[k]) if k in orders else v for k, v in x.items()}
+        x = {k: _joined(*v, *orders[k]) if k in orders else v for k, v in x.items()}
         return x if y is None else (x, batch[1])
 
     def take(idx):

@@ -24,7 +24,7 @@ from ..metrics import METRICS
 from ..preprocessing.categorical import ENCODERS
 from ..preprocessing.numeric import SCALERS
 from .infer import is_numeric, resolved_config, scoring, task_and_reason
-from .read import data_dir, read_files, read_table
+from .read import data_dir, lean_memory, read_files, read_table
 
 __all__ = ["CompetitionData", "load_competition", "data_dir", "read_table", "check_ids", "first_non_number",
            "narrow_dtypes"]
@@ -157,7 +157,11 @@ def _resolve_features(cfg: Config, train: pd.DataFrame, paths: dict) -> list[str
 def load_competition(cfg: Config, data_dir_override: str | Path | None = None) -> CompetitionData:
     """Read and check the files; return the data with a resolved config. Each step below raises
     one DataError naming the file, the column or field, and the fix."""
-    base = data_dir(cfg, data_dir_override)
+    with lean_memory():
+        return _load(cfg, data_dir(cfg, data_dir_override))
+
+
+def _load(cfg: Config, base: Path) -> CompetitionData:
     paths, (train, test, sample, solution) = read_files(cfg, base)
     notes = {"stripped": _strip_text(cfg, train, test, solution)}
     _check_ids_and_target(cfg, train, test, sample, paths)

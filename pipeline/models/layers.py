@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from ..memory import release_memory
+
 
 def adapt_layers(net, features: dict[str, np.ndarray], rows: int = 50_000, seed: int = 0) -> int:
     """Data-dependent initialization: every layer with an ``adapt_to(x)`` method (RealMLP's
@@ -23,6 +25,8 @@ def adapt_layers(net, features: dict[str, np.ndarray], rows: int = 50_000, seed:
     sample = {k: v[idx] for k, v in features.items() if k in set(net.input_names)}
     for layer in adaptive:
         layer.adapt_to(LayerInput(keras.Model(net.inputs, layer.input), sample), rng)
+    del sample
+    release_memory()  # the sample, its blocks and the upstream models' runs: not kept under training
     return len(adaptive)
 
 

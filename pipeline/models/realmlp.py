@@ -158,21 +158,33 @@ class NTKDense(keras.layers.Layer):
     def adapt_to(self, x: np.ndarray, rng=None) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
         w = self.kernel.numpy().astype(np.float64)
-        # In float64, a block of rows at a time: a float64 copy of the whole sample (50,000 rows x
-        # the layer's width) was the peak of a 1M-row run's memory. x (a LayerInput, layers.py)
-        # computes each block's rows when sliced: the sample's input to this layer is never whole.
-        pre = np.empty((len(x), self.units))
-        for i in range(0, len(x), 8192):
-            pre[i:i + 8192] = np.asarray(x[i:i + 8192], dtype=np.float64) @ w
-        pre *= self.gain
-        mean = pre.mean(axis=0)  # the standard deviation by blocks too (np.std's temporary is pre's size)
-        std = np.sqrt(sum(np.square(pre[i:i + 8192] - mean).sum(axis=0) for i in range(0, len(pre), 8192)) / len(pre))
-        std = np.where(std > 0, std, 1.0)
-        w = w / std
-        rows = rng.integers(0, len(pre), size=(self.units, 5))
+        n, block = len(x), 2048
+        # Two passes over the sample's pre-activations, a block of 2,048 rows at a time, each block
+        # computed again from x (a LayerInput, layers.py: the rows run through the layers before
+        # this one) rather than the whole 50,000 x units float64 matrix held: that matrix and its
+        # input were the peak of a 1M-row fold. The values are those of the whole matrix to the
+        # last bit: numpy sums axis 0 row after row, which the running sum below repeats.
+        def pre(i):
+            return (np.asarray(x[i:i + block], dtype=np.float64) @ w) * self.gain
+
+        total = np.zeros(self.units)
+        for i in range(0, n, block):
+            total = np.add.reduce(np.vstack((total, pre(i))), axis=0)
+        mean = total / n
+        rows = rng.integers(0, n, size=(self.units, 5))
         weights = rng.exponential(1.0, size=(self.units, 5))
         weights /= weights.sum(axis=1, keepdims=True)
-        bias = -(pre[rows, np.arange(self.units)[:, None]] / std[:, None] * weights).sum(axis=1)
+        units = np.broadcast_to(np.arange(self.units)[:, None], rows.shape)
+        squares, picked = 0, np.empty(rows.shape)
+        for i in range(0, n, block):
+            p = pre(i)
+            squares = squares + np.square(p - mean).sum(axis=0)
+            here = (rows >= i) & (rows < i + block)
+            picked[here] = p[rows[here] - i, units[here]]
+        std = np.sqrt(squares / n)
+        std = np.where(std > 0, std, 1.0)
+        w = w / std
+        bias = -(picked / std[:, None] * weights).sum(axis=1)
         self.kernel.assign(w.astype(np.float32))
         self.bias.assign(bias.astype(np.float32))
 

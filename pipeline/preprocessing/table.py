@@ -21,6 +21,7 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from ..memory import release_memory
 from .arrays import PackedColumns, aligned_empty
 from .blocks import DenseBlocks
 from .categorical import ENCODERS, MISSING, TARGET_AWARE, auto_min_count, embedding_dim
@@ -222,6 +223,7 @@ class TabularPreprocessor:
                 self.embedders_[name] = encoder
                 embeddings.append((EMBED_PREFIX + name, vocab, int(dim)))
         self.input_spec_ = InputSpec(self.numeric_dim_, embeddings, continuous=continuous)
+        release_memory()  # the fit's column copies, freed: not kept under the inputs built next
         return self
 
     @staticmethod
@@ -269,6 +271,8 @@ class TabularPreprocessor:
                 out[key][start:stop] = block
         if cross_fitted is not None:
             out[NUMERIC_INPUT][:] = cross_fitted
+        if n > CHUNK_ROWS:
+            release_memory()  # the blocks' temporaries, freed: not kept under the next step
         return out
 
     def flag_columns(self) -> list[int]:
