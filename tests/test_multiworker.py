@@ -83,3 +83,18 @@ def test_one_fold_on_two_workers_matches_one_worker(tiny_comp, tmp_path):
     # Both workers hold the same (all-reduced) model, so they predict the same.
     w0, w1 = (np.load(tmp_path / f"w{i}" / "result.npz") for i in range(2))
     assert np.allclose(w0["test"], w1["test"], rtol=1e-4, atol=1e-3)
+
+
+def test_importing_the_pipeline_leaves_tensorflows_runtime_unstarted():
+    """A multi-worker strategy must be created before TensorFlow's runtime starts; a tensor made
+    when a module is imported starts it (a module-level tf.constant in datasets.py once broke
+    every multi-worker run). Every module of the package is imported, then the runtime checked."""
+    code = ("import pkgutil, importlib, pipeline\n"
+            "for m in pkgutil.walk_packages(pipeline.__path__, 'pipeline.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "from tensorflow.python.eager import context\n"
+            "print(context.context()._context_handle is None)\n")  # private, but what 'started' means
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"

@@ -55,13 +55,15 @@ def as_tensor(array) -> tf.Tensor:
     return tf.constant(array)
 
 
-_BITS = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.uint8)  # np.packbits' order: the first flag is the high bit
+_BITS = (128, 64, 32, 16, 8, 4, 2, 1)  # np.packbits' order: the first flag is the high bit
 
 
 def _joined(values, flags, count, order):
     """A batch of a PackedColumns block as the float32 block: its flags' bits unpacked, then its
-    columns side by side, in order."""
-    bits = tf.bitwise.bitwise_and(flags[..., None], _BITS) > 0  # (batch, bytes, 8)
+    columns side by side, in order. (The bits' constant is made here, in the dataset's function:
+    a tensor made when this module is imported would start TensorFlow's runtime, after which a
+    multi-worker strategy can no longer be created.)"""
+    bits = tf.bitwise.bitwise_and(flags[..., None], tf.constant(_BITS, tf.uint8)) > 0  # (batch, bytes, 8)
     bits = tf.reshape(bits, tf.concat([tf.shape(flags)[:-1], [-1]], axis=0))[..., :count]
     both = tf.concat([values, tf.cast(bits, values.dtype)], axis=-1)
     return both if order is None else tf.gather(both, order, axis=-1)
