@@ -248,7 +248,7 @@ class TabularPreprocessor:
 
         ``fit_rows``: these are the rows ``fit`` saw, in its order; target-aware encodings then
         come cross-fitted, as ``fit`` computed them. ``packed``: the numeric block as
-        ``PackedColumns`` (its missing indicators and one-hot columns as bytes; arrays.py), for
+        ``PackedColumns`` (its missing indicators and one-hot columns as bits; arrays.py), for
         the fold's own training and prediction, whose datasets unpack it batch by batch."""
         if not hasattr(self, "input_spec_"):
             raise RuntimeError("TabularPreprocessor.transform called before fit")

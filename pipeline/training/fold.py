@@ -72,7 +72,7 @@ def model_inputs(data, pre, rows: dict[str, tuple[str, np.ndarray | None]], cfg=
 
     ``rows``: split name → ("train" | "test", positions, or None for all). Image competitions get
     each split's image files beside its tabular inputs. ``cfg`` defaults to the competition's.
-    ``packed``: a tabular fold's 0/1 columns held as bytes (preprocessing/arrays.py)."""
+    ``packed``: a tabular fold's 0/1 columns held as bits (preprocessing/arrays.py)."""
     tables = {"train": data.train, "test": data.test}
     packed = packed and data.images is None  # the image pipeline takes plain arrays
     # "train" is the rows the preprocessing was fitted on: their target encodings come cross-fitted.
