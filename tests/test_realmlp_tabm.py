@@ -33,7 +33,7 @@ def _built(name, section, outputs=1, task="regression", n=256):
 
 def test_a_layers_input_computed_by_row_slices_adapts_it_as_the_whole_array_does():
     """adapt_layers hands each layer a LayerInput, which runs the layers before it only for the
-    rows sliced (RealMLP's NTK layers take 8,192 at a time): the same values, the same weights."""
+    rows sliced (RealMLP's NTK layers take 2,048 at a time): the same values, the same weights."""
     import tf_keras as keras
 
     from pipeline.models.layers import LayerInput
