@@ -87,15 +87,15 @@ def lean_memory():
     try:
         import pyarrow as pa
     except ImportError:  # CSV only, nothing of Arrow's to manage
-        yield
-        release_memory()
-        return
-    before = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
+        pa = None
+    before = pa.default_memory_pool() if pa else None
+    if pa:
+        pa.set_memory_pool(pa.system_memory_pool())
     try:
         yield
     finally:
-        pa.set_memory_pool(before)
+        if pa:
+            pa.set_memory_pool(before)
         release_memory()
 
 
