@@ -216,6 +216,9 @@ class RealMLPConfig(_Section):
     batch_size: int = Field(256, ge=1)
     # auto: 0.1 for metrics on hard labels (accuracy, f1), 0 for AUC, log loss (the authors' advice).
     label_smoothing: Union[float, Literal["auto"]] = "auto"
+    # auto: ts-mix (train.calibration) when the metric is log loss, as the authors advise for it;
+    # none otherwise (AUC and accuracy do not change with a temperature).
+    calibration: Literal["auto", "none", "ts-mix"] = "auto"
     # lr multipliers (the authors' parameter groups): front scale, biases, parametric activations, PBLD.
     scale_lr_factor: float = Field(6.0, gt=0)
     bias_lr_factor: float = Field(0.1, gt=0)
@@ -469,6 +472,10 @@ class TrainConfig(_Section):
     swa_epochs: Optional[int] = Field(None, ge=2)  # SWA: average the weights of the last N epochs
     sam_rho: Optional[float] = Field(None, gt=0)  # sharpness-aware minimization radius; None: off
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification
+    # Classification: ts-mix chooses the epoch by the validation log loss after temperature scaling
+    # and predicts with the chosen network's temperature, fitted on its validation rows
+    # (training/calibration.py); none: the network's own probabilities.
+    calibration: Literal["none", "ts-mix"] = "none"
     # Regression loss: mse (on the transformed target), or poisson (a log link on the raw target:
     # predictions stay positive; for counts). auto: poisson for count-like targets (non-negative
     # integers, right-skewed) unless the metric is scored on a log scale; else mse.

@@ -95,6 +95,24 @@ def test_every_artifact_converts_runs_and_agrees(tiny_comp, tmp_path, comp, over
 
 
 @pytest.mark.slow
+def test_an_exported_log_loss_model_carries_its_temperature(tiny_comp, tmp_path):
+    """realmlp scored by log loss predicts through a temperature (train.calibration ts-mix): the
+    export scores the network as the member does, and preprocessing.json says how to apply it."""
+    from pipeline import export_run, run_competition
+
+    cfg = tiny_comp("health_insurance", train_rows=200, test_rows=60)
+    overrides = FAST_RUN + ["metric=logloss", "model.members=[realmlp]", "export.artifacts=[float32]"]
+    trained = run_competition(cfg, overrides, output_dir=tmp_path, run_name="r")
+    out = export_run(cfg, "r", overrides=overrides + ["export.latency_runs=5"], output_dir=tmp_path)
+    report = json.loads((out / "export_report.json").read_text())
+    fold = json.loads((trained.run_dir / "folds" / "fold_0" / "result.json").read_text())
+    # the float network scored on fold 0's rows as the run scored its member there
+    assert report["float_keras"]["valid"] == pytest.approx(fold["member_scores"]["realmlp"], rel=1e-6)
+    temperature = json.loads((out / "preprocessing.json").read_text())["output"]["temperature"]
+    assert temperature["inverse_temperature"] > 0 and 0 < temperature["mix"] < 0.01 and "logits" in temperature["how"]
+
+
+@pytest.mark.slow
 def test_distilled_int8_student_approaches_the_runs_holdout(tmp_path):
     """The student learns the run's ensemble (every member's say, through the OOF predictions),
     so its INT8 model lands near the run's holdout, not near one fold's Keras member."""

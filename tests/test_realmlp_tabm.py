@@ -218,6 +218,47 @@ def test_realmlp_recipe_smooths_labels_only_for_hard_label_metrics(metric, task,
     assert (tabm.optimizer, tabm.lr, tabm.weight_decay, tabm.early_stopping) == ("adamw", 2e-3, 3e-4, 16)
 
 
+@pytest.mark.parametrize("metric, task, calibration", [("logloss", "multiclass", "ts-mix"),
+                                                      ("logloss", "binary", "ts-mix"), ("auc", "binary", "none"),
+                                                      ("accuracy", "multiclass", "none"), ("rmse", "regression", "none")])
+def test_realmlp_recipe_scales_the_temperature_only_for_log_loss(metric, task, calibration):
+    from pipeline.config import validate
+    from pipeline.training.recipes import member_config
+
+    cfg = validate({**DATA, "task": task, "metric": metric}, "test")
+    assert member_config(cfg, "realmlp", task).train.calibration == calibration
+    assert member_config(cfg, "mlp", task).train.calibration == "none"  # train.calibration, off by default
+    if task != "regression":  # the section's own setting wins over auto
+        off = validate({**DATA, "task": task, "metric": metric, "model": {"realmlp": {"calibration": "none"}}}, "test")
+        assert member_config(off, "realmlp", task).train.calibration == "none"
+
+
+@pytest.mark.parametrize("task, classes", [("multiclass", 4), ("binary", 2)])
+def test_temperature_scaling_finds_the_temperature_that_made_the_labels(task, classes):
+    from scipy.special import softmax
+
+    from pipeline.training.calibration import calibrate, fit_temperature
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    z = rng.normal(size=(n, classes)) * 3
+    if task == "binary":
+        z[:, 0] = 0.0
+    # labels drawn from softmax(z / 2.5): the logits are 2.5 times too confident
+    truth = softmax(z / 2.5, axis=1)
+    y = (rng.random(n)[:, None] > np.cumsum(truth, axis=1)).sum(axis=1)
+    raw = z[:, 1:] if task == "binary" else z
+    t = fit_temperature(raw, y, task)
+    assert t["inverse_temperature"] == pytest.approx(1 / 2.5, rel=0.05)
+    assert t["mix"] == pytest.approx(1 / (n + 1))
+    p = calibrate(raw[:5], task, t)
+    expected = (1 - t["mix"]) * softmax(t["inverse_temperature"] * z[:5], axis=1) + t["mix"] / classes
+    np.testing.assert_allclose(p, expected[:, 1] if task == "binary" else expected, rtol=1e-12)
+    # rows a model separates perfectly: the temperature goes to its bound, the probabilities stay finite
+    sure = fit_temperature(np.array([[5.0], [-5.0]] * 50), np.array([1, 0] * 50), "binary")
+    assert np.isfinite(calibrate(np.array([[5.0]]), "binary", sure)).all()
+
+
 def test_model_k_moved_to_the_tabm_section():
     from pipeline.config import validate
     from pipeline.errors import ConfigError
@@ -334,7 +375,9 @@ def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp,
     from pipeline.runs import Run
 
     cfg = tiny_comp("health_insurance")
-    result = run_competition(cfg, FAST + ["model.members=[realmlp, tabm]", "model.realmlp.epochs=3",
+    # Scored by log loss, so realmlp's networks carry a temperature (train.calibration ts-mix) that
+    # predicting again must apply as the run did.
+    result = run_competition(cfg, FAST + ["metric=logloss", "model.members=[realmlp, tabm]", "model.realmlp.epochs=3",
                                           "model.realmlp.hidden=[16, 16]", "model.tabm.epochs=2",
                                           "model.tabm.k=4", "model.tabm.hidden=[16]"],
                              output_dir=tmp_path, run_name="authors")
@@ -350,6 +393,9 @@ def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp,
     np.testing.assert_allclose(again, saved, rtol=1e-5, atol=1e-6)
     member = result.run_dir / "folds" / "fold_0"
     assert (member / "realmlp" / "model_best.keras").is_file() and (member / "tabm" / "model_best.keras").is_file()
+    members = run.artifact(run.trained_units()[0]).members()
+    assert set(members["realmlp"].temperatures) == {"best"} and members["tabm"].temperatures == {}
+    assert members["realmlp"].temperatures["best"]["inverse_temperature"] > 0
 
 
 @pytest.mark.parametrize("family", ["realmlp", "tabm"])

@@ -88,6 +88,7 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     """Every artifact of one fold's Keras model, converted, scored against the float model on the
     same rows and written with the report into ``<run>/export/`` (whole, or not at all)."""
     from ..training.artifact import to_output
+    from ..training.calibration import calibrate
 
     ec, task = data.cfg.export, artifact.task
     if not np.array_equal(np.sort(artifact.valid_idx), unit.valid_idx):
@@ -101,7 +102,11 @@ def _export(the_run: Run, data, unit, artifact, artifacts: list[str]) -> Path:
     per_channel = ec.per_channel if ec.per_channel is not None else has_conv(model)
     convert_int8 = _Int8(ec, x["rep"], per_channel)
 
-    def finish(raw):
+    temperature = artifact.temperature
+
+    def finish(raw):  # as the member predicts: its temperature, when it has one
+        if temperature is not None:
+            return calibrate(raw, task, temperature)
         return to_output(raw, task, artifact.target, artifact.clip)
 
     export_dir = the_run.export_dir
@@ -254,6 +259,11 @@ def _write_descriptions(folder: Path, data, artifact, report: dict) -> None:
     prep["output"] = {"task": task, "classes": [str(c) for c in data.classes],
                       "activation": {"binary": "sigmoid", "multiclass": "softmax"}.get(task, "none"),
                       "target_transform": None if target is None else "inverse of the saved target scaler"}
+    if artifact.temperature is not None:  # train.calibration ts-mix
+        prep["output"]["temperature"] = {
+            **artifact.temperature,
+            "how": "multiply the logits by inverse_temperature before the activation (binary: the one logit), "
+                   "then p = (1 - mix) * p + mix / number of classes"}
     (folder / "preprocessing.json").write_text(json_text(prep, indent=1))
     (folder / "export_report.json").write_text(json_text(report))
     (folder / "report.md").write_text(table(report))

@@ -257,6 +257,15 @@ class FoldArtifact:
         member = self.keras_member()
         return member.clip if member is not None else None
 
+    @property
+    def temperature(self) -> dict | None:
+        """The temperature of the first Keras member's first network (``load_keras(0)``'s), when
+        it was calibrated (train.calibration ts-mix); else None."""
+        member = self.keras_member()
+        if member is None or not member.paths:
+            return None
+        return member.temperatures.get(member.paths[0].stem.removeprefix("model_"))
+
     def load_keras(self, index: int = 0):
         """A fresh copy of the first Keras member's ``index``-th network (export compresses copies
         in place)."""

@@ -30,6 +30,7 @@ from ..metrics import get_metric
 from ..models.sklearn_models import HGB_MAX_CATEGORIES, SKLEARN_MODELS, build_sklearn, frequent_codes, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
 from .artifact import clip_target, dump_trusted, load_trusted, to_output
+from .calibration import calibrate, fit_temperature
 
 log = logging.getLogger("pipeline")
 MEMBER_FILE = "member.skops"
@@ -274,6 +275,8 @@ class KerasMember(FoldModel):
         self.nets: dict[str, object] = {}  # "seed0_best" (or "best") → network, loaded
         self._trained: dict[str, tuple] = {}  # after fit: "seed0_best" → (network, its weights)
         self.paths: list[Path] = []
+        # train.calibration ts-mix: "seed0_best" → that network's temperature (calibration.py)
+        self.temperatures: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ training
 
@@ -321,7 +324,8 @@ class KerasMember(FoldModel):
         def validate(net) -> tuple[float, float]:  # this epoch's weights on the validation rows
             with precision_policy(tc.precision):
                 raw = net.predict(valid_plain, verbose=0)
-            pred = self._output(raw)
+            # ts-mix: the epoch is judged as it would predict once its temperature is fitted.
+            pred = self._output(raw, self._temperature(raw, fold.y_valid))
             # A diverged epoch has no score; NonFiniteLoss stops the fold with the error that says so.
             value = metric(fold.y_valid, pred, self.task) if np.isfinite(pred).all() else float("nan")
             return loss_of(net, raw), value
@@ -347,10 +351,13 @@ class KerasMember(FoldModel):
                 net.set_weights(weights[ckpt])
                 if ckpt == "swa":
                     reestimate_batchnorm(net, inputs.dataset("train"))
-                views = {v: tuple(self._output(net.predict(inputs.dataset(k, view=v), verbose=0))
+                temperature = self._temperature(net.predict(valid_plain, verbose=0), fold.y_valid)
+                if temperature is not None:
+                    self.temperatures[sub] = temperature
+                views = {v: tuple(self._output(net.predict(inputs.dataset(k, view=v), verbose=0), temperature)
                                   for k in ("valid", "test")) for v in inputs.views}
-                plain = views.get("identity") or tuple(self._output(net.predict(inputs.dataset(k), verbose=0))
-                                                       for k in ("valid", "test"))
+                plain = views.get("identity") or tuple(
+                    self._output(net.predict(inputs.dataset(k), verbose=0), temperature) for k in ("valid", "test"))
             # TTA: the mean of the views' probabilities (predictions for regression).
             oof, test = (np.mean([p[i] for p in views.values()], axis=0) for i in (0, 1))
             if not (np.isfinite(oof).all() and np.isfinite(test).all()):
@@ -360,26 +367,40 @@ class KerasMember(FoldModel):
             identity.append(plain)
             self._trained[sub] = (net, net.get_weights())  # after SWA's BatchNorm re-estimation
 
-    def _output(self, raw: np.ndarray) -> np.ndarray:
+    def _output(self, raw: np.ndarray, temperature: dict | None = None) -> np.ndarray:
+        if temperature is not None:
+            return calibrate(raw, self.task, temperature)
         return to_output(raw, self.task, self.target, self.clip)
+
+    def _temperature(self, raw: np.ndarray, y: np.ndarray) -> dict | None:
+        """train.calibration ts-mix: the temperature fitted on these validation logits; else None."""
+        if self.task == "regression" or self.cfg.train.calibration == "none":
+            return None
+        return fit_temperature(raw, y, self.task)
 
     # ------------------------------------------------------------------ prediction
 
     def networks(self):
         """Each network with its weights, one at a time: after fit, several checkpoints share one
         network whose weights are set as it is reached (use each before taking the next)."""
+        return (net for _, net in self.named_networks())
+
+    def named_networks(self):
+        """(name, network) pairs, as ``networks`` gives them; the name keys its temperature."""
         if self._trained:
             for sub in self._trained:
-                yield self._with_weights(sub)
+                yield sub, self._with_weights(sub)
             return
         if not self.nets:
             self.nets = {p.stem.removeprefix("model_"): load_network(p) for p in self.paths}
-        yield from self.nets.values()
+        yield from self.nets.items()
 
     def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
         preds = []
-        for net in self.networks():
-            views = [self._output(net.predict(x, verbose=0)) for x in self._datasets(features, image_paths, tta)]
+        for sub, net in self.named_networks():
+            temperature = self.temperatures.get(sub)
+            views = [self._output(net.predict(x, verbose=0), temperature)
+                     for x in self._datasets(features, image_paths, tta)]
             preds.append(np.mean(views, axis=0))
         return np.mean(preds, axis=0)
 
@@ -407,7 +428,7 @@ class KerasMember(FoldModel):
             self._with_weights(sub).save(folder / f"model_{sub}.keras")
         dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "target": self.target,
                       "clip": list(self.clip) if self.clip else None, "image": self.image,
-                      "networks": list(self._trained)}, folder / MEMBER_FILE)
+                      "networks": list(self._trained), "temperatures": self.temperatures}, folder / MEMBER_FILE)
 
     def _with_weights(self, sub: str):
         net, weights = self._trained[sub]  # several checkpoints share one network: set theirs
@@ -420,14 +441,18 @@ class KerasMember(FoldModel):
         member.target, member.image = state["target"], state["image"]
         member.clip = tuple(state["clip"]) if state["clip"] else None
         member.paths = [folder / f"model_{sub}.keras" for sub in state["networks"]]
+        member.temperatures = state.get("temperatures", {})  # none in runs from before train.calibration
         missing = [p.name for p in member.paths if not p.is_file()]
         if missing:
             raise DataError(f"{folder}: {', '.join(missing)} missing; the run folder is damaged. Train the run again.")
         return member
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind,
-                "networks": [p.name for p in self.paths] or [f"model_{s}.keras" for s in self._trained]}
+        out = {"name": self.name, "kind": self.kind,
+               "networks": [p.name for p in self.paths] or [f"model_{s}.keras" for s in self._trained]}
+        if self.temperatures:  # train.calibration ts-mix
+            out["inverse_temperatures"] = {s: round(t["inverse_temperature"], 4) for s, t in self.temperatures.items()}
+        return out
 
 
 def validation_loss(task: str, tc, y_valid: np.ndarray):

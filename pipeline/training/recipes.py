@@ -30,16 +30,20 @@ def lr_setting(name: str) -> str:
 def realmlp_recipe(r, metric: str | None, task: str) -> dict:
     """RealMLP-TD: Adam (beta2 0.95) with per-parameter factors and flat-cosine weight decay, the
     coslog4 schedule over every epoch (no early stopping: the best epoch is kept), label smoothing
-    0.1 only for metrics on hard labels."""
+    0.1 only for metrics on hard labels, temperature scaling (ts-mix) for log loss."""
     smoothing = r.label_smoothing
     if smoothing == "auto":
         hard_labels = task != "regression" and not get_metric(metric, task).needs_proba
         smoothing = 0.1 if hard_labels else 0.0
+    calibration = r.calibration
+    if calibration == "auto":
+        calibration = "ts-mix" if task != "regression" and metric == "logloss" else "none"
     return {"epochs": r.epochs, "batch_size": r.batch_size, "optimizer": "realmlp",
             "lr": r.lr if r.lr is not None else (0.2 if task == "regression" else 0.04),
             "weight_decay": r.weight_decay, "beta_2": r.beta_2, "schedule": "coslog4", "warmup_epochs": 0.0,
             "scale_lr": False, "early_stopping": None, "reduce_lr": None,
-            "label_smoothing": float(smoothing) if task != "regression" else 0.0}
+            "label_smoothing": float(smoothing) if task != "regression" else 0.0,
+            "calibration": calibration if task != "regression" else "none"}
 
 
 def tabm_recipe(t, metric: str | None, task: str) -> dict:
