@@ -153,22 +153,31 @@ def test_factor_adam_scales_each_parameter_group_and_decays_on_a_flat_cosine():
     np.testing.assert_allclose(w.numpy(), [2.0 * 0.95 ** 3 * (1 - 0.1 * 0.5 * 0.5)], rtol=1e-5)
 
 
-def test_factor_adam_in_a_traced_step_matches_adam_written_out():
+@pytest.mark.parametrize("strategy", [False, True])
+def test_factor_adam_in_a_traced_step_matches_adam_written_out(strategy):
     """The step's shared values (learning rate, bias corrections, decay) are built once per traced
-    step: each step of a tf.function must still see its own."""
+    step: each step of a tf.function must still see its own. Without a tf.distribute strategy the
+    step is TensorFlow's fused Adam kernel, under one the same step in plain ops: both are Adam."""
+    import contextlib
+
     import tensorflow as tf
 
     from pipeline.training.optimizers import FactorAdam
 
     lr, b1, b2, eps, wd, total = 0.05, 0.9, 0.95, 1e-8, 0.1, 6
     factors = {"slow": (0.3, 0.5)}
-    ws = {"fast": tf.Variable([1.0, -2.0], name="fast"), "slow": tf.Variable([0.5, 3.0], name="slow")}
-    opt = FactorAdam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps, weight_decay=wd, total_steps=total,
-                     factors=factors)
+    dist = tf.distribute.OneDeviceStrategy("/cpu:0") if strategy else None
+    with dist.scope() if dist else contextlib.nullcontext():
+        ws = {"fast": tf.Variable([1.0, -2.0], name="fast"), "slow": tf.Variable([0.5, 3.0], name="slow")}
+        opt = FactorAdam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps, weight_decay=wd, total_steps=total,
+                         factors=factors)
+
+    def apply():
+        opt.apply_gradients([(w * w - 0.5, w) for w in ws.values()])
 
     @tf.function
     def step():
-        opt.apply_gradients([(w * w - 0.5, w) for w in ws.values()])
+        dist.run(apply) if dist else apply()
 
     ref = {k: v.numpy().astype(np.float64) for k, v in ws.items()}
     moments = {k: (np.zeros(2), np.zeros(2)) for k in ws}
