@@ -15,7 +15,8 @@ loop: a real-shaped synthetic table (bench/scale.py's: skewed numerics with miss
       epoch are the median of the epochs after the first (which traces). ``pipeline_vs_bare``:
       the pipeline's over the faster bare loop's. ``bare_vs_peak``: the bare loop's GFLOP/s
       (3x the forward pass's FLOPs per row, as TensorFlow's profiler counts them) over a
-      2048 x 2048 float32 matmul's, timed here.
+      2048 x 2048 float32 matmul's, timed here. For realmlp, two more pairs of bare fits, each its
+      optimizer's step in plain ops then through TensorFlow's fused Adam kernel (the default).
 wall: the default run (``run_competition`` with nothing set) on the embedded tabular
       competitions and the visible generalization sets with at least 10,000 rows; its training
       time (scores.json's ``cv_seconds``, the K-fold loop's wall time: preprocessing, every member,
@@ -158,13 +159,15 @@ def part_loop(rows: int, cols: int, epochs: int, tmp: Path) -> dict:
     y = encode_labels(data.y[train_idx], data.task, len(data.classes), tc)
     steps = -(-len(y) // tc.batch_size)
 
-    def bare(**compile_args):
+    def bare(fused: bool = True, **compile_args):
         keras.utils.set_random_seed(0)
         net = build_model(keras_name, input_spec(pre, cfg, False), cfg.model,
                           output_size(data.task, len(data.classes)), data.task)
         adapt_layers(net, x, seed=0)
-        net.compile(optimizer=make_optimizer(tc, make_schedule(tc, steps), net=net, total_steps=epochs * steps),
-                    loss=make_loss(data.task, tc), **compile_args)
+        optimizer = make_optimizer(tc, make_schedule(tc, steps), net=net, total_steps=epochs * steps)
+        if not fused:  # realmlp's FactorAdam with its step in plain ops instead of the fused kernel
+            optimizer.fused = False
+        net.compile(optimizer=optimizer, loss=make_loss(data.task, tc), **compile_args)
         clock = EpochClock()
         net.fit(x, y, batch_size=tc.batch_size, epochs=epochs, verbose=0, callbacks=[clock])
         return net, clock.seconds
@@ -176,6 +179,10 @@ def part_loop(rows: int, cols: int, epochs: int, tmp: Path) -> dict:
     net, bare_seconds = bare(steps_per_execution=spe)
     default_rps = len(y) / steady(default_seconds)
     bare_rps = max(default_rps, len(y) / steady(bare_seconds))
+    fused_pairs = []
+    if hasattr(net.optimizer, "fused"):  # realmlp: fused Adam against its plain-ops step, alternating
+        for _ in range(2):
+            fused_pairs.append([len(y) / steady(bare(fused=f, steps_per_execution=spe)[1]) for f in (False, True)])
     flops = 3 * forward_flops_per_row(net, {k: v[:1] for k, v in x.items()})
     peak = matmul_gflops()
     out = {"model": keras_name, "batch_size": tc.batch_size, "train_rows": len(train_idx),
@@ -193,6 +200,11 @@ def part_loop(rows: int, cols: int, epochs: int, tmp: Path) -> dict:
           f"{', '.join(f'{s:.2f}' for s in bare_seconds)} s)")
     print(f"  training {flops / 1e6:.3f} MFLOP per row: bare {out['bare_gflops']:.1f} GFLOP/s, "
           f"matmul peak {peak:.1f} GFLOP/s", flush=True)
+    if fused_pairs:
+        out["fused_adam_pairs_rows_s"] = fused_pairs
+        print("  realmlp's optimizer, bare fits alternating (plain-ops step, fused Adam kernel): "
+              + "; ".join(f"{a:,.0f} / {b:,.0f} rows/s" for a, b in fused_pairs)
+              + f" (fused over plain x{np.median([b / a for a, b in fused_pairs]):.2f})", flush=True)
     return out
 
 

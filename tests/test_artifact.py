@@ -105,3 +105,23 @@ def test_a_crafted_run_folder_never_runs_code(tiny_comp, tmp_path, capsys):
     shutil.move(tmp_path / "kept.skops", fold / "preprocessing.skops")
     preds = load_run(result.run_dir).predict(rows)
     assert np.isfinite(preds["whi"]).all() and not marker.exists()
+
+
+@pytest.mark.parametrize("temperatures", [{"best": {"inverse_temperature": "1.0", "mix": 0.01}},
+                                          {"best": {"inverse_temperature": float("nan"), "mix": 0.01}},
+                                          {"best": {"mix": 0.01}}, {"other": {"inverse_temperature": 1.0, "mix": 0.0}},
+                                          ["best"]])
+def test_a_members_damaged_temperatures_are_one_error(tmp_path, temperatures):
+    """A Keras member's temperatures (train.calibration ts-mix) are read back only as one pair of
+    non-negative numbers per network of the member."""
+    from pipeline.training.artifact import dump_trusted
+    from pipeline.training.members import MEMBER_FILE, FoldModel
+
+    state = {"kind": "keras", "name": "realmlp", "task": "binary", "target": None, "clip": None, "image": None,
+             "networks": ["best"]}
+    (tmp_path / "model_best.keras").write_bytes(b"")
+    dump_trusted({**state, "temperatures": temperatures}, tmp_path / MEMBER_FILE)
+    with pytest.raises(DataError, match=r"its temperatures are not one pair of non-negative numbers"):
+        FoldModel.load(tmp_path)
+    dump_trusted({**state, "temperatures": {"best": {"inverse_temperature": 0.8, "mix": 0.001}}}, tmp_path / MEMBER_FILE)
+    assert FoldModel.load(tmp_path).temperatures["best"]["inverse_temperature"] == 0.8

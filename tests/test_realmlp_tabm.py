@@ -153,8 +153,8 @@ def test_factor_adam_scales_each_parameter_group_and_decays_on_a_flat_cosine():
     np.testing.assert_allclose(w.numpy(), [2.0 * 0.95 ** 3 * (1 - 0.1 * 0.5 * 0.5)], rtol=1e-5)
 
 
-@pytest.mark.parametrize("strategy", [False, True])
-def test_factor_adam_in_a_traced_step_matches_adam_written_out(strategy):
+@pytest.mark.parametrize("strategy, fused", [(False, True), (False, False), (True, True)])
+def test_factor_adam_in_a_traced_step_matches_adam_written_out(strategy, fused):
     """The step's shared values (learning rate, bias corrections, decay) are built once per traced
     step: each step of a tf.function must still see its own. Without a tf.distribute strategy the
     step is TensorFlow's fused Adam kernel, under one the same step in plain ops: both are Adam."""
@@ -170,7 +170,7 @@ def test_factor_adam_in_a_traced_step_matches_adam_written_out(strategy):
     with dist.scope() if dist else contextlib.nullcontext():
         ws = {"fast": tf.Variable([1.0, -2.0], name="fast"), "slow": tf.Variable([0.5, 3.0], name="slow")}
         opt = FactorAdam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps, weight_decay=wd, total_steps=total,
-                         factors=factors)
+                         factors=factors, fused=fused)
 
     def apply():
         opt.apply_gradients([(w * w - 0.5, w) for w in ws.values()])

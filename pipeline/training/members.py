@@ -351,8 +351,9 @@ class KerasMember(FoldModel):
                 net.set_weights(weights[ckpt])
                 if ckpt == "swa":
                     reestimate_batchnorm(net, inputs.dataset("train"))
-                temperature = self._temperature(net.predict(valid_plain, verbose=0), fold.y_valid)
-                if temperature is not None:
+                temperature = None
+                if self.calibrates:
+                    temperature = self._temperature(net.predict(valid_plain, verbose=0), fold.y_valid)
                     self.temperatures[sub] = temperature
                 views = {v: tuple(self._output(net.predict(inputs.dataset(k, view=v), verbose=0), temperature)
                                   for k in ("valid", "test")) for v in inputs.views}
@@ -372,11 +373,14 @@ class KerasMember(FoldModel):
             return calibrate(raw, self.task, temperature)
         return to_output(raw, self.task, self.target, self.clip)
 
+    @property
+    def calibrates(self) -> bool:
+        """train.calibration ts-mix on a classification task."""
+        return self.task != "regression" and self.cfg.train.calibration != "none"
+
     def _temperature(self, raw: np.ndarray, y: np.ndarray) -> dict | None:
-        """train.calibration ts-mix: the temperature fitted on these validation logits; else None."""
-        if self.task == "regression" or self.cfg.train.calibration == "none":
-            return None
-        return fit_temperature(raw, y, self.task)
+        """The temperature fitted on these validation logits when the member calibrates; else None."""
+        return fit_temperature(raw, y, self.task) if self.calibrates else None
 
     # ------------------------------------------------------------------ prediction
 
@@ -442,6 +446,9 @@ class KerasMember(FoldModel):
         member.clip = tuple(state["clip"]) if state["clip"] else None
         member.paths = [folder / f"model_{sub}.keras" for sub in state["networks"]]
         member.temperatures = state.get("temperatures", {})  # none in runs from before train.calibration
+        if not _valid_temperatures(member.temperatures, state["networks"]):
+            raise DataError(f"{folder / MEMBER_FILE}: its temperatures are not one pair of non-negative numbers per "
+                            f"network; the run folder is damaged. Train the run again.")
         missing = [p.name for p in member.paths if not p.is_file()]
         if missing:
             raise DataError(f"{folder}: {', '.join(missing)} missing; the run folder is damaged. Train the run again.")
@@ -453,6 +460,15 @@ class KerasMember(FoldModel):
         if self.temperatures:  # train.calibration ts-mix
             out["inverse_temperatures"] = {s: round(t["inverse_temperature"], 4) for s, t in self.temperatures.items()}
         return out
+
+
+def _valid_temperatures(temperatures, networks) -> bool:
+    def number(v) -> bool:
+        return isinstance(v, float) and np.isfinite(v) and v >= 0
+
+    return isinstance(temperatures, dict) and set(temperatures) <= set(networks) and all(
+        isinstance(t, dict) and number(t.get("inverse_temperature")) and number(t.get("mix"))
+        for t in temperatures.values())
 
 
 def validation_loss(task: str, tc, y_valid: np.ndarray):

@@ -108,12 +108,14 @@ class FactorAdam(_AdamMoments):
     (pytabkit's order)."""
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.95, epsilon=1e-8, weight_decay=0.0,
-                 total_steps: int = 1, factors: dict | None = None, name="FactorAdam", **kwargs):
+                 total_steps: int = 1, factors: dict | None = None, fused: bool = True, name="FactorAdam",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         self._learning_rate = self._build_learning_rate(learning_rate)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.decay, self.total_steps = float(weight_decay), int(total_steps)
         self.factors = {k: (float(v[0]), float(v[1])) for k, v in (factors or {}).items()}
+        self.fused = bool(fused)  # False: the step in plain ops (bench/speed.py compares the two)
 
     def update_step(self, gradient, variable):
         if isinstance(gradient, tf.IndexedSlices):  # embeddings: a dense step, as the others
@@ -122,7 +124,7 @@ class FactorAdam(_AdamMoments):
         step_lr, decay = self._shared(variable, factors, lambda: self._factor_values(variable, *factors))
         if decay is not None:
             variable.assign_sub(variable * decay)
-        if tf.distribute.has_strategy():  # a strategy's variables: the step written out in TensorFlow ops
+        if not self.fused or tf.distribute.has_strategy():  # a strategy's variables: the step in plain ops
             m, v = self._update_moments(gradient, variable)
             variable.assign_sub(m * step_lr / (tf.sqrt(v * self._shared(variable)["v_scale"]) + self.epsilon))
             return
@@ -156,7 +158,8 @@ class FactorAdam(_AdamMoments):
         config = super().get_config()
         config.update(learning_rate=self._serialize_hyperparameter(self._learning_rate), beta_1=self.beta_1,
                       beta_2=self.beta_2, epsilon=self.epsilon, weight_decay=self.decay,
-                      total_steps=self.total_steps, factors={k: list(v) for k, v in self.factors.items()})
+                      total_steps=self.total_steps, factors={k: list(v) for k, v in self.factors.items()},
+                      fused=self.fused)
         return config
 
 
