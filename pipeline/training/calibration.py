@@ -8,17 +8,15 @@ at that epoch), then scale the chosen model's logits by the inverse temperature 
 rows and mix the probabilities with the uniform distribution at 1 / (rows + 1).
 
 Written here because the one library version of it, scikit-learn's ``CalibratedClassifierCV(...,
-method="temperature")``, wraps an estimator and refits per call; the fit is one convex problem
-in one variable, which scipy's bounded scalar minimizer solves as scikit-learn's does.
+method="temperature")``, calibrates a classifier object, not a network's saved logits (its
+temperature model is private); the fit is one convex problem in one variable, which scipy's
+bounded scalar minimizer solves as scikit-learn's does.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-
-METHODS = ("none", "ts-mix")
-
 
 def class_logits(raw: np.ndarray, task: str) -> np.ndarray:
     """A classifier's raw output as one logit per class: a binary model's single logit z is the
@@ -44,7 +42,7 @@ def fit_temperature(raw: np.ndarray, y: np.ndarray, task: str) -> dict:
     return {"inverse_temperature": float(np.exp(found.x)), "mix": 1.0 / (len(y) + 1)}
 
 
-def calibrate(raw: np.ndarray, task: str, temperature: dict | None) -> np.ndarray:
+def calibrate(raw: np.ndarray, task: str, temperature: dict) -> np.ndarray:
     """Probabilities in the metrics' internal form (binary: P(positive); multiclass: (n, K)) from
     raw logits scaled by ``temperature`` (fit_temperature's) and mixed with the uniform."""
     z = class_logits(raw, task)
