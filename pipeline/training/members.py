@@ -351,14 +351,16 @@ class KerasMember(FoldModel):
                 net.set_weights(weights[ckpt])
                 if ckpt == "swa":
                     reestimate_batchnorm(net, inputs.dataset("train"))
-                temperature = None
-                if self.calibrates:
-                    temperature = self._temperature(net.predict(valid_plain, verbose=0), fold.y_valid)
+                raws = {v: [net.predict(inputs.dataset(k, view=v), verbose=0) for k in ("valid", "test")]
+                        for v in inputs.views}
+                plain_raw = raws.get("identity") or [net.predict(inputs.dataset(k), verbose=0)
+                                                     for k in ("valid", "test")]
+                # ts-mix: fitted on the identity view's validation logits, already predicted above
+                temperature = self._temperature(plain_raw[0], fold.y_valid)
+                if temperature is not None:
                     self.temperatures[sub] = temperature
-                views = {v: tuple(self._output(net.predict(inputs.dataset(k, view=v), verbose=0), temperature)
-                                  for k in ("valid", "test")) for v in inputs.views}
-                plain = views.get("identity") or tuple(
-                    self._output(net.predict(inputs.dataset(k), verbose=0), temperature) for k in ("valid", "test"))
+                views = {v: tuple(self._output(r, temperature) for r in rs) for v, rs in raws.items()}
+                plain = views.get("identity") or tuple(self._output(r, temperature) for r in plain_raw)
             # TTA: the mean of the views' probabilities (predictions for regression).
             oof, test = (np.mean([p[i] for p in views.values()], axis=0) for i in (0, 1))
             if not (np.isfinite(oof).all() and np.isfinite(test).all()):
