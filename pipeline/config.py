@@ -88,6 +88,9 @@ class PreprocessingConfig(_Section):
     onehot_max_levels: int = Field(10, ge=1)  # "auto": one-hot up to this many levels, else embedding
     # "auto": a target encoding (cross-fitted in the fold) instead of an embedding above this many levels.
     target_levels: Optional[int] = Field(None, ge=1)
+    # "auto": a target encoding instead of an embedding where the column's levels have a median of
+    # fewer than this many rows in the fold (an embedding row learned from 2 or 3 rows memorizes them).
+    target_median_rows: Optional[float] = Field(4, gt=0)
     # Categories seen fewer times in a fold share the rare index; "auto": per column and fold, the
     # square root of its mean rows per level, within 2-20 (categorical.auto_min_count).
     min_count: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"

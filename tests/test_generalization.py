@@ -79,6 +79,27 @@ def test_auto_picks_target_encoding_above_target_levels():
     assert pre.encoders_ == {"many": "target", "few": "onehot"}
 
 
+def test_auto_picks_target_encoding_where_the_typical_level_has_few_rows():
+    """movie ids seen twice (median 2 rows per level) get the target encoding; schools of 6 rows
+    and users of 40 keep their embedding; the encoding is a continuous input (numeric embeddings)."""
+    rng = np.random.default_rng(0)
+    sparse = np.r_[np.repeat([f"m{i}" for i in range(300)], 2), [f"s{i}" for i in range(300)]]
+    df = pd.DataFrame({"movie": sparse, "school": [f"s{i % 150}" for i in range(900)],
+                       "user": [f"u{i % 20}" for i in range(900)], "x": rng.normal(size=900)})
+    columns = {"movie": {"type": "categorical"}, "school": {"type": "categorical"},
+               "user": {"type": "categorical"}, "x": {"type": "numeric"}}
+    y = rng.integers(0, 2, 900)
+    pre = TabularPreprocessor(columns, PreprocessingConfig(), task="binary").fit(df, y)
+    assert PreprocessingConfig().target_median_rows == 4
+    assert pre.encoders_ == {"movie": "target", "school": "embedding", "user": "embedding"}
+    assert pre.numeric_dim_ == 2 and pre.input_spec_.continuous == [0, 1]  # x, then movie's encoding
+    assert [e[0] for e in pre.input_spec_.embeddings] == ["cat__school", "cat__user"]
+    off = TabularPreprocessor(columns, PreprocessingConfig(target_median_rows=None), task="binary").fit(df, y)
+    assert off.encoders_["movie"] == "embedding"
+    strict = TabularPreprocessor(columns, PreprocessingConfig(target_median_rows=7), task="binary").fit(df, y)
+    assert strict.encoders_ == {"movie": "target", "school": "target", "user": "embedding"}
+
+
 # ----------------------------------------------------------------------------- models
 
 def _spec(numeric_dim=5, continuous=(0, 1, 2)):

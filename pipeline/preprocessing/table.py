@@ -135,6 +135,9 @@ class TabularPreprocessor:
                     choice = "onehot" if len(counts) <= self.cfg.onehot_max_levels else "embedding"
                     if self.cfg.target_levels is not None and len(counts) > self.cfg.target_levels:
                         choice = "target"
+                    sparse = self.cfg.target_median_rows
+                    if choice == "embedding" and sparse is not None and np.median(counts) < sparse:
+                        choice = "target"
                 encoders[name] = choice
                 min_count = self.cfg.min_count
                 if min_count == "auto":  # a declared order is kept whole: pooling levels would break it
@@ -212,6 +215,8 @@ class TabularPreprocessor:
                 if block.startswith("num_"):  # PLE appends its hat columns after the standardized values
                     width = len(self.dense_.named_transformers_[block].feature_names_in_)
                     continuous += list(range(part.start, part.start + width))
+                elif block.startswith("target_"):  # a level's mean target: a number like any other
+                    continuous += list(range(part.start, part.stop))
         self.embedders_ = {}
         embeddings = []
         for name, enc in self.encoders_.items():
