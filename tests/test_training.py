@@ -122,3 +122,33 @@ def test_thread_pools_follow_the_cpu_quota_not_the_host(tmp_path, monkeypatch):
     assert set_thread_pools(TF, cores=4) == 4 and calls == {"intra": 4}
     calls.clear()
     assert set_thread_pools(TF, cores=64) is None and not calls
+
+
+def test_the_validation_forward_pass_predicts_what_keras_predict_does():
+    """Every epoch's validation rows go through one traced forward pass (training/forward.py), not
+    Model.predict: the same outputs, over a packed block with its 0/1 columns as bits, in chunks
+    whose last one is shorter, with dropout off."""
+    from pipeline.config import RealMLPConfig
+    from pipeline.data.datasets import make_dataset
+    from pipeline.models import get_builder
+    from pipeline.preprocessing import InputSpec
+    from pipeline.preprocessing.arrays import PackedColumns
+    from pipeline.training.forward import can_forward, forward_function, predict_rows
+
+    rng = np.random.default_rng(0)
+    n, width, flags = 50, 6, [4, 5]
+    dense = rng.normal(size=(n, width)).astype("float32")
+    dense[:, flags] = rng.integers(0, 2, (n, 2))
+    packed = PackedColumns(n, width, flags)
+    packed[:] = dense
+    codes = rng.integers(0, 5, (n, 1)).astype("int32")
+    spec = InputSpec(width, [("cat__c", 5, 3)], continuous=[0, 1, 2, 3])
+    net = get_builder("realmlp")(spec, RealMLPConfig(hidden=[16, 16], dropout=0.5), 3, "multiclass")
+    assert can_forward(net)
+    expected = net.predict(make_dataset({"numeric": dense, "cat__c": codes}, batch_size=64), verbose=0)
+    forward = forward_function(net)
+    for rows_per_call in (7, 64):  # 7: seven full chunks and a last one of 1 row
+        got = predict_rows(forward, {"numeric": packed, "cat__c": codes}, rows_per_call)
+        assert got.dtype == np.float32 and got.shape == (n, 3)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert forward.experimental_get_tracing_count() <= 3  # 7 rows, 1 row, 50 rows: no trace per call

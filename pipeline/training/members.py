@@ -313,6 +313,7 @@ class KerasMember(FoldModel):
         from .callbacks import History, StopAtDeadline, reestimate_batchnorm
         from .devices import precision_policy
         from .fold import train_model
+        from .forward import can_forward, forward_function, predict_rows
         from .recipes import lr_setting
 
         tc, inputs = self.cfg.train, fold.inputs
@@ -320,10 +321,16 @@ class KerasMember(FoldModel):
         tag = fold.label if tc.seeds == 1 else f"{fold.label} seed {s}"
         valid_plain = inputs.dataset("valid")
         loss_of = validation_loss(self.task, tc, y_fit["valid"])
+        forwards = {}  # id(network) → its traced forward pass (forward.py), for tabular rows
 
         def validate(net) -> tuple[float, float]:  # this epoch's weights on the validation rows
             with precision_policy(tc.precision):
-                raw = net.predict(valid_plain, verbose=0)
+                if inputs.images is None and can_forward(net):
+                    if id(net) not in forwards:
+                        forwards[id(net)] = forward_function(net)
+                    raw = predict_rows(forwards[id(net)], inputs.x["valid"], tc.predict_batch_size)
+                else:
+                    raw = net.predict(valid_plain, verbose=0)
             # ts-mix: the epoch is judged as it would predict once its temperature is fitted.
             pred = self._output(raw, self._temperature(raw, fold.y_valid))
             # A diverged epoch has no score; NonFiniteLoss stops the fold with the error that says so.
