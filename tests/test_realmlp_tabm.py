@@ -96,28 +96,6 @@ def test_mish_with_one_exp_is_mish_and_its_gradient_in_every_dtype():
     np.testing.assert_allclose(half.numpy().astype(float), grid * np.tanh(np.logaddexp(0.0, grid)), rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.15, 0.5, 0.9])
-def test_byte_dropout_drops_the_rate_of_units_and_keeps_the_expected_value(rate):
-    import tensorflow as tf
-
-    from pipeline.models.realmlp import byte_dropout
-
-    tf.random.set_seed(0)
-    x = tf.ones((4000, 257))  # a last axis that is not a multiple of 4: the bytes are cut to the units
-    out = byte_dropout(x, tf.constant(rate)).numpy()
-    dropped = (out == 0).mean()
-    drawn = round(rate * 256) / 256  # the rate in 256ths
-    assert abs(dropped - drawn) < 0.005
-    np.testing.assert_allclose(out[out != 0], 1 / (1 - drawn), rtol=1e-6)
-    assert abs(out.mean() - 1.0) < 0.01
-    # Units drop independently: no column or row is dropped more than chance allows.
-    if 0 < rate < 1:
-        spread = np.sqrt(drawn * (1 - drawn) / 4000)
-        assert np.abs((out == 0).mean(axis=0) - drawn).max() < 6 * spread
-    again = byte_dropout(x, tf.constant(rate)).numpy()
-    assert rate == 0 or (again != out).any()  # a new mask each call
-
-
 def test_realmlp_robust_scaling_and_smooth_clipping():
     from pipeline.models.realmlp import RobustScaleClip
 
