@@ -76,7 +76,7 @@ def test_realmlp_shapes_and_the_authors_layers(task, outputs, act):
 def test_mish_with_one_exp_is_mish_and_its_gradient_in_every_dtype():
     import tensorflow as tf
 
-    from pipeline.models.realmlp import _mish
+    from pipeline.models.realmlp import _mish_for_training as _mish
 
     x = np.concatenate([np.linspace(-120, 120, 4001), [-1e4, -88.5, -0.0, 1e-7, 19.99, 20.01, 1e4]])
     ref = x * np.tanh(np.logaddexp(0.0, x))  # float64: softplus without overflow
@@ -94,6 +94,22 @@ def test_mish_with_one_exp_is_mish_and_its_gradient_in_every_dtype():
     half = _mish(tf.constant(grid, tf.float16))
     assert half.dtype == tf.float16
     np.testing.assert_allclose(half.numpy().astype(float), grid * np.tanh(np.logaddexp(0.0, grid)), rtol=2e-3, atol=2e-3)
+
+
+def test_parametric_mish_trains_with_the_written_out_form_and_serves_the_composed_one():
+    import tensorflow as tf
+
+    from pipeline.models.realmlp import ParametricActivation
+
+    layer = ParametricActivation("mish")
+    x = tf.constant(np.linspace(-30, 30, 601, dtype=np.float32)[None, :])
+    layer.build(x.shape)
+    layer.a.assign(np.full(601, 0.7, "float32"))
+    trained, served = layer(x, training=True), layer(x, training=False)
+    np.testing.assert_allclose(trained.numpy(), served.numpy(), rtol=2e-6, atol=2e-6)
+    graph = tf.function(lambda v: layer(v, training=False)).get_concrete_function(x).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert {"Softplus", "Tanh"} <= ops and "Exp" not in ops  # what the INT8 export quantizes
 
 
 def test_realmlp_robust_scaling_and_smooth_clipping():
