@@ -55,9 +55,9 @@ def _mish_written_out(x):
     e = exp(x), n = e (e + 2), and Mish' = t + 4 x e (1 + e) / (n + 2)^2 with t = n / (n + 2).
     TensorFlow's own gradient of x tanh(softplus(x)) chains softplus, tanh and their gradient
     kernels, three transcendental passes forward and more backward over every hidden unit of
-    every row: a 3 x 256 RealMLP stack with dropout took 0.66 s an epoch with it on one core
-    against 0.56 s with this (bench/speed.py --parts layers). Above x = 20, t is 1 in float32,
-    so the exp is capped there (no inf / inf).
+    every row: a 3 x 256 RealMLP stack with dropout took 0.53-0.63 s an epoch with it on one
+    core against 0.48-0.55 s with this, 1.11-1.14x (bench/speed.py --parts layers, two runs).
+    Above x = 20, t is 1 in float32, so the exp is capped there (no inf / inf).
 
     Training steps only: inference, the saved model's serving and the TFLite export keep
     x tanh(softplus(x)) (the same values to 2e-6), because n reaches 1e17 here, a range INT8
