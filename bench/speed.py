@@ -224,7 +224,7 @@ def part_layers(reps: int = 5) -> dict:
         pass
     from pipeline.models import realmlp
 
-    composed = lambda x: x * tf.tanh(tf.nn.softplus(x))  # noqa: E731
+    realmlp.ACTIVATIONS["composed_mish"] = lambda x: x * tf.tanh(tf.nn.softplus(x))  # no training form
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(34_560, 30)).astype("float32"), rng.normal(size=(34_560, 1)).astype("float32")
 
@@ -234,8 +234,6 @@ def part_layers(reps: int = 5) -> dict:
         h = inp
         for _ in range(3):
             h = realmlp.NTKDense(256)(h)
-            if not ours:
-                realmlp.ACTIVATIONS["composed_mish"] = composed
             h = realmlp.ParametricActivation("mish" if ours else "composed_mish")(h)
             h = realmlp.ScheduledDropout(0.15)(h)
         net = keras.Model(inp, realmlp.NTKDense(1)(h))
