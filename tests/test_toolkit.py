@@ -365,6 +365,33 @@ def test_datasets_of_a_packed_block_give_the_plain_blocks_batches():
     np.testing.assert_array_equal(rows, plain)
 
 
+def test_datasets_run_without_tf_datas_autotuning_thread_and_keep_their_epochs():
+    """Every dataset make_dataset builds (training, with Mixup, in order) has autotuning off: Keras
+    makes a training iterator per epoch, and deleting one waited for that thread's next wake-up
+    (about half an epoch on diamonds). Without it, fit still makes one iterator per epoch, each a
+    new permutation of every row, the same for the same seed."""
+    from pipeline.data.datasets import make_dataset
+
+    n, bs = 70, 16
+    feats, y = {"numeric": np.arange(n, dtype="float32").reshape(n, 1)}, np.arange(n, dtype="float32")
+    built = [make_dataset(feats, y, batch_size=bs, shuffle=True, seed=5),
+             make_dataset(feats, y, batch_size=bs, shuffle=True, seed=5, mixup_alpha=0.4),
+             make_dataset(feats, batch_size=bs)]
+    assert all(ds.options().autotune.enabled is False for ds in built)
+    shuffled = built[0]
+    orders = []
+    for _ in range(3):  # what Keras does every epoch: a new iterator over the whole dataset
+        batches = list(shuffled)
+        assert [len(b[1]) for b in batches] == [16, 16, 16, 16, 6]
+        rows = np.concatenate([b[0]["numeric"][:, 0] for b in batches])
+        np.testing.assert_array_equal(rows, np.concatenate([b[1] for b in batches]))  # rows keep their labels
+        assert sorted(rows) == list(range(n))
+        orders.append(tuple(rows))
+    assert len(set(orders)) == 3  # a new permutation every epoch
+    again = make_dataset(feats, y, batch_size=bs, shuffle=True, seed=5)
+    assert [tuple(np.concatenate([b[1] for b in again])) for _ in range(3)] == orders
+
+
 def test_label_smoothing_softens_the_target():
     y, confident = np.array([[1.0]]), np.array([[20.0]])
     plain = float(make_loss("binary", TrainConfig())(y, confident))
