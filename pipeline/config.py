@@ -508,7 +508,8 @@ class TrainConfig(_Section):
     # Batches per call into TensorFlow; auto: 32, or the epoch's batches when fewer (trainer.py).
     steps_per_execution: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
     # Folds trained at once, each in its own worker process (cv/workers.py); auto: one per core on a
-    # CPU for tabular runs of at least 10,000 rows with a Keras member, else 1.
+    # CPU (a few more where the folds do not divide among the cores: 3 for 5 folds on 2 cores) for
+    # tabular runs of at least 10,000 rows with a Keras member, else 1.
     fold_workers: Union[Annotated[int, Field(ge=1)], Literal["auto"]] = "auto"
     predict_batch_size: int = Field(4096, ge=1)
     log_every: int = Field(10, ge=1)  # one progress line every N epochs (and the last)

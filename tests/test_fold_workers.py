@@ -28,7 +28,8 @@ def test_auto_trains_one_fold_per_core_only_where_it_pays(tiny_comp, monkeypatch
     data = _data(tiny_comp)
     assert workers.fold_workers(data, 5) == 1  # 300 rows: a worker's start costs more than it saves
     monkeypatch.setattr(workers, "MIN_ROWS", 100)
-    assert workers.fold_workers(data, 5) == 4
+    assert workers.fold_workers(data, 5) == 5  # 4 workers would leave 3 cores idle for the fifth fold
+    assert workers.fold_workers(data, 8) == 4
     assert workers.fold_workers(data, 3) == 3
     assert workers.fold_workers(data, 1) == 1  # one fold left to train (a resumed run)
     assert workers.fold_workers(_data(tiny_comp, ["model.members=[hgb]"]), 5) == 1  # HGB uses the cores itself
@@ -39,6 +40,22 @@ def test_auto_trains_one_fold_per_core_only_where_it_pays(tiny_comp, monkeypatch
     assert workers.fold_workers(data, 5) == 1  # each worker gets a copy of the table
     assert workers.fold_workers(_data(tiny_comp, ["train.fold_workers=3"]), 5) == 3  # as set
     assert workers.fold_workers(_data(tiny_comp, ["train.fold_workers=3"]), 2) == 2
+
+
+def test_balanced_workers_keep_every_core_busy_to_the_last_fold():
+    from pipeline.cv.workers import balanced_workers
+
+    for pending in range(1, 25):
+        for cores in range(1, 9):
+            w = balanced_workers(pending, cores)
+            assert min(pending, cores) <= w <= pending
+            # Equal folds on w processes sharing the cores end together: every round but the last
+            # has w folds, the last has pending % w (or w), and none may hold fewer than the cores.
+            last = pending % w or w
+            assert last >= min(cores, pending)
+            # ... and no smaller count of workers (at least the cores) would do.
+            assert all(0 < pending % v < cores for v in range(min(cores, pending), w))
+    assert balanced_workers(5, 2) == 3 and balanced_workers(10, 2) == 2 and balanced_workers(7, 2) == 4
 
 
 @pytest.mark.slow
