@@ -258,12 +258,52 @@ def test_realmlp_recipe_smooths_labels_only_for_hard_label_metrics(metric, task,
     member = member_config(cfg, "realmlp", task).train
     assert member.label_smoothing == smoothing
     assert (member.optimizer, member.schedule, member.lr, member.beta_2) == ("realmlp", "coslog4", 0.04, 0.95)
-    assert member.epochs == 32 and member.early_stopping is None and member.seeds == 2  # run-wide parts stay
+    assert member.epochs == 32 and member.seeds == 2  # run-wide parts stay
+    assert member.early_stopping is None  # every epoch; model.realmlp.early_stopping turns the authors' rule on
     assert member_config(cfg, "mlp", task).train.epochs == 7
     # a diverging member's error names the setting that owns its learning rate
     assert (lr_setting("realmlp"), lr_setting("tabm"), lr_setting("mlp")) == ("model.realmlp.lr", "model.tabm.lr", "train.lr")
     tabm = member_config(cfg, "tabm", task).train
     assert (tabm.optimizer, tabm.lr, tabm.weight_decay, tabm.early_stopping) == ("adamw", 2e-3, 3e-4, 16)
+
+
+def test_realmlp_early_stopping_stops_once_the_next_epoch_would_pass_twice_the_best_plus_three():
+    from types import SimpleNamespace
+
+    from pipeline.config import validate
+    from pipeline.training.callbacks import Snapshots, StopAfterBest, make_callbacks
+    from pipeline.training.recipes import member_config
+
+    def stopped_after(best_epochs, factor=2.0, extra=3):
+        snapshots = SimpleNamespace(best_epoch=0)
+        stop = StopAfterBest(snapshots, factor, extra)
+        stop.model = SimpleNamespace(stop_training=False)
+        for epoch, best in enumerate(best_epochs):  # the best epoch so far, after each epoch
+            snapshots.best_epoch = best
+            stop.on_epoch_end(epoch)
+            if stop.model.stop_training:
+                return stop.stopped_after
+        return None
+
+    # Best at epoch 6 (coslog4's second cycle ends at 6.4 of 32): epochs up to 15 are seen (the third
+    # cycle ends at 14.9), and training stops after the 15th.
+    assert stopped_after([1, 2, 2, 2, 2, 6] + [6] * 26) == 15
+    # A new best moves the bound: best 6, then 12 at epoch 12 -> up to 27.
+    assert stopped_after([1, 2, 2, 2, 2, 6, 6, 6, 6, 6, 6, 12] + [12] * 20) == 27
+    # A best at the third cycle's end (15) never stops 32 epochs; factor 1 is a plain patience.
+    assert stopped_after(list(range(1, 16)) + [15] * 17) is None
+    assert stopped_after([1, 2, 3] + [3] * 10, factor=1.0, extra=4) == 7
+    assert stopped_after([0, 0, 0, 0, 0, 0, 0, 0]) is None  # no finite score yet
+
+    cfg = validate({**DATA, "task": "binary", "metric": "auc"}, "test")
+    snapshots = Snapshots(net=None)
+    kinds = lambda c: [type(cb).__name__ for cb in make_callbacks(c, "fold", False, 10, snapshots=snapshots)]
+    assert not {"StopAfterBest", "EarlyStopping"} & set(kinds(member_config(cfg, "realmlp", "binary").train))
+    on = validate({**DATA, "task": "binary", "metric": "auc", "model": {"realmlp": {"early_stopping": 3}}}, "test")
+    member = member_config(on, "realmlp", "binary").train
+    assert (member.early_stopping, member.early_stopping_factor) == (3, 2.0)
+    assert "StopAfterBest" in kinds(member)
+    assert "EarlyStopping" in kinds(member_config(cfg, "mlp", "binary").train)  # the mlp keeps Keras' patience
 
 
 @pytest.mark.parametrize("metric, task, calibration", [("logloss", "multiclass", "ts-mix"),

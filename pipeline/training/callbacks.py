@@ -149,7 +149,9 @@ def make_callbacks(cfg, prefix: str, constant_lr: bool, log_every: int, snapshot
     cbs += [NonFiniteLoss(), EpochLogger(prefix, cfg.epochs, log_every)]
     if tensorboard_dir is not None:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0, write_graph=False))
-    if cfg.early_stopping:
+    if cfg.early_stopping is not None and cfg.early_stopping_factor and snapshots is not None:
+        cbs.append(StopAfterBest(snapshots, cfg.early_stopping_factor, cfg.early_stopping))
+    elif cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.early_stopping))
     if cfg.reduce_lr and constant_lr:  # a schedule owns the LR; ReduceLROnPlateau cannot set it
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, patience=cfg.reduce_lr,
@@ -215,6 +217,26 @@ class Snapshots(keras.callbacks.Callback):
             elif name == "swa":
                 out[name] = [np.mean(ws, axis=0) for ws in zip(*self.window)]
         return out
+
+
+class StopAfterBest(keras.callbacks.Callback):
+    """Early stopping as RealMLP's authors write it (pytabkit's ``use_early_stopping``): stop once
+    the next epoch would pass ``factor`` x the best epoch + ``extra``. Under coslog4 the best epoch
+    sits at the end of a cycle, each cycle about twice as long as the one before: a factor of 2
+    waits for the next cycle's end, where a fixed patience would stop inside a cycle's high-rate
+    part or wait out the whole last one. Keras' EarlyStopping is the factor-1 case. The best epoch
+    is the Snapshots callback's, the one whose weights are kept."""
+
+    def __init__(self, snapshots, factor: float, extra: int):
+        super().__init__()
+        self.snapshots, self.factor, self.extra = snapshots, factor, extra
+        self.stopped_after: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        best = self.snapshots.best_epoch
+        if best and epoch + 2 > self.factor * best + self.extra:
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1
 
 
 def reestimate_batchnorm(net, dataset) -> None:
