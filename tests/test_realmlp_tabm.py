@@ -282,7 +282,7 @@ def test_realmlp_early_stopping_stops_once_the_next_epoch_would_pass_twice_the_b
             snapshots.best_epoch = best
             stop.on_epoch_end(epoch)
             if stop.model.stop_training:
-                return stop.stopped_after
+                return epoch + 1  # stopped after this epoch (1-based)
         return None
 
     # Best at epoch 6 (coslog4's second cycle ends at 6.4 of 32): epochs up to 15 are seen (the third

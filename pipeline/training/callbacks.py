@@ -230,13 +230,11 @@ class StopAfterBest(keras.callbacks.Callback):
     def __init__(self, snapshots, factor: float, extra: int):
         super().__init__()
         self.snapshots, self.factor, self.extra = snapshots, factor, extra
-        self.stopped_after: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         best = self.snapshots.best_epoch
         if best and epoch + 2 > self.factor * best + self.extra:
             self.model.stop_training = True
-            self.stopped_after = epoch + 1
 
 
 def reestimate_batchnorm(net, dataset) -> None:
