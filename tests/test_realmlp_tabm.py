@@ -306,6 +306,36 @@ def test_realmlp_early_stopping_stops_once_the_next_epoch_would_pass_twice_the_b
     assert "EarlyStopping" in kinds(member_config(cfg, "mlp", "binary").train)  # the mlp keeps Keras' patience
 
 
+def test_the_best_checkpoint_keeps_the_best_epochs_weights_in_order_for_realmlp():
+    from types import SimpleNamespace
+
+    from pipeline.config import validate
+    from pipeline.training.callbacks import Snapshots
+    from pipeline.training.recipes import member_config
+
+    net = SimpleNamespace(w=0.0)
+    net.get_weights = lambda: [np.full(1, net.w)]
+    snapshots = Snapshots(net, best_epochs=3)
+    # Monitored values (lower is better); epoch 3 ties epoch 2's value and ranks after it; NaN never counts.
+    for epoch, value in enumerate([0.9, 0.5, 0.5, float("nan"), 0.4, 0.8, 0.45]):
+        net.w = float(epoch + 1)
+        snapshots.on_epoch_end(epoch, {"val_loss": value})
+    assert (snapshots.best_epoch, snapshots.best_loss) == (5, 0.4)
+    kept = snapshots.members(["best", "last"])
+    assert {k: float(w[0][0]) for k, w in kept.items()} == {"best": 5.0, "best2": 7.0, "best3": 2.0, "last": 7.0}
+    assert list(kept) == ["best", "best2", "best3", "last"]  # best first: export's one network is the best epoch
+    one = Snapshots(net)  # train.best_epochs 1: the best alone, as before
+    for epoch, value in enumerate([0.9, 0.5, 0.7]):
+        net.w = float(epoch + 1)
+        one.on_epoch_end(epoch, {"val_loss": value})
+    assert {k: float(w[0][0]) for k, w in one.members(["best"]).items()} == {"best": 2.0}
+
+    cfg = validate({**DATA, "task": "binary", "metric": "auc"}, "test")
+    assert member_config(cfg, "realmlp", "binary").train.best_epochs == 5
+    assert member_config(cfg, "mlp", "binary").train.best_epochs == 1
+    assert member_config(cfg, "tabm", "binary").train.best_epochs == 1
+
+
 @pytest.mark.parametrize("metric, task, calibration", [("logloss", "multiclass", "ts-mix"),
                                                       ("logloss", "binary", "ts-mix"), ("auc", "binary", "none"),
                                                       ("accuracy", "multiclass", "none"), ("rmse", "regression", "none")])
@@ -480,10 +510,14 @@ def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp,
     saved = pd.read_csv(run.test_pred_path)[target].to_numpy()
     np.testing.assert_allclose(again, saved, rtol=1e-5, atol=1e-6)
     member = result.run_dir / "folds" / "fold_0"
-    assert (member / "realmlp" / "model_best.keras").is_file() and (member / "tabm" / "model_best.keras").is_file()
+    # realmlp averages its best epochs (model.realmlp.best_epochs 5): of 3 epochs, all three, each
+    # a network with its own temperature, which predicting again above read back; tabm its best.
+    assert [p.name for p in sorted((member / "realmlp").glob("*.keras"))] == \
+        ["model_best.keras", "model_best2.keras", "model_best3.keras"]
+    assert [p.name for p in (member / "tabm").glob("*.keras")] == ["model_best.keras"]
     members = run.artifact(run.trained_units()[0]).members()
-    assert set(members["realmlp"].temperatures) == {"best"} and members["tabm"].temperatures == {}
-    assert members["realmlp"].temperatures["best"]["inverse_temperature"] > 0
+    assert set(members["realmlp"].temperatures) == {"best", "best2", "best3"} and members["tabm"].temperatures == {}
+    assert all(t["inverse_temperature"] > 0 for t in members["realmlp"].temperatures.values())
 
 
 @pytest.mark.parametrize("family", ["realmlp", "tabm"])

@@ -169,19 +169,22 @@ def ema_variables(optimizer, variables):
 
 class Snapshots(keras.callbacks.Callback):
     """Keeps the weights a checkpoint ensemble draws on: ``best`` (lowest monitored value: val_loss
-    or the signed metric, see ``monitor_key``), ``last`` and
-    ``swa`` (the mean of the last ``swa_epochs`` epochs' weights).
+    or the signed metric, see ``monitor_key``) and, with ``best_epochs`` > 1, the runners-up
+    ``best2``, ``best3``, ... (the next best epochs, whose predictions the member averages with the
+    best's), ``last`` and ``swa`` (the mean of the last ``swa_epochs`` epochs' weights).
 
     With EMA on, the weights of an epoch are the EMA weights: they are swapped in, validated, and
     their val_loss replaces the logged one, so early stopping and "best" judge what is predicted.
     Early stopping never restores weights itself; choosing weights is this callback's job.
     """
 
-    def __init__(self, net, swa_epochs: int | None = None, ema: bool = False, valid_ds=None):
+    def __init__(self, net, swa_epochs: int | None = None, ema: bool = False, valid_ds=None, best_epochs: int = 1):
         super().__init__()
         self.net, self.swa_epochs, self.ema, self.valid_ds = net, swa_epochs, ema, valid_ds
+        self.best_epochs = best_epochs
         # State lives from here, not on_train_begin: a staged fit (head, then backbone) is one model.
         self.best, self.best_loss, self.best_epoch = None, np.inf, 0
+        self.top: list[tuple[float, int, list]] = []  # (value, epoch, weights) of the best epochs, best first
         self.window = deque(maxlen=self.swa_epochs or 1)
         self.monitor = "val_loss"  # or the signed metric (make_callbacks sets it)
 
@@ -201,8 +204,10 @@ class Snapshots(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         weights, loss = self._epoch_weights(logs)
-        if loss is not None and np.isfinite(loss) and loss < self.best_loss:
-            self.best, self.best_loss, self.best_epoch = weights, float(loss), epoch + 1
+        if loss is not None and np.isfinite(loss):
+            # Ties keep the earlier epoch first, as "best" always has.
+            self.top = sorted(self.top + [(float(loss), epoch + 1, weights)], key=lambda t: t[:2])[:self.best_epochs]
+            self.best_loss, self.best_epoch, self.best = self.top[0]
         if self.swa_epochs:
             self.window.append(weights)
 
@@ -214,6 +219,7 @@ class Snapshots(keras.callbacks.Callback):
                 out[name] = self.net.get_weights()
             elif name == "best":
                 out[name] = self.best if self.best is not None else self.net.get_weights()
+                out.update({f"best{i}": w for i, (_, _, w) in enumerate(self.top[1:], start=2)})
             elif name == "swa":
                 out[name] = [np.mean(ws, axis=0) for ws in zip(*self.window)]
         return out

@@ -219,7 +219,7 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
             from .pretrain import load_encoder
 
             load_encoder(net, model_name, pretrained)
-    snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds)
+    snapshots = Snapshots(net, swa_epochs=tc.swa_epochs, ema=tc.ema, valid_ds=valid_ds, best_epochs=tc.best_epochs)
     done = 0
     for stage_epochs, unfreeze in _stages(cfg, net, bool(pretrained)):
         stage_tc = tc.model_copy(update={"epochs": stage_epochs})

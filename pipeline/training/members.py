@@ -352,10 +352,10 @@ class KerasMember(FoldModel):
         out.history += [{**row, "member": self.name} for row in history.rows]
         out.best_epoch = max(out.best_epoch, info["best_epoch"])
         out.epochs = max(out.epochs, info["epochs"])
-        for ckpt in tc.checkpoints:
+        for ckpt, ckpt_weights in weights.items():  # train.checkpoints' (best: and its runners-up)
             sub = ckpt if tc.seeds == 1 else f"seed{s}_{ckpt}"
             with precision_policy(tc.precision):
-                net.set_weights(weights[ckpt])
+                net.set_weights(ckpt_weights)
                 if ckpt == "swa":
                     reestimate_batchnorm(net, inputs.dataset("train"))
                 raws = {v: [net.predict(inputs.dataset(k, view=v), verbose=0) for k in ("valid", "test")]
