@@ -518,6 +518,14 @@ def test_a_run_of_realmlp_and_tabm_trains_saves_and_predicts_as_saved(tiny_comp,
     members = run.artifact(run.trained_units()[0]).members()
     assert set(members["realmlp"].temperatures) == {"best", "best2", "best3"} and members["tabm"].temperatures == {}
     assert all(t["inverse_temperature"] > 0 for t in members["realmlp"].temperatures.values())
+    # Loaded, the three share one model (built once, each file's weights read into it) ...
+    assert len({id(net) for net in members["realmlp"].networks()}) == 1
+    # ... and a damaged runner-up is named, not half-read.
+    (member / "realmlp" / "model_best2.keras").write_bytes(b"PK\x03\x04 not a zip")
+    from pipeline.errors import DataError
+
+    with pytest.raises(DataError, match="model_best2.keras"):
+        list(run.artifact(run.trained_units()[0]).members()["realmlp"].networks())
 
 
 @pytest.mark.parametrize("family", ["realmlp", "tabm"])

@@ -4,7 +4,8 @@ A fold folder holds everything needed to predict again without the run:
 
 - ``<member>/`` for each member of the run (``mlp/``, ``hgb/``): ``member.skops`` (what the member
   is: its kind, target transform, clip range, image settings) and its models:
-  ``model_<network>.keras`` (one per seed and checkpoint; ``model_best.keras`` by default) or
+  ``model_<network>.keras`` (one per seed and checkpoint; ``model_best.keras`` by default, realmlp's
+  5 best epochs ``model_best.keras`` to ``model_best5.keras``) or
   ``model.skops`` (a scikit-learn estimator); members.py reads and writes them;
 - ``preprocessing.skops``: the fold's fitted TabularPreprocessor, task, classes, feature names and
   the member names;
