@@ -183,10 +183,22 @@ class Snapshots(keras.callbacks.Callback):
         self.net, self.swa_epochs, self.ema, self.valid_ds = net, swa_epochs, ema, valid_ds
         self.best_epochs = best_epochs
         # State lives from here, not on_train_begin: a staged fit (head, then backbone) is one model.
-        self.best, self.best_loss, self.best_epoch = None, np.inf, 0
         self.top: list[tuple[float, int, list]] = []  # (value, epoch, weights) of the best epochs, best first
         self.window = deque(maxlen=self.swa_epochs or 1)
         self.monitor = "val_loss"  # or the signed metric (make_callbacks sets it)
+
+    @property
+    def best(self):
+        """The best epoch's weights (None before a finite monitored value)."""
+        return self.top[0][2] if self.top else None
+
+    @property
+    def best_loss(self) -> float:
+        return self.top[0][0] if self.top else np.inf
+
+    @property
+    def best_epoch(self) -> int:
+        return self.top[0][1] if self.top else 0
 
     def _epoch_weights(self, logs):
         if not self.ema:
@@ -207,7 +219,6 @@ class Snapshots(keras.callbacks.Callback):
         if loss is not None and np.isfinite(loss):
             # Ties keep the earlier epoch first, as "best" always has.
             self.top = sorted(self.top + [(float(loss), epoch + 1, weights)], key=lambda t: t[:2])[:self.best_epochs]
-            self.best_loss, self.best_epoch, self.best = self.top[0]
         if self.swa_epochs:
             self.window.append(weights)
 
