@@ -14,6 +14,13 @@ def plain_text(message: str) -> str:
     return _NUMPY_REPR.sub(r"\1", message)
 
 
+def first_line(exc: BaseException) -> str:
+    """A library exception's first line (at most 200 characters), or its type where it has no text:
+    what an error line quotes of the cause."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 class PipelineError(Exception):
     """Base of every error caused by input (config, data, arguments, environment)."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..memory import release_memory
 
 
@@ -135,7 +135,7 @@ def _read_parquet(path: Path, text_columns: tuple) -> pd.DataFrame:
     try:
         df = _read_parquet_columns(path)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"{path}: cannot be read as Parquet ({first}). Check the file.") from None
     for col in df.columns:
         if isinstance(df[col].dtype, pd.CategoricalDtype):

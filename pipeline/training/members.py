@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, TrainingError
+from ..errors import ConfigError, DataError, TrainingError, first_line
 from ..metrics import get_metric
 from ..models.sklearn_models import HGB_MAX_CATEGORIES, SKLEARN_MODELS, build_sklearn, frequent_codes, to_matrix
 from ..models.sklearn_models import predict as sklearn_predict
@@ -527,7 +527,7 @@ def load_network(path: Path):
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except (ValueError, OSError) as exc:  # a Lambda layer's code, a damaged zip
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"{path}: the Keras model could not be loaded safely ({first}). Train the run "
                         f"again.") from None
 
@@ -550,7 +550,7 @@ def load_weights(net, path: Path) -> None:
     try:
         net.load_weights(path)
     except (ValueError, OSError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(f"{path}: the Keras model's weights could not be read ({first}). Train the run "
                         f"again.") from None
 
