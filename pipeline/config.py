@@ -408,11 +408,11 @@ class ModelConfig(_Section):
     builder receives that section alone (models/__init__.py: ``model_section``)."""
 
     # realmlp: the Keras model that won most often across the nine visible sets (README, First score
-    # on new data); mlp, tabm, hgb, linear, cnn or a backbone otherwise.
+    # on new data); mlp, tabm, hgb, lightgbm, linear, cnn or a backbone otherwise.
     name: str = "realmlp"
     # The run's members: models trained on every fold's same inputs, then weighed by the ensemble
-    # (the ensemble section). None: model.name and hgb for a tabular Keras model (the pair wins more
-    # often than either alone: bench/generalization.py, README), model.name alone otherwise.
+    # (the ensemble section). None: model.name, hgb and lightgbm for a tabular Keras model (wins more
+    # often than fewer: bench/generalization.py, README), model.name alone otherwise.
     members: Optional[list[str]] = None
     mlp: MLPConfig = MLPConfig()
     realmlp: RealMLPConfig = RealMLPConfig()
@@ -423,6 +423,8 @@ class ModelConfig(_Section):
     # scikit-learn members: their estimator's keyword arguments, over the pipeline's defaults.
     hgb: dict[str, Any] = {}
     linear: dict[str, Any] = {}
+    # LightGBM's parameters (its own names: num_leaves, min_data_in_leaf, ...), over models/lgbm.py's.
+    lightgbm: dict[str, Any] = {}
 
     @model_validator(mode="before")
     @classmethod

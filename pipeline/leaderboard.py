@@ -22,7 +22,7 @@ def _settings(cfg: dict) -> str:
     # The model's own section (model.<name>); a run saved before the sections has the keys flat.
     own = model.get(name) if isinstance(model.get(name), dict) else model
     parts = [f"hidden={own.get('hidden')}"] if name == "mlp" else []
-    if name in ("hgb", "linear") and (own or model.get("params")):
+    if name in ("hgb", "linear", "lightgbm") and (own or model.get("params")):
         parts.append(f"params={own if own is not model else model.get('params')}")
     parts += [f"lr={train.get('lr')}", f"epochs={train.get('epochs')}",
               f"folds={cfg.get('cv', {}).get('folds')}x{cfg.get('cv', {}).get('repeats')}"]

@@ -232,13 +232,13 @@ def _log_plan(data: CompetitionData, run_dir: Path) -> None:
 
 def member_plan(data: CompetitionData) -> str:
     """Each member in a few words: its layers and its epochs and batch (Keras), or its kind."""
-    from .models.sklearn_models import SKLEARN_MODELS
+    from .models.sklearn_models import MATRIX_MODELS
     from .training.members import member_names
     from .training.recipes import member_config
 
     cfg, out = data.cfg, []
     for name in member_names(cfg, data.images is not None):
-        if name in SKLEARN_MODELS:
+        if name in MATRIX_MODELS:
             out.append(name)
             continue
         tc = member_config(cfg, name, data.task or "regression").train

@@ -27,6 +27,7 @@ SUPPORTED: dict[str, tuple[str, str]] = {
     "pydantic": (">=2.7,<3", "run"),
     "PyYAML": (">=6.0", "run"),
     "skops": (">=0.10,<1", "run"),
+    "lightgbm": (">=4.5,<5", "run"),
     "optuna": (">=5.0,<6", "--tune"),
     "ai-edge-litert": (">=2.3,<2.4", "--export"),
     "tensorflow-model-optimization": (">=0.8.1,<0.9", "--export (pruning, quantization-aware training)"),

@@ -218,9 +218,9 @@ def test_each_member_scores_in_the_run_as_it_does_alone_and_predict_agrees(case,
     name, frames, extra = CASES[case]
     cfg = tiny_comp(name, frames() if frames else None)
     base = FAST + extra + ["diagnostics.plots=false", "diagnostics.report=false"]
-    both = run_competition(cfg, base + ["model.members=[mlp, hgb]"], output_dir=tmp_path, run_name="both")
+    both = run_competition(cfg, base + ["model.members=[mlp, hgb, lightgbm]"], output_dir=tmp_path, run_name="both")
     alone = {m: run_competition(cfg, base + [f"model.members=[{m}]"], output_dir=tmp_path, run_name=m)
-             for m in ("mlp", "hgb")}
+             for m in ("mlp", "hgb", "lightgbm")}
     for member, run in alone.items():
         assert both.scores["members"][member] == pytest.approx(run.scores["cv"], rel=1e-6)
         for fold in ("fold_0", "fold_1"):
@@ -229,17 +229,19 @@ def test_each_member_scores_in_the_run_as_it_does_alone_and_predict_agrees(case,
             np.testing.assert_allclose(inside, own, rtol=1e-5, atol=1e-7)
     scores = both.scores
     ens = scores["ensemble"]
-    assert sum(ens["weights"].values()) == pytest.approx(1.0) and set(ens["weights"]) == {"mlp", "hgb"}
+    assert sum(ens["weights"].values()) == pytest.approx(1.0) and set(ens["weights"]) == {"mlp", "hgb", "lightgbm"}
     sign = 1 if scores["direction"] == "maximize" else -1
     assert sign * scores["cv"] >= max(sign * v for v in scores["members"].values()) - 1e-12
-    if case == "count":  # HGB fits the counts with its own Poisson loss, not the Keras model's link
-        assert scores["members"]["hgb"] < 1.5 * min(scores["members"].values())
-        assert scores["member_info"]["hgb"]["target"] == "poisson"
-    if case == "rmsle":
-        assert scores["member_info"]["hgb"]["target"] == "log1p"
+    for trees in ("hgb", "lightgbm"):
+        if case == "count":  # the trees fit the counts with their own Poisson loss, not the Keras model's link
+            assert scores["members"][trees] < 1.5 * min(scores["members"].values())
+            assert scores["member_info"][trees]["target"] == "poisson"
+        if case == "rmsle":
+            assert scores["member_info"][trees]["target"] == "log1p"
     assert scores["member_info"]["mlp"]["networks"] == ["model_best.keras"]
     # --predict and load_run go through the same members and weights as test_pred.csv.
-    for result in (both, alone["hgb"]):
+    assert (both.run_dir / "folds" / "fold_0" / "lightgbm" / "model.txt").is_file()  # LightGBM's text model
+    for result in (both, alone["hgb"], alone["lightgbm"]):
         run = Run.open(result.run_dir)
         test = pd.read_csv(cfg.parent / "data" / "test.csv.gz")
         again = run.predict(test).drop(columns=[run.cfg.data.id])

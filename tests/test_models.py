@@ -6,7 +6,7 @@ from pipeline.config import MLPConfig, ModelConfig, TrainConfig
 import dataclasses
 
 from pipeline.models import BACKBONES, IMAGE_MODELS, MODELS, build_model, get_builder
-from pipeline.models.sklearn_models import SKLEARN_MODELS
+from pipeline.models.sklearn_models import MATRIX_MODELS
 from pipeline.models.heads import make_loss, output_size, to_prediction
 from pipeline.preprocessing.table import InputSpec
 from pipeline.training.schedules import make_schedule
@@ -30,7 +30,7 @@ def batch(n=8, image=False):
 TASKS = [("regression", 0), ("binary", 2), ("multiclass", 3)]
 # Backbones share the image head with the CNN: one task each keeps the suite fast.
 # Keras builders; the scikit-learn members (hgb, linear) are tested through the CV in test_stacking.
-CASES = [(name, *task) for name in MODELS if name not in set(BACKBONES) | SKLEARN_MODELS for task in TASKS]
+CASES = [(name, *task) for name in MODELS if name not in set(BACKBONES) | MATRIX_MODELS for task in TASKS]
 CASES += [(name, "multiclass", 3) for name in BACKBONES]
 
 

@@ -113,7 +113,7 @@ def test_metric_list_is_the_registry():
     assert set(line.split(";")[0].split()) == set(METRICS.names())
 
 
-FILE_SUFFIXES = {"joblib", "skops", "json", "log", "yaml", "csv", "png", "md", "py", "db", "parquet"}  # preprocessing.json is a file
+FILE_SUFFIXES = {"joblib", "skops", "json", "log", "yaml", "csv", "png", "md", "py", "db", "parquet", "txt"}  # preprocessing.json is a file
 
 
 @pytest.mark.parametrize("key", sorted(k for k in set(re.findall(

@@ -437,11 +437,11 @@ def test_seed_averaging_and_checkpoint_ensemble_report_every_member(tiny_comp, t
     cfg = tiny_comp("diamonds", train_rows=200)
     result = run_competition(cfg, FAST + ["model.name=mlp", "train.epochs=4", "train.seeds=2", "train.swa_epochs=2",
                                           "train.checkpoints=[best, last, swa]"], output_dir=tmp_path)
-    assert set(result.scores["members"]) == {"mlp", "hgb"}  # the default members
+    assert set(result.scores["members"]) == {"mlp", "hgb", "lightgbm"}  # the default members
     networks = sorted(f"seed{s}_{c}" for s in range(2) for c in ("best", "last", "swa"))
     assert sorted(result.scores["networks"]) == [f"mlp/{n}" for n in networks]
     fold = np.load(result.run_dir / "folds" / "fold_0" / "predictions.npz")
-    # The mlp member is the mean of its networks; the run weighs it against HGB.
+    # The mlp member is the mean of its networks; the run weighs it against HGB and LightGBM.
     np.testing.assert_allclose(fold["oof__mlp"], np.mean([fold[f"oof__mlp__{n}"] for n in networks], axis=0))
     assert len(list((result.run_dir / "folds" / "fold_0" / "mlp").glob("model_*.keras"))) == 6
     oof = pd.read_csv(result.files["oof"])
@@ -478,7 +478,7 @@ def test_switches_with_entity_embeddings(tiny_comp, tmp_path):
         "model.name=mlp", "train.epochs=3", "train.sam_rho=0.05", "train.grad_accum_steps=2", "train.lookahead_steps=2",
         "train.mixup_alpha=0.2", "train.ema=true", "train.swa_epochs=2", "train.checkpoints=[best, swa]",
         "preprocessing.categorical=embedding"], output_dir=tmp_path)
-    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"mlp", "hgb"}
+    assert np.isfinite(result.scores["cv"]) and set(result.scores["members"]) == {"mlp", "hgb", "lightgbm"}
     assert set(result.scores["networks"]) == {"mlp/best", "mlp/swa"}
 
 

@@ -91,9 +91,11 @@ def train_folds(data, units: list[FoldUnit], fold_dir: Callable[[FoldUnit], Path
                     return
                 result = _train_here(data, unit, units, path, prefix, position, callbacks, budget, prepare, save)
             trained += 1
-            log.info("%s: %s %s (best epoch %d of %d, %.1fs)", prefix, data.cfg.metric,
-                     ", ".join(f"{m} {v:.5g}" for m, v in result.member_scores.items()),
-                     result.best_epoch, result.epochs, result.seconds)
+            # A fold of tree and linear members only has rounds (its largest), not epochs.
+            trained_for = (f"best epoch {result.best_epoch} of {result.epochs}" if result.best_epoch
+                           else f"{result.epochs} rounds")
+            log.info("%s: %s %s (%s, %.1fs)", prefix, data.cfg.metric,
+                     ", ".join(f"{m} {v:.5g}" for m, v in result.member_scores.items()), trained_for, result.seconds)
             yield result
 
 

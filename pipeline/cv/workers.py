@@ -52,7 +52,7 @@ def fold_workers(data, pending: int) -> int:
     at least two folds of a tabular competition with a Keras member, on a CPU, the table is at least
     MIN_ROWS rows and at most MAX_TABLE_BYTES, and the available memory holds each worker
     (WORKER_BYTES and 4x the table); else 1."""
-    from ..models.sklearn_models import SKLEARN_MODELS
+    from ..models.sklearn_models import MATRIX_MODELS
     from ..tf_runtime import usable_cores
     from ..training.members import member_names
 
@@ -61,7 +61,7 @@ def fold_workers(data, pending: int) -> int:
         return max(1, min(int(setting), pending))
     if pending < 2 or data.images is not None or len(data.train) < MIN_ROWS:
         return 1
-    if all(name in SKLEARN_MODELS for name in member_names(data.cfg, False)):
+    if all(name in MATRIX_MODELS for name in member_names(data.cfg, False)):
         return 1  # scikit-learn's models use every core themselves
     table = _table_bytes(data)
     if table > MAX_TABLE_BYTES or _accelerated(data.cfg.train.strategy):

@@ -34,9 +34,10 @@ for _name in BACKBONES:
 IMAGE_MODELS = {"cnn", "vit", *BACKBONES}
 # Image models whose encoder image.pretrain pretrains: the layer whose output is the image features.
 PRETRAINABLE = {"cnn": "gap", "vit": "token_mean"}
-# scikit-learn level-1 models through the same CV (sklearn_models.py; a different builder contract).
+# Models on one matrix through the same CV (sklearn_models.py, lgbm.py; a different builder contract).
 MODELS.register("hgb")("pipeline.models.sklearn_models:build_sklearn")
 MODELS.register("linear")("pipeline.models.sklearn_models:build_sklearn")
+MODELS.register("lightgbm")("pipeline.models.lgbm:fit_booster")
 
 
 def section_name(name: str) -> str:

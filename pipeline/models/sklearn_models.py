@@ -20,7 +20,9 @@ from sklearn.preprocessing import OneHotEncoder
 
 from ..preprocessing.table import NUMERIC_INPUT
 
-SKLEARN_MODELS = {"hgb", "linear"}
+# The members that take the fold preprocessing's output as one matrix (to_matrix) rather than Keras
+# inputs: scikit-learn's estimators here and LightGBM (lgbm.py).
+MATRIX_MODELS = {"hgb", "linear", "lightgbm"}
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's limit on a categorical feature's levels
 
 

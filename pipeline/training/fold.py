@@ -25,7 +25,7 @@ from ..metrics import get_metric
 from ..models import build_model
 from ..models.layers import adapt_layers
 from ..models.heads import make_loss, output_size
-from ..models.sklearn_models import SKLEARN_MODELS
+from ..models.sklearn_models import MATRIX_MODELS
 from ..preprocessing import TabularPreprocessor, make_target_transformer
 from .artifact import FoldArtifact, FoldResult
 from .callbacks import History, NonFiniteLoss, ScheduleLayers, Snapshots, make_callbacks
@@ -58,7 +58,7 @@ def check_train_config(cfg, task: str) -> None:
 
         make_backbone(cfg.model.name, (*cfg.image.size, 3), cfg.model.backbone.weights)
     names = check_members(cfg, bool(cfg.image.column))
-    if all(n in SKLEARN_MODELS for n in names):
+    if all(n in MATRIX_MODELS for n in names):
         return
     replicas = make_strategy(tc.strategy).num_replicas_in_sync
     if replicas > 1 and (tc.grad_accum_steps > 1 or tc.sam_rho or tc.lookahead_steps):

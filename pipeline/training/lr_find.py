@@ -146,11 +146,11 @@ def lr_find(data, min_lr: float = 1e-7, max_lr: float = 10.0, steps: int | None 
 
 def keras_member_name(cfg, images: bool) -> str:
     """The run's first Keras member: the model the range test trains."""
-    from ..models.sklearn_models import SKLEARN_MODELS
+    from ..models.sklearn_models import MATRIX_MODELS
     from .members import check_members
 
     names = check_members(cfg, images)
-    keras_names = [n for n in names if n not in SKLEARN_MODELS]
+    keras_names = [n for n in names if n not in MATRIX_MODELS]
     if not keras_names:
         raise ConfigError(f"--lr-find: the run's members {names} have no Keras model; the LR range test trains "
                           f"one. Add a Keras model to model.members (e.g. --set 'model.members=[mlp, hgb]').")

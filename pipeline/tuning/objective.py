@@ -115,7 +115,7 @@ class Objective:
         from ..cv.folds import fold_units, load_or_assign_folds
         from ..cv.loop import gather, train_folds
         from ..training.pretrain import with_pretrained_encoder
-        from ..models.sklearn_models import SKLEARN_MODELS
+        from ..models.sklearn_models import MATRIX_MODELS
         from ..runs import Run
         from ..training.fold import check_train_config
         from ..training.members import member_names
@@ -149,7 +149,7 @@ class Objective:
         data, _ = with_pretrained_encoder(data, run.dir / "pretrain" if self.setup.smoke
                                           else self.setup.folds_dir.parent / "pretrain")
         epoch_pruning = tc.pruner in ("median", "hyperband") and any(
-            m not in SKLEARN_MODELS for m in member_names(data.cfg, data.images is not None))
+            m not in MATRIX_MODELS for m in member_names(data.cfg, data.images is not None))
 
         def callbacks(unit):  # per epoch: the first fold's validation loss
             return [epoch_pruning_callback(trial, metric.direction)] if epoch_pruning and unit.index == 0 else []

@@ -60,6 +60,13 @@ DEFAULT_SPACES: dict[str, dict[str, dict]] = {
         "model.hgb.min_samples_leaf": {"type": "int", "low": 5, "high": 100, "log": True},
         "model.hgb.l2_regularization": {"type": "float", "low": 1e-6, "high": 10.0, "log": True},
     },
+    "lightgbm": {
+        "model.lightgbm.learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "model.lightgbm.num_leaves": {"type": "int", "low": 8, "high": 256, "log": True},
+        "model.lightgbm.min_data_in_leaf": {"type": "int", "low": 5, "high": 200, "log": True},
+        "model.lightgbm.feature_fraction": {"type": "float", "low": 0.4, "high": 1.0},
+        "model.lightgbm.lambda_l2": {"type": "float", "low": 1e-6, "high": 10.0, "log": True},
+    },
     "linear_regression": {"model.linear.alpha": {"type": "float", "low": 1e-3, "high": 1e3, "log": True}},
     "linear_classification": {"model.linear.C": {"type": "float", "low": 1e-3, "high": 1e2, "log": True}},
 }

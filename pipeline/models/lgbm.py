@@ -1,0 +1,86 @@
+"""LightGBM through the same CV as the other members: the fold preprocessing's output as one
+matrix (sklearn_models.to_matrix), its category-code columns as LightGBM categoricals.
+
+Trained as the generalization README's reference LightGBM is (learning rate 0.05, up to 2000
+rounds, early stopping after 100 rounds without gain on a 10% inner split of the fold's training
+rows, stratified for classification), with LightGBM's native API rather than its scikit-learn
+wrapper: ``num_class`` stays the run's class count when a fold's training rows lack a class, and
+the Booster is what a run folder keeps, as LightGBM's own text model (data, not code; no pickle).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+
+# The reference settings (generalization README); model.lightgbm overrides any LightGBM parameter.
+LGBM_DEFAULTS = {"learning_rate": 0.05, "num_iterations": 2000, "early_stopping_round": 100, "verbosity": -1}
+INNER_FRACTION = 0.1  # the share of a fold's training rows that early stopping watches
+
+
+def booster_params(task: str, n_classes: int, params: dict, seed: int, poisson: bool = False) -> dict:
+    """LightGBM's parameters for a task: its objective, then the defaults, then ``params``."""
+    objective = {"regression": "poisson" if poisson else "regression", "binary": "binary",
+                 "multiclass": "multiclass"}[task]
+    out = {"objective": objective, **LGBM_DEFAULTS, "seed": seed, "deterministic": True, **params}
+    if task == "multiclass":
+        out["num_class"] = n_classes
+    return out
+
+
+def inner_split(y: np.ndarray, task: str, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row indexes (fit, watch) for early stopping, stratified where every class has 2 rows; None
+    where the fold is too small to hold rows out (it then trains without early stopping)."""
+    from sklearn.model_selection import train_test_split
+
+    n_watch = int(np.ceil(INNER_FRACTION * len(y)))
+    if n_watch < 2 or len(y) - n_watch < 2:
+        return None
+    stratify = None
+    if task != "regression":
+        counts = np.unique(y, return_counts=True)[1]
+        if counts.min() >= 2 and len(counts) <= n_watch <= len(y) - len(counts):
+            stratify = y
+    idx = np.arange(len(y))
+    return tuple(train_test_split(idx, test_size=n_watch, random_state=seed, stratify=stratify))
+
+
+def fit_booster(x: np.ndarray, y: np.ndarray, cats: list[int], task: str, n_classes: int, params: dict,
+                seed: int, poisson: bool = False):
+    """A Booster fitted on (x, y) with early stopping on an inner split; kept to its best round."""
+    import lightgbm as lgb
+
+    full = booster_params(task, n_classes, params, seed, poisson)
+    split = inner_split(y, task, seed) if full.get("early_stopping_round") else None
+    if split is None:
+        full.pop("early_stopping_round", None)
+        fit_rows, watch = np.arange(len(y)), None
+    else:
+        fit_rows, watch = split
+    train = lgb.Dataset(x[fit_rows], y[fit_rows], categorical_feature=cats or "auto", free_raw_data=True)
+    valid = [lgb.Dataset(x[watch], y[watch], reference=train)] if watch is not None else []
+    booster = lgb.train(full, train, valid_sets=valid)
+    # Through LightGBM's text model: the Booster kept in memory predicts as the saved one will
+    # (only the trees up to the best round), so a run and its --predict agree to the bit.
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None))
+
+
+def predict_booster(booster, x: np.ndarray) -> np.ndarray:
+    """Regression values (Poisson's mean), P(positive) or class probabilities, as the metrics take them."""
+    return np.asarray(booster.predict(x), dtype=np.float64)
+
+
+def check_params(params: dict, task: str) -> None:
+    """A ConfigError naming model.lightgbm where LightGBM refuses its parameters (a tiny fit)."""
+    import lightgbm as lgb
+
+    x = np.arange(40, dtype=np.float64).reshape(20, 2)
+    y = np.arange(20) % 2 if task != "regression" else np.arange(20, dtype=np.float64)
+    k = 2 if task == "multiclass" else 0
+    try:
+        full = {**booster_params(task, k, params, 0), "num_iterations": 1}
+        full.pop("early_stopping_round", None)
+        lgb.train(full, lgb.Dataset(x, y))
+    except (lgb.basic.LightGBMError, TypeError, ValueError) as exc:
+        raise ConfigError(f"model.lightgbm {dict(params)}: LightGBM refuses them: {str(exc).splitlines()[0]}. "
+                          f"Fix or remove the parameter (LightGBM's parameter names).") from None
