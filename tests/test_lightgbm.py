@@ -102,3 +102,12 @@ def test_parameters_lightgbm_refuses_are_a_config_error_naming_the_section():
         check_params({"num_leaves": -3}, "regression")
     with pytest.raises(ConfigError, match=r"model\.lightgbm .*LightGBM refuses them"):
         check_params({"objective": "no_such_objective"}, "regression")
+
+
+def test_a_lightgbm_study_searches_its_own_parameters():
+    from pipeline.config import Config
+    from pipeline.tuning.space import resolve_space
+
+    cfg = Config.model_validate({"data": {"target": "y"}, "model": {"name": "lightgbm"}})
+    space = resolve_space(cfg, "binary")
+    assert {"model.lightgbm.num_leaves", "model.lightgbm.learning_rate"} <= set(space)
