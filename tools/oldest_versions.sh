@@ -12,7 +12,7 @@ python - <<'PY'
 import importlib.metadata as md, sys
 print("python", sys.version.split()[0])
 for name in ["tensorflow", "tf-keras", "scikit-learn", "pandas", "numpy", "scipy", "optuna", "skops",
-             "tensorflow-model-optimization", "ai-edge-litert", "pydantic", "SQLAlchemy"]:
+             "tensorflow-model-optimization", "ai-edge-litert", "pydantic", "SQLAlchemy", "lightgbm"]:
     print(name, md.version(name))
 PY
 python -m pytest -q -m "not slow and not postgres" "${@:2}"
