@@ -64,7 +64,8 @@ def test_folds_side_by_side_give_the_run_one_at_a_time_gives(tiny_comp, tmp_path
     from pipeline.runs import Run
 
     cfg = tiny_comp("diamonds", train_rows=600)
-    common = FAST + ["cv.folds=3", "model.members=[realmlp, hgb]", "model.hgb.max_iter=20"]
+    # The default members (realmlp, HGB, LightGBM), the trees kept short.
+    common = FAST + ["cv.folds=3", "model.name=realmlp", "model.hgb.max_iter=20", "model.lightgbm.num_iterations=30"]
     one = run_competition(cfg, common + ["train.fold_workers=1"], output_dir=tmp_path, run_name="one")
     two = run_competition(cfg, common + ["train.fold_workers=2"], output_dir=tmp_path, run_name="two")
     for name in ("oof.csv", "test_pred.csv"):
@@ -72,6 +73,7 @@ def test_folds_side_by_side_give_the_run_one_at_a_time_gives(tiny_comp, tmp_path
         assert list(a.columns) == list(b.columns)
         np.testing.assert_allclose(b.iloc[:, 1:].to_numpy(float), a.iloc[:, 1:].to_numpy(float), rtol=1e-4)
     assert two.scores["cv_seconds"] > 0 and one.scores["cv_seconds"] > 0
+    assert set(two.scores["members"]) == {"realmlp", "hgb", "lightgbm"}
     log = (two.run_dir / "run.log").read_text()
     assert "training 2 folds at a time" in log and "training 2 folds at a time" not in (one.run_dir / "run.log").read_text()
     # the workers' own lines reach the run's log, each fold's epochs and its summary once
