@@ -2,8 +2,8 @@
 the same inputs, keep every member's OOF and test predictions, save.
 
 ``fit_fold`` is the recipe; each member is a ``FoldModel`` (members.py): a Keras model (its seeds,
-checkpoints, target transform and TTA) or a scikit-learn one. ``train_model`` trains one Keras
-network. The run weighs the members' predictions afterwards (ensemble.py, cv/loop.py).
+checkpoints, target transform and TTA) or one on a matrix (scikit-learn, LightGBM).
+``train_model`` trains one Keras network. The run weighs the members' predictions afterwards (ensemble.py, cv/loop.py).
 
 What a fold folder holds, and how it is saved, loaded and asked for predictions: artifact.py.
 """
@@ -118,7 +118,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
 
     ``label`` prefixes the progress lines (default: ``name``). ``callbacks``: extra Keras callbacks
     for the first Keras member (tuning's pruning). ``deadline`` (``time.monotonic()`` seconds):
-    when the fold must be done; the Keras members share the time the scikit-learn ones leave and
+    when the fold must be done; the Keras members share the time the tree and linear ones leave and
     stop their epochs in time (time_budget.py).
     """
     cfg, start = data.cfg, time.perf_counter()

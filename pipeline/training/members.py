@@ -157,7 +157,7 @@ def make_member(name: str, cfg, task: str, n_classes: int) -> "FoldModel":
 
 
 def regression_target(cfg, task: str) -> str | None:
-    """How a scikit-learn member fits a regression target: poisson, log1p, or None (as it is)."""
+    """How a scikit-learn or LightGBM member fits a regression target: poisson, log1p, or None (as it is)."""
     if task != "regression":
         return None
     if cfg.train.loss == "poisson":
@@ -619,8 +619,8 @@ def load_weights(net, path: Path) -> None:
 
 
 def deadlines(names: list[str], deadline: float | None):
-    """Each Keras member's share of the time left (scikit-learn members are fitted first, so
-    their time is already spent when the shares are taken)."""
+    """Each Keras member's share of the time left (the members on one matrix, scikit-learn's and
+    LightGBM, are fitted first, so their time is already spent when the shares are taken)."""
     keras_left = sum(n not in MATRIX_MODELS for n in names)
     for name in names:
         if deadline is None or name in MATRIX_MODELS:
@@ -632,10 +632,10 @@ def deadlines(names: list[str], deadline: float | None):
 
 
 def fit_order(names: list[str]) -> list[str]:
-    """scikit-learn members first, so that a time limit's deadline for the Keras epochs already
-    counts their time."""
+    """The members on one matrix (scikit-learn's, LightGBM) first, so that a time limit's deadline
+    for the Keras epochs already counts their time."""
     return sorted(names, key=lambda n: n not in MATRIX_MODELS)
 
 
-__all__ = ["Fold", "FoldModel", "KerasMember", "MemberFit", "SklearnMember", "check_members", "deadlines",
-           "fit_order", "make_member", "member_names"]
+__all__ = ["Fold", "FoldModel", "KerasMember", "LightGBMMember", "MemberFit", "SklearnMember", "check_members",
+           "deadlines", "fit_order", "make_member", "member_names"]
