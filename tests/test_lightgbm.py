@@ -111,3 +111,14 @@ def test_a_lightgbm_study_searches_its_own_parameters():
     cfg = Config.model_validate({"data": {"target": "y"}, "model": {"name": "lightgbm"}})
     space = resolve_space(cfg, "binary")
     assert {"model.lightgbm.num_leaves", "model.lightgbm.learning_rate"} <= set(space)
+
+
+def test_rounds_under_any_of_lightgbms_names_are_passed_as_rounds_without_a_warning(recwarn):
+    from pipeline.models.lgbm import rounds_of
+
+    params = booster_params("regression", 0, {"n_estimators": 7}, 0)
+    assert rounds_of(params) == 7 and not {"n_estimators", "num_iterations"} & set(params)
+    x = np.arange(40.0).reshape(-1, 1)
+    booster = fit_booster(x, x.ravel(), [], "regression", 0, {"num_boost_round": 5, "min_data_in_leaf": 1}, 0)
+    assert booster.current_iteration() == 5
+    assert not [w for w in recwarn if "num_" in str(w.message)]  # lgb.train's "Found num_iterations in params"

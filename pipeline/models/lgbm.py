@@ -16,13 +16,18 @@ from ..errors import ConfigError
 # The reference settings (generalization README); model.lightgbm overrides any LightGBM parameter.
 LGBM_DEFAULTS = {"learning_rate": 0.05, "num_iterations": 2000, "early_stopping_round": 100, "verbosity": -1}
 INNER_FRACTION = 0.1  # the share of a fold's training rows that early stopping watches
+# LightGBM's names for the number of rounds (its documentation's aliases): lgb.train takes it as
+# an argument and warns when params carry it, so it is taken out of the params and passed so.
+ROUNDS = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round", "num_rounds",
+          "nrounds", "num_boost_round", "n_estimators", "max_iter")
 
 
 def booster_params(task: str, n_classes: int, params: dict, seed: int, poisson: bool = False) -> dict:
     """LightGBM's parameters for a task: its objective, then the defaults, then ``params``."""
     objective = {"regression": "poisson" if poisson else "regression", "binary": "binary",
                  "multiclass": "multiclass"}[task]
-    out = {"objective": objective, **LGBM_DEFAULTS, "seed": seed, "deterministic": True, **params}
+    defaults = {k: v for k, v in LGBM_DEFAULTS.items() if not (k in ROUNDS and set(ROUNDS) & set(params))}
+    out = {"objective": objective, **defaults, "seed": seed, "deterministic": True, **params}
     if task == "multiclass":
         out["num_class"] = n_classes
     return out
@@ -57,12 +62,20 @@ def fit_booster(x: np.ndarray, y: np.ndarray, cats: list[int], task: str, n_clas
         fit_rows, watch = np.arange(len(y)), None
     else:
         fit_rows, watch = split
+    rounds = rounds_of(full)
     train = lgb.Dataset(x[fit_rows], y[fit_rows], categorical_feature=cats or "auto", free_raw_data=True)
     valid = [lgb.Dataset(x[watch], y[watch], reference=train)] if watch is not None else []
-    booster = lgb.train(full, train, valid_sets=valid)
+    booster = lgb.train(full, train, num_boost_round=rounds, valid_sets=valid)
     # Through LightGBM's text model: the Booster kept in memory predicts as the saved one will
     # (only the trees up to the best round), so a run and its --predict agree to the bit.
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None))
+
+
+def rounds_of(params: dict) -> int:
+    """The number of rounds, taken out of ``params`` (model.lightgbm's, under any of its names, over
+    the default's)."""
+    rounds = [params.pop(k) for k in list(params) if k in ROUNDS]
+    return int(rounds[-1]) if rounds else 100
 
 
 def predict_booster(booster, x: np.ndarray) -> np.ndarray:
@@ -78,9 +91,10 @@ def check_params(params: dict, task: str) -> None:
     y = np.arange(20) % 2 if task != "regression" else np.arange(20, dtype=np.float64)
     k = 2 if task == "multiclass" else 0
     try:
-        full = {**booster_params(task, k, params, 0), "num_iterations": 1}
+        full = booster_params(task, k, params, 0)
         full.pop("early_stopping_round", None)
-        lgb.train(full, lgb.Dataset(x, y))
+        rounds_of(full)
+        lgb.train(full, lgb.Dataset(x, y), num_boost_round=1)
     except (lgb.basic.LightGBMError, TypeError, ValueError) as exc:
         raise ConfigError(f"model.lightgbm {dict(params)}: LightGBM refuses them: {str(exc).splitlines()[0]}. "
                           f"Fix or remove the parameter (LightGBM's parameter names).") from None
