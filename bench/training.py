@@ -6,7 +6,8 @@ speed:   epoch time on diamonds' fold 0 with and without XLA, with and without m
          (bfloat16 on CPU), the median of the epochs after the first (which compiles).
 families: epoch time of each Keras family with its own recipe (batch size included) on the same
          fold: mlp, realmlp, TabM as its authors set it (mini, k=32, 2x512) and smaller TabMs;
-         the ratio to the mlp's epoch (the TabM issue's goal: at most 3x).
+         the ratio to the mlp's epoch (the TabM issue's goal: at most 3x), and the authors' 32
+         members against one member of the same width (k=1).
 memory:  peak resident memory of a few training steps of a deep MLP with and without gradient
          checkpointing, each variant in its own process (peak RSS is per process).
 recipes: the OOF score of each competition's default recipe against the default plus EMA, SWA,
@@ -113,18 +114,23 @@ FAMILIES = {
     "tabm (authors: mini, k=32, 2x512)": ("tabm", []),
     "tabm mini, k=32, 2x256": ("tabm", ["model.tabm.hidden=[256, 256]"]),
     "tabm mini, k=8, 2x256": ("tabm", ["model.tabm.k=8", "model.tabm.hidden=[256, 256]"]),
+    # One member of the authors' TabM: the MLP of its width, to see what its k = 32 members,
+    # computed as one batched matmul, cost against one.
+    "tabm mini, k=1, 2x512": ("tabm", ["model.tabm.k=1"]),
 }
+K32, K1 = "tabm (authors: mini, k=32, 2x512)", "tabm mini, k=1, 2x512"
 
 
 def part_families(comps) -> None:
     for comp in comps:
         print(f"\n== families: {comp}, fold 0, seconds per training epoch (median of epochs 2-4), "
               f"each with its own recipe's batch size")
-        base = None
+        base, times = None, {}
         for label, (model, overrides) in FAMILIES.items():
-            t = epoch_times(comp, ["train.steps_per_execution=16"] + overrides, model=model)
+            t = times[label] = epoch_times(comp, ["train.steps_per_execution=16"] + overrides, model=model)
             base = base or t
             print(f"{label:36s} {t:8.3f} s   x{t / base:6.2f} the mlp's epoch", flush=True)
+        print(f"tabm's 32 members against one of them: x{times[K32] / times[K1]:.2f} (32 separate networks: x32)")
 
 
 MEMORY_SCRIPT = """
