@@ -122,3 +122,17 @@ def test_rounds_under_any_of_lightgbms_names_are_passed_as_rounds_without_a_warn
     booster = fit_booster(x, x.ravel(), [], "regression", 0, {"num_boost_round": 5, "min_data_in_leaf": 1}, 0)
     assert booster.current_iteration() == 5
     assert not [w for w in recwarn if "num_" in str(w.message)]  # lgb.train's "Found num_iterations in params"
+
+
+@pytest.mark.parametrize("name", ["hgb", "lightgbm"])
+def test_a_fold_whose_training_counts_are_all_zero_predicts_zero(name):
+    """HGB and LightGBM refuse a Poisson loss on all-zero counts; such a fold fits them as they are."""
+    from pipeline.training.members import SklearnMember
+
+    rng = np.random.default_rng(3)
+    x = {"numeric": rng.normal(size=(60, 2)).astype(np.float32)}
+    y = np.zeros(60)
+    cls = LightGBMMember if name == "lightgbm" else SklearnMember
+    member = cls(name, "regression", {}, "poisson", True)
+    fit = member.fit(_fold(x, y, np.arange(40), np.arange(40, 60), InputSpec(2, [])))
+    np.testing.assert_allclose(fit.oof, 0.0, atol=1e-9)

@@ -225,10 +225,16 @@ class SklearnMember(FoldModel):
         if self.clip_range:
             self.clip = float(np.min(y)), float(np.max(y))
         self.model = build_sklearn(self.name, self.task, inner_split_or_none(self.params, y, self.task), cats,
-                                   vocab, fold.seed, poisson=self.target == "poisson")
+                                   vocab, fold.seed, poisson=self.poisson(y))
         self.model.fit(x_train, np.log1p(y) if self.target == "log1p" else y)
         del x_train  # one split's float64 matrix at a time
         return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
+
+    def poisson(self, y: np.ndarray) -> bool:
+        """A Poisson loss for a count target; not on a fold whose training counts are all 0, where
+        HGB and LightGBM refuse it (a log link has no mean to fit): that fold fits the zeros as
+        they are and predicts 0."""
+        return self.target == "poisson" and bool(np.any(y > 0))
 
     def _finish(self, raw: np.ndarray) -> np.ndarray:
         pred = np.expm1(raw) if self.target == "log1p" else raw
@@ -287,7 +293,7 @@ class LightGBMMember(SklearnMember):
         if self.clip_range:
             self.clip = float(np.min(y)), float(np.max(y))
         self.model = fit_booster(x_train, np.log1p(y) if self.target == "log1p" else y, cats, self.task,
-                                 self.n_classes, self.params, fold.seed, poisson=self.target == "poisson")
+                                 self.n_classes, self.params, fold.seed, poisson=self.poisson(y))
         del x_train
         return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
 
