@@ -40,6 +40,7 @@ from pipeline import run_competition  # noqa: E402  (sets TF_USE_LEGACY_KERAS fi
 from pipeline.config_files import load_config  # noqa: E402
 from pipeline.data import load_competition  # noqa: E402
 from pipeline.metrics import get_metric  # noqa: E402
+from pipeline.models.sklearn_models import MATRIX_MODELS  # noqa: E402  (the tree and linear members)
 
 # name → (target, task, metric, extra config lines)
 SETS = {
@@ -226,7 +227,7 @@ def main() -> None:
                 sign = 1 if metric.direction == "maximize" else -1
                 top = max(row["members"], key=lambda m: sign * row["members"][m]) if row["members"] else None
                 row["ens_vs_best_member"] = better_ratio(s["cv"], row["members"][top], metric.direction) if top else 1.0
-                keras = {m: v for m, v in row["members"].items() if m not in ("hgb", "linear")}
+                keras = {m: v for m, v in row["members"].items() if m not in MATRIX_MODELS}
                 kbest = max(keras, key=lambda m: sign * keras[m]) if keras else None
                 row["keras_best"] = kbest
                 row["keras_vs_lgb"] = (better_ratio(keras[kbest], lgb_cv, metric.direction),
