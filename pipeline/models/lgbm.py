@@ -75,7 +75,7 @@ def rounds_of(params: dict) -> int:
     """The number of rounds, taken out of ``params`` (model.lightgbm's, under any of its names, over
     the default's)."""
     rounds = [params.pop(k) for k in list(params) if k in ROUNDS]
-    return int(rounds[-1]) if rounds else 100
+    return int(rounds[-1]) if rounds else 100  # LightGBM's own default
 
 
 def predict_booster(booster, x: np.ndarray) -> np.ndarray:

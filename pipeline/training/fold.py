@@ -3,7 +3,8 @@ the same inputs, keep every member's OOF and test predictions, save.
 
 ``fit_fold`` is the recipe; each member is a ``FoldModel`` (members.py): a Keras model (its seeds,
 checkpoints, target transform and TTA) or one on a matrix (scikit-learn, LightGBM).
-``train_model`` trains one Keras network. The run weighs the members' predictions afterwards (ensemble.py, cv/loop.py).
+``train_model`` trains one Keras network. The run weighs the members' predictions afterwards
+(ensemble.py, cv/loop.py).
 
 What a fold folder holds, and how it is saved, loaded and asked for predictions: artifact.py.
 """
