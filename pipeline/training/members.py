@@ -222,13 +222,18 @@ class SklearnMember(FoldModel):
             self._remap(x_train)
             vocab.update({c: HGB_MAX_CATEGORIES for c in self.lookups})
         y = fold.y_train
-        if self.clip_range:
-            self.clip = float(np.min(y)), float(np.max(y))
         self.model = build_sklearn(self.name, self.task, inner_split_or_none(self.params, y, self.task), cats,
                                    vocab, fold.seed, poisson=self.poisson(y))
-        self.model.fit(x_train, np.log1p(y) if self.target == "log1p" else y)
+        self.model.fit(x_train, self.fit_target(y))
         del x_train  # one split's float64 matrix at a time
         return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
+
+    def fit_target(self, y: np.ndarray) -> np.ndarray:
+        """The fold's training target as the estimator fits it (log1p for RMSLE); its range kept
+        for clipping the predictions."""
+        if self.clip_range:
+            self.clip = float(np.min(y)), float(np.max(y))
+        return np.log1p(y) if self.target == "log1p" else y
 
     def poisson(self, y: np.ndarray) -> bool:
         """A Poisson loss for a count target; not on a fold whose training counts are all 0, where
@@ -290,10 +295,8 @@ class LightGBMMember(SklearnMember):
 
         x_train, cats = to_matrix(fold.inputs.x["train"])
         y = fold.y_train
-        if self.clip_range:
-            self.clip = float(np.min(y)), float(np.max(y))
-        self.model = fit_booster(x_train, np.log1p(y) if self.target == "log1p" else y, cats, self.task,
-                                 self.n_classes, self.params, fold.seed, poisson=self.poisson(y))
+        self.model = fit_booster(x_train, self.fit_target(y), cats, self.task, self.n_classes, self.params,
+                                 fold.seed, poisson=self.poisson(y))
         del x_train
         return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
 
