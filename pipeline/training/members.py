@@ -259,20 +259,36 @@ class SklearnMember(FoldModel):
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        dump_trusted(self.model, folder / "model.skops")
+        self._save_model(folder)
         dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "params": self.params,
                       "target": self.target, "clip": list(self.clip) if self.clip else None,
-                      "lookups": {str(c): lookup.tolist() for c, lookup in self.lookups.items()}},
-                     folder / MEMBER_FILE)
+                      "lookups": {str(c): lookup.tolist() for c, lookup in self.lookups.items()},
+                      **self._extra_state()}, folder / MEMBER_FILE)
 
     @classmethod
     def from_state(cls, folder: Path, state: dict) -> "SklearnMember":
-        member = cls(state["name"], state["task"], state["params"], state["target"], state["clip"] is not None)
+        member = cls(state["name"], state["task"], state["params"], state["target"], state["clip"] is not None,
+                     **cls._extra_arguments(state))
         member.clip = tuple(state["clip"]) if state["clip"] else None
         # Runs saved before the lookups existed fed such columns as plain codes: none to apply.
         member.lookups = {int(c): np.asarray(v, dtype=np.int64) for c, v in state.get("lookups", {}).items()}
-        member.model = load_trusted(folder / "model.skops")
+        member.model = cls._load_model(folder)
         return member
+
+    # What a subclass saves differently: its model file and its own constructor arguments.
+    def _save_model(self, folder: Path) -> None:
+        dump_trusted(self.model, folder / "model.skops")
+
+    @staticmethod
+    def _load_model(folder: Path):
+        return load_trusted(folder / "model.skops")
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    @staticmethod
+    def _extra_arguments(state: dict) -> dict:
+        return {}
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "target": self.target or ("as it is" if self.task == "regression" else "class probabilities"),
@@ -308,26 +324,25 @@ class LightGBMMember(SklearnMember):
 
         return self._finish(predict_booster(self.model, to_matrix(features)[0]))
 
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def _save_model(self, folder: Path) -> None:
         self.model.save_model(str(folder / "model.txt"))
-        dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "params": self.params,
-                      "target": self.target, "clip": list(self.clip) if self.clip else None,
-                      "n_classes": self.n_classes}, folder / MEMBER_FILE)
 
-    @classmethod
-    def from_state(cls, folder: Path, state: dict) -> "LightGBMMember":
+    @staticmethod
+    def _load_model(folder: Path):
         import lightgbm as lgb
 
-        member = cls(state["name"], state["task"], state["params"], state["target"], state["clip"] is not None,
-                     int(state.get("n_classes", 0)))
-        member.clip = tuple(state["clip"]) if state["clip"] else None
         try:  # LightGBM's text model: parsed, never executed
-            member.model = lgb.Booster(model_file=str(folder / "model.txt"))
+            return lgb.Booster(model_file=str(folder / "model.txt"))
         except (lgb.basic.LightGBMError, OSError) as exc:
             raise DataError(f"{folder / 'model.txt'}: not a LightGBM model ({first_line(exc)}). Train the run "
                             f"again.") from None
-        return member
+
+    def _extra_state(self) -> dict:
+        return {"n_classes": self.n_classes}
+
+    @staticmethod
+    def _extra_arguments(state: dict) -> dict:
+        return {"n_classes": int(state.get("n_classes", 0))}
 
 
 # ----------------------------------------------------------------------------- Keras
