@@ -283,6 +283,10 @@ class Run:
 
         artifact = FoldArtifact.load(self.fold_dir(unit))
         artifact.weights = self.ensemble_weights()
+        if not artifact.missing_values:  # a fold saved before its bundle kept them
+            from .data.load import declared_missing
+
+            artifact.missing_values = declared_missing(self.cfg)
         return artifact
 
     def ensemble_weights(self) -> dict[str, float] | None:

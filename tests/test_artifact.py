@@ -125,3 +125,33 @@ def test_a_members_damaged_temperatures_are_one_error(tmp_path, temperatures):
         FoldModel.load(tmp_path)
     dump_trusted({**state, "temperatures": {"best": {"inverse_temperature": 0.8, "mix": 0.001}}}, tmp_path / MEMBER_FILE)
     assert FoldModel.load(tmp_path).temperatures["best"]["inverse_temperature"] == 0.8
+
+
+@pytest.mark.slow
+def test_new_rows_get_the_declared_missing_values_as_the_runs_tables_did(tiny_comp, tmp_path, monkeypatch):
+    """diamonds declares x, y, z of 0 missing: --predict and load_run read a raw 0 there as missing,
+    as the run read its test table, so every member (the trees most) predicts those rows as the
+    run did. A fold saved before its bundle kept them takes them from its run's config."""
+    from pipeline import run_competition
+    from pipeline.runs import Run
+    from pipeline.training.artifact import PREPROCESSING_FILE, load_trusted
+
+    frames = cut("diamonds", 300, 120)
+    frames["train"].loc[frames["train"].index[:15], ["x", "y", "z"]] = 0
+    frames["test"].loc[frames["test"].index[:20], ["x", "y", "z"]] = 0
+    cfg = tiny_comp("diamonds", frames)
+    result = run_competition(cfg, FAST + ["model.members=[mlp, hgb, lightgbm]"], output_dir=tmp_path)
+    fold = result.run_dir / "folds" / "fold_0"
+    assert load_trusted(fold / PREPROCESSING_FILE)["missing_values"] == {"x": [0], "y": [0], "z": [0]}
+    test = pd.read_csv(cfg.parent / "data" / "test.csv.gz")
+    saved = pd.read_csv(result.run_dir / "test_pred.csv")["price"].to_numpy()
+    np.testing.assert_allclose(Run.open(result.run_dir).predict(test)["price"].to_numpy(), saved, rtol=1e-5)
+    load = FoldArtifact.load
+
+    def as_saved_before(fold_dir):  # a bundle without missing_values, as older runs saved it
+        artifact = load(fold_dir)
+        artifact.missing_values = {}
+        return artifact
+
+    monkeypatch.setattr(FoldArtifact, "load", staticmethod(as_saved_before))
+    assert Run.open(result.run_dir).artifact("fold_0").missing_values == {"x": [0], "y": [0], "z": [0]}

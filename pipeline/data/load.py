@@ -327,6 +327,20 @@ def _numbers_with_tokens(cfg: Config, col: str, train, test) -> dict | None:
     return {"tokens": names[:20], "count": int(len(tokens))}
 
 
+def declared_missing(cfg: Config) -> dict[str, list]:
+    """Column → the values that mean "missing" there (features.columns.<col>.missing_values)."""
+    return {col: list(spec.missing_values) for col, spec in cfg.features.columns.items() if spec.missing_values}
+
+
+def mark_missing(frame, declared: dict[str, list]) -> None:
+    """The declared missing values of ``frame``'s columns made missing, in place: the training
+    and test tables when they are read, and new rows given to a fold (training/artifact.py), so
+    both reach the fold's preprocessing alike."""
+    for col, values in declared.items():
+        if col in frame.columns:
+            frame[col] = frame[col].mask(frame[col].isin(values))
+
+
 def _plan_columns(cfg: Config, train, test, paths: dict, images, notes: dict) -> dict[str, dict]:
     """Each feature's preprocessing plan (type, and the per-column overrides), after applying the
     declared missing values and checking the columns against test."""
@@ -338,10 +352,9 @@ def _plan_columns(cfg: Config, train, test, paths: dict, images, notes: dict) ->
     if missing_in_test:
         raise DataError(f"{paths['test']}: lacks training feature(s) {missing_in_test}. "
                         f"Add them or list them in features.drop.")
-    for col, spec in cfg.features.columns.items():
-        if spec.missing_values:
-            for df in (train, test):
-                df[col] = df[col].mask(df[col].isin(spec.missing_values))
+    declared = declared_missing(cfg)
+    for df in (train, test):
+        mark_missing(df, declared)
     columns = {}
     notes["tokens"], notes["types"] = {}, {}
     for col in features:

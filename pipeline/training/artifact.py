@@ -177,6 +177,9 @@ class FoldArtifact:
         self.classes = bundle["classes"]
         self.features = list(bundle["features"])
         self.member_names = list(bundle["members"])
+        # Column → the values that mean missing there (features.columns), made missing in raw rows
+        # as the run's tables were; folds saved before it was kept get them from their run (Run.artifact).
+        self.missing_values: dict[str, list] = dict(bundle.get("missing_values", {}))
         self.weights: dict[str, float] | None = None  # the run's ensemble weights (Run.artifact sets them)
         self._members = None
 
@@ -282,6 +285,11 @@ class FoldArtifact:
         if missing:
             raise DataError(f"{source}: lacks column(s) {missing[:5]} that the model was trained on. Add them "
                             f"(missing values are fine).")
+        if self.missing_values:
+            from ..data.load import mark_missing
+
+            frame = frame.copy()
+            mark_missing(frame, self.missing_values)
         return self.preprocessor.transform(frame)
 
     def predict_members(self, frame, image_paths=None, *, tta: bool = True, source: str = "rows",

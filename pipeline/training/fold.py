@@ -21,6 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from ..data.fold_inputs import FoldInputs
+from ..data.load import declared_missing
 from ..errors import ConfigError, TrainingError
 from ..metrics import get_metric
 from ..models import build_model
@@ -147,7 +148,7 @@ def fit_fold(data, name: str, train_idx: np.ndarray, valid_idx: np.ndarray, fold
     result.member_info = {m: model.describe() for m, model in members.items()}
     if save:
         bundle = {"preprocessor": pre, "task": data.task, "classes": data.classes, "features": list(data.columns),
-                  "members": names}
+                  "members": names, "missing_values": declared_missing(cfg)}
         FoldArtifact.save(fold_dir, members, bundle, result)
     return result
 
