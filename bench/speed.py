@@ -1,7 +1,7 @@
 """How near the fold loop runs to a bare tf_keras ``fit``, and the default run's time against
 LightGBM's (run by hand, not in CI; at most about 30 minutes on two cores), all in one process.
 
-    python bench/speed.py [--parts loop,wall,importance,layers] [--sets movielens_liked,portal_species,chem97_score]
+    python bench/speed.py [--parts loop,wall,importance,layers | --parts floor] [--sets movielens_liked,portal_species,chem97_score]
         [--embedded diamonds,health_insurance] [--epochs 5] [--rows 100000] [--cols 60]
         [--importance-set ames_price] [--set key=value ...]
 
@@ -30,12 +30,20 @@ layers (not run by default): RealMLP's hidden block for regression (3 x 256 NTK 
       TensorFlow thread when it runs first (as a fold worker has): Mish as the pipeline writes it
       (one exp, its gradient written out) against x tanh(softplus(x)) differentiated by
       TensorFlow, alternating: seconds per epoch and the ratio.
+floor (not run by default; alone, as its first part): what the default Keras member's recipe costs
+      at least on this machine, on the wall part's sets: one fold's training epoch timed with one
+      TensorFlow thread (as a fold worker has; ``bench/training.py``'s epoch on fold 0, no
+      validation), times the recipe's epochs, the seeds and the folds, over the usable cores (every
+      core busy with training epochs and nothing else), against LightGBM's 5-fold time on the same
+      folds. ``floor_vs_lightgbm`` (the median of the ratios): a lower bound of ``wall_vs_lightgbm``
+      for that recipe, whatever the loop around it.
 importance (not run by default): the run's permutation importance after training (the shuffled
       copies predicted in batches) against scikit-learn's ``permutation_importance`` calling the
       same saved folds once per column and repeat, on ``--importance-set``: seconds of each and the
       largest difference between their importances (0: the same shuffles).
 
-Last line: ``pipeline_vs_bare=R bare_vs_peak=P wall_vs_lightgbm=W``.
+Last line: ``pipeline_vs_bare=R bare_vs_peak=P wall_vs_lightgbm=W`` (and ``floor_vs_lightgbm=F`` with
+the floor part).
 """
 from __future__ import annotations
 
@@ -353,6 +361,43 @@ def part_wall(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, o
     return rows
 
 
+def part_floor(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, overrides: list[str]) -> list[dict]:
+    import tensorflow as tf
+
+    # One thread, as each fold worker has: set before TensorFlow's runtime starts (main() runs this
+    # part alone, first).
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from generalization import SETS, fit_lgb, gbdt_on_folds, make_competition
+    from training import epoch_times
+
+    from pipeline.config_files import load_config
+    from pipeline.cv.folds import assign_folds
+    from pipeline.data import load_competition
+    from pipeline.tf_runtime import usable_cores
+    from pipeline.training.recipes import member_config
+
+    configs = {name: make_competition(data_dir, name, tmp) for name in sets if name in SETS}
+    configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
+    cores, rows = usable_cores(), []
+    for name, config in configs.items():
+        data = load_competition(load_config(config, overrides))
+        if len(data.train) < WALL_MIN_ROWS:
+            continue
+        cfg, model = data.cfg, data.cfg.model.name
+        train = member_config(cfg, model, data.task).train
+        epoch_s = epoch_times(str(config), overrides, epochs=4, model=model)
+        n_fits = cfg.cv.folds * cfg.cv.repeats * cfg.train.seeds
+        floor_s = n_fits * train.epochs * epoch_s / cores
+        *_, lgb_s = gbdt_on_folds(data, assign_folds(data), fit_lgb, cfg.metric)
+        row = {"set": name, "model": model, "epoch_s": epoch_s, "fits": n_fits, "epochs": train.epochs,
+               "cores": cores, "floor_s": floor_s, "lgb_s": lgb_s, "ratio": floor_s / lgb_s}
+        rows.append(row)
+        print(f"floor: {name:18s} {model}: {n_fits} fits x {train.epochs} epochs x {epoch_s:.3f} s (one thread) "
+              f"/ {cores} cores = {floor_s:6.1f} s / LightGBM {lgb_s:5.1f} s = x{row['ratio']:.1f}", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", default="loop,wall")
@@ -368,9 +413,15 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
     parts = [s for s in args.parts.split(",") if s]
+    if "floor" in parts and len(parts) > 1:
+        raise SystemExit("error: --parts: floor sets TensorFlow to one thread for the whole process; run "
+                         "--parts floor alone")
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if "floor" in parts:
+            figures["floor"] = part_floor([s for s in args.sets.split(",") if s],
+                                          [s for s in args.embedded.split(",") if s], args.data, tmp, args.overrides)
         if "layers" in parts:  # first: its one thread must be set before TensorFlow's runtime starts
             figures["layers"] = part_layers()
         if "loop" in parts:
@@ -386,7 +437,9 @@ def main() -> None:
     ratio = f"{loop['pipeline_rows_s'] / loop['bare_rows_s']:.2f}" if loop else "n/a"
     peak = f"{loop['bare_gflops'] / loop['peak_gflops']:.2f}" if loop else "n/a"
     walls = f"{float(np.median([r['ratio'] for r in wall])):.1f}" if wall else "n/a"
-    print(f"pipeline_vs_bare={ratio} bare_vs_peak={peak} wall_vs_lightgbm={walls}")
+    floor = figures.get("floor")
+    floors = f" floor_vs_lightgbm={float(np.median([r['ratio'] for r in floor])):.1f}" if floor else ""
+    print(f"pipeline_vs_bare={ratio} bare_vs_peak={peak} wall_vs_lightgbm={walls}{floors}")
 
 
 if __name__ == "__main__":

@@ -64,11 +64,12 @@ def epoch_times(comp: str, overrides: list[str], epochs: int = 4, model: str | N
     tc = cfg.train
     train_idx = np.flatnonzero(assign_folds(data).fold.to_numpy() != 0)
     rows = data.train.iloc[train_idx]
-    pre = TabularPreprocessor(data.columns, cfg.preprocessing).fit(rows)
     y = data.y[train_idx]
+    # The labels and task as a fold passes them (a target-encoded column needs them).
+    pre = TabularPreprocessor(data.columns, cfg.preprocessing, task=data.task).fit(rows, y)
     if data.task == "regression":
         y = make_target_transformer(False, True).fit_transform(y.reshape(-1, 1)).ravel()
-    features = pre.transform(rows)
+    features = pre.transform(rows, fit_rows=True)  # the cross-fitted encodings of its own rows
     ds = make_dataset(features, encode_labels(y, data.task, len(data.classes), tc),
                       batch_size=tc.batch_size, shuffle=True)
     times = []
