@@ -377,12 +377,16 @@ def part_floor(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, 
     from pipeline.tf_runtime import usable_cores
     from pipeline.training.recipes import member_config
 
-    configs = {name: make_competition(data_dir, name, tmp) for name in sets if name in SETS}
+    unknown = [name for name in sets if name not in SETS]
+    if unknown:
+        raise SystemExit(f"error: --sets: unknown set(s) {unknown}; known: {', '.join(SETS)}")
+    configs = {name: make_competition(data_dir, name, tmp) for name in sets}
     configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
     cores, rows = usable_cores(), []
     for name, config in configs.items():
         data = load_competition(load_config(config, overrides))
-        if len(data.train) < WALL_MIN_ROWS:
+        if len(data.train) < WALL_MIN_ROWS:  # the wall part's sets
+            print(f"floor: {name} skipped ({len(data.train):,} training rows < {WALL_MIN_ROWS:,})")
             continue
         cfg, model = data.cfg, data.cfg.model.name
         train = member_config(cfg, model, data.task).train
