@@ -1,7 +1,7 @@
 """How cost grows with rows (run by hand, not in CI): load time, peak memory, epoch time, and the
 input pipeline against the compute-only limit, at several table sizes, side by side in one run.
 
-    python bench/scale.py --rows 250000,500000,1000000 [--cols 100] [--format parquet|csv]
+    python bench/scale.py --rows 250000,500000,1000000 [--cols 100] [--format parquet|csv] [--members]
 
 The table is synthetic but real-shaped (only cost is measured): 80% numeric columns (lognormal
 skew, 5% missing), 20% categorical (cardinalities from 5 to 20,000, Zipf-distributed, 2% missing),
@@ -13,6 +13,12 @@ batch size, optimizer, data-dependent initialization) trained for 3 epochs (``--
 pipeline's tf.data input, and the same model on one batch held in memory and repeated for as many
 steps (the compute-only limit), their epochs alternating. Epoch times are the median of each
 model's epochs after its first.
+
+``--members``: instead, per size, one fold of the default run as a run trains it (``fit_fold``: the
+fold's preprocessing, then every member of ``model.members``, each fitted and predicting its
+validation and test rows), each member's peak RSS above the RSS it started from and its seconds:
+which member sets a run's peak at that size (the Keras member alone is what the default part
+measures).
 
 Prints per size: rows, load seconds, peak RSS against the float32 data (whole, and above the
 baseline), the peak after each step, fold preprocessing seconds, epoch seconds (real input and
@@ -180,6 +186,40 @@ def child(config: str) -> dict:
     return out
 
 
+def child_members(config: str) -> dict:
+    """One fold of the default run through ``fit_fold``, each member's fit timed and its peak RSS
+    read from a peak reset at its start (Linux: /proc/self/clear_refs)."""
+    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    from pipeline.config_files import load_config
+    from pipeline.data import load_competition
+    from pipeline.training import members
+    from pipeline.training.fold import fit_fold
+
+    figures, peaks = {}, []
+
+    def measured(cls):
+        fit = cls.fit
+
+        def timed(self, fold):
+            peaks.append(rss_peak_mb())  # the process's peak so far, before the reset loses it
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # the peak (VmHWM) back to the current RSS
+            start, t = rss_now_mb(), time.perf_counter()
+            out = fit(self, fold)
+            figures[self.name] = {"start_mb": start, "peak_mb": rss_peak_mb(), "seconds": time.perf_counter() - t}
+            return out
+        cls.fit = timed
+
+    for cls in (members.KerasMember, members.SklearnMember, members.LightGBMMember):
+        measured(cls)
+    data = load_competition(load_config(config, ["cv.folds=5"]))
+    n = len(data.train)
+    valid_idx = np.sort(np.random.default_rng(0).choice(n, n // 5, replace=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        fit_fold(data, "fold_0", np.setdiff1d(np.arange(n), valid_idx), valid_idx, Path(tmp) / "fold_0", seed=0)
+    return {"rows": n, "members": figures, "rss_peak_mb": max(peaks + [rss_peak_mb()])}
+
+
 def rss_now_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -204,10 +244,11 @@ def main() -> None:
     p.add_argument("--cols", type=int, default=100)
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.add_argument("--epochs", type=int, default=3, help="per model; those after the first are timed")
+    p.add_argument("--members", action="store_true", help="one fold of the default run: each member's peak RSS")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child)))
+        print(json.dumps((child_members if args.members else child)(args.child)))
         return
     sizes = [int(r) for r in args.rows.split(",")]
     results = []
@@ -215,13 +256,18 @@ def main() -> None:
         for rows in sizes:
             config = write_competition(Path(tmp) / str(rows), rows, args.cols, args.format, args.epochs)
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            done = subprocess.run([sys.executable, __file__, "--child", str(config)], capture_output=True, text=True,
-                                  env=env)
+            done = subprocess.run([sys.executable, __file__, "--child", str(config)] + ["--members"] * args.members,
+                                  capture_output=True, text=True, env=env)
             if done.returncode:
                 sys.stderr.write(done.stderr[-3000:])
                 raise SystemExit(f"size {rows}: the child failed (exit {done.returncode})")
             r = json.loads(done.stdout.strip().splitlines()[-1])
             r["f32_mb"] = rows * args.cols * 4 / 2**20
+            if args.members:
+                print(f"{rows:>9,} rows x {args.cols} cols, one fold of the default run: peak RSS {r['rss_peak_mb']:.0f} MB; "
+                      + "; ".join(f"{m} +{f['peak_mb'] - f['start_mb']:.0f} MB above its start ({f['start_mb']:.0f} MB), "
+                                  f"{f['seconds']:.1f} s" for m, f in r["members"].items()), flush=True)
+                continue
             results.append(r)
             over = (r["rss_peak_mb"] - r["rss_baseline_mb"]) / r["f32_mb"]
             r["rss_over_baseline"] = over
@@ -234,6 +280,8 @@ def main() -> None:
                   f"epoch {r['epoch_s']:6.2f}s  compute-only {r['compute_epoch_s']:6.2f}s  "
                   f"input/compute {r['epoch_s'] / r['compute_epoch_s']:4.2f}  embedding rows {r['vocab']:,}",
                   flush=True)
+    if args.members:
+        return
     small, large = results[0], results[-1]
     linearity = (large["epoch_s"] / large["rows"]) / (small["epoch_s"] / small["rows"])
     worst_input = max(r["epoch_s"] / r["compute_epoch_s"] for r in results)

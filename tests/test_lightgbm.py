@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.models.lgbm import booster_params, check_params, fit_booster, inner_split, predict_booster
+from pipeline.models.lgbm import booster_params, check_params, fit_booster, fit_rows, inner_split, predict_booster
 from pipeline.preprocessing.table import InputSpec
 from pipeline.training.members import MEMBER_FILE, FoldModel, LightGBMMember
 
@@ -19,6 +19,13 @@ def _fold(x: dict, y: np.ndarray, train: np.ndarray, valid: np.ndarray, spec: In
     return SimpleNamespace(inputs=SimpleNamespace(x={"train": split(train), "valid": split(valid),
                                                      "test": split(valid)}),
                            pre=SimpleNamespace(input_spec_=spec), y_train=y[train], seed=0)
+
+
+def _fit(x, y, task, n_classes, params, seed=0, poisson=False):
+    """fit_booster as LightGBMMember calls it: the fit rows, then the watched ones."""
+    fit, watch = fit_rows(y, task, params, seed)
+    order = np.concatenate([fit, watch])
+    return fit_booster(x[order], y[order], len(fit), [], task, n_classes, params, seed, poisson)
 
 
 def test_the_reference_settings_and_each_tasks_objective():
@@ -32,11 +39,12 @@ def test_the_reference_settings_and_each_tasks_objective():
 
 def test_early_stopping_watches_a_stratified_tenth_and_tiny_folds_train_without_it():
     y = np.array([0] * 90 + [1] * 10)
-    fit_rows, watch = inner_split(y, "binary", seed=0)
-    assert len(watch) == 10 and y[watch].sum() == 1 and len(set(fit_rows) | set(watch)) == 100
+    fit, watch = inner_split(y, "binary", seed=0)
+    assert len(watch) == 10 and y[watch].sum() == 1 and len(set(fit) | set(watch)) == 100
     assert inner_split(np.arange(10.0), "regression", 0) is None  # one row to watch: too few
-    booster = fit_booster(np.arange(10.0).reshape(-1, 1), np.arange(10.0), [], "regression", 0,
-                          {"num_iterations": 7, "min_data_in_leaf": 1}, 0)
+    assert len(fit_rows(np.arange(10.0), "regression", {}, 0)[1]) == 0
+    booster = _fit(np.arange(10.0).reshape(-1, 1), np.arange(10.0), "regression", 0,
+                   {"num_iterations": 7, "min_data_in_leaf": 1})
     assert booster.current_iteration() == 7  # every round, none held out
 
 
@@ -44,7 +52,7 @@ def test_it_stops_early_and_keeps_only_its_best_rounds():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 5))
     y = x[:, 0] + 0.5 * rng.normal(size=2000)
-    booster = fit_booster(x, y, [], "regression", 0, {}, 0)
+    booster = _fit(x, y, "regression", 0, {})
     assert 10 < booster.current_iteration() < 2000  # stopped early; the kept model ends at its best round
     assert np.corrcoef(predict_booster(booster, x), x[:, 0])[0, 1] > 0.9
 
@@ -53,10 +61,10 @@ def test_multiclass_keeps_every_class_when_a_fold_lacks_one_and_poisson_predicts
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 3))
     y = (x[:, 0] > 0).astype(int)  # classes 0 and 1 only; the run has 3
-    proba = predict_booster(fit_booster(x, y, [], "multiclass", 3, {}, 0), x)
+    proba = predict_booster(_fit(x, y, "multiclass", 3, {}), x)
     assert proba.shape == (600, 3) and np.allclose(proba.sum(axis=1), 1) and proba[:, 2].max() < 0.05
     counts = rng.poisson(np.exp(0.8 * x[:, 1]))
-    mean = predict_booster(fit_booster(x, counts.astype(float), [], "regression", 0, {}, 0, poisson=True), x)
+    mean = predict_booster(_fit(x, counts.astype(float), "regression", 0, {}, poisson=True), x)
     assert mean.min() > 0 and np.corrcoef(np.log(mean), x[:, 1])[0, 1] > 0.8
 
 
@@ -82,6 +90,32 @@ def test_a_column_of_thousands_of_levels_splits_as_categories_and_loads_as_it_pr
     loaded = FoldModel.load(tmp_path)
     assert isinstance(loaded, LightGBMMember) and loaded.describe()["iterations"] == member.iterations()
     np.testing.assert_array_equal(loaded.predict({k: v[valid] for k, v in x.items()}), fit.oof)
+
+
+def test_the_members_float32_matrix_in_fit_row_order_trains_the_booster_a_float64_copy_did():
+    """LightGBMMember builds one float32 matrix, the inner split's fit rows first, and hands
+    LightGBM two views of it: the same trees and predictions, to the bit, as the float64 matrix
+    and its row copies it used to build (float32 holds the inputs exactly), at a quarter of their
+    memory."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    x = {"numeric": rng.normal(size=(n, 3)).astype(np.float32),
+         "cat__c": rng.integers(0, 300, size=(n, 1)).astype(np.int32)}
+    y = (x["numeric"][:, 0] + (x["cat__c"][:, 0] % 5 == 0) + rng.normal(size=n) > 0.5).astype(int)
+    train, valid = np.arange(2400), np.arange(2400, n)
+    member = LightGBMMember("lightgbm", "binary", {}, None, False)
+    fit = member.fit(_fold(x, y, train, valid, InputSpec(3, [("cat__c", 300, 8)])))
+    wide = np.hstack([x["numeric"], x["cat__c"]]).astype(np.float64)  # the float64 matrix, as before
+    rows, watch = inner_split(y[train], "binary", 0)
+    params = booster_params("binary", 0, {}, 0)
+    rounds = params.pop("num_iterations")
+    before = lgb.train(params, lgb.Dataset(wide[train][rows], y[train][rows], categorical_feature=[3]),
+                       num_boost_round=rounds,
+                       valid_sets=[lgb.Dataset(wide[train][watch], y[train][watch], categorical_feature=[3])])
+    assert member.iterations() == before.best_iteration
+    np.testing.assert_array_equal(fit.oof, before.predict(wide[valid], num_iteration=before.best_iteration))
 
 
 def test_a_damaged_text_model_is_one_error_naming_the_file(tmp_path):
@@ -119,7 +153,7 @@ def test_rounds_under_any_of_lightgbms_names_are_passed_as_rounds_without_a_warn
     params = booster_params("regression", 0, {"n_estimators": 7}, 0)
     assert rounds_of(params) == 7 and not {"n_estimators", "num_iterations"} & set(params)
     x = np.arange(40.0).reshape(-1, 1)
-    booster = fit_booster(x, x.ravel(), [], "regression", 0, {"num_boost_round": 5, "min_data_in_leaf": 1}, 0)
+    booster = _fit(x, x.ravel(), "regression", 0, {"num_boost_round": 5, "min_data_in_leaf": 1})
     assert booster.current_iteration() == 5
     assert not [w for w in recwarn if "num_" in str(w.message)]  # lgb.train's "Found num_iterations in params"
 

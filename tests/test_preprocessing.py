@@ -308,6 +308,8 @@ def test_packed_inputs_hold_the_flag_columns_as_bits_and_read_as_the_plain_block
     np.testing.assert_array_equal(block[10:20, 1:4], plain["numeric"][10:20, 1:4])
     np.testing.assert_array_equal(block[3], plain["numeric"][3])
     np.testing.assert_array_equal(to_matrix(packed)[0], to_matrix(plain)[0])
+    order = np.random.default_rng(0).permutation(200)  # LightGBM's rows, fit rows first, as float32
+    np.testing.assert_array_equal(to_matrix(packed, rows=order, dtype=np.float32)[0], to_matrix(plain)[0][order])
     np.testing.assert_array_equal(packed["cat__city"], plain["cat__city"])
 
 

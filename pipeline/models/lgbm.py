@@ -50,21 +50,27 @@ def inner_split(y: np.ndarray, task: str, seed: int) -> tuple[np.ndarray, np.nda
     return tuple(train_test_split(idx, test_size=n_watch, random_state=seed, stratify=stratify))
 
 
-def fit_booster(x: np.ndarray, y: np.ndarray, cats: list[int], task: str, n_classes: int, params: dict,
-                seed: int, poisson: bool = False):
-    """A Booster fitted on (x, y) with early stopping on an inner split; kept to its best round."""
+def fit_rows(y: np.ndarray, task: str, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (fit, watch) of a fold's training rows: early stopping's inner split, or
+    every row and none watched where early stopping is off or the fold is too small for it."""
+    split = inner_split(y, task, seed) if booster_params(task, 0, params, seed).get("early_stopping_round") else None
+    return split if split is not None else (np.arange(len(y)), np.arange(0))
+
+
+def fit_booster(x: np.ndarray, y: np.ndarray, n_fit: int, cats: list[int], task: str, n_classes: int,
+                params: dict, seed: int, poisson: bool = False):
+    """A Booster fitted on the first ``n_fit`` rows of (x, y) with early stopping on the others
+    (none: every round); kept to its best round. ``x`` holds the fit rows, then the watched ones
+    (``fit_rows``' order), so both are views of one matrix: no copy of the fold's rows for
+    LightGBM's Dataset (float32, which it reads as it is)."""
     import lightgbm as lgb
 
     full = booster_params(task, n_classes, params, seed, poisson)
-    split = inner_split(y, task, seed) if full.get("early_stopping_round") else None
-    if split is None:
+    if n_fit == len(y):
         full.pop("early_stopping_round", None)
-        fit_rows, watch = np.arange(len(y)), None
-    else:
-        fit_rows, watch = split
     rounds = rounds_of(full)
-    train = lgb.Dataset(x[fit_rows], y[fit_rows], categorical_feature=cats or "auto", free_raw_data=True)
-    valid = [lgb.Dataset(x[watch], y[watch], reference=train)] if watch is not None else []
+    train = lgb.Dataset(x[:n_fit], y[:n_fit], categorical_feature=cats or "auto", free_raw_data=True)
+    valid = [lgb.Dataset(x[n_fit:], y[n_fit:], reference=train)] if n_fit < len(y) else []
     booster = lgb.train(full, train, num_boost_round=rounds, valid_sets=valid)
     # Through LightGBM's text model: the Booster kept in memory predicts as the saved one will
     # (only the trees up to the best round), so a run and its --predict agree to the bit.

@@ -26,20 +26,24 @@ MATRIX_MODELS = {"hgb", "linear", "lightgbm"}
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting's limit on a categorical feature's levels
 
 
-def to_matrix(features: dict[str, np.ndarray]) -> tuple[np.ndarray, list[int]]:
-    """Model inputs → one float64 matrix (what scikit-learn's estimators compute in), and the
-    indexes of its category-code columns. Filled in place: one copy of the rows, not a float64
-    copy per block and then their stack."""
+def to_matrix(features: dict[str, np.ndarray], rows: np.ndarray | None = None,
+              dtype=np.float64) -> tuple[np.ndarray, list[int]]:
+    """Model inputs → one matrix, float64 by default (what scikit-learn's estimators compute in),
+    and the indexes of its category-code columns. ``rows``: the positions to take, in that order
+    (None: every row as it is). Filled in place: one copy of the rows, not a copy per block and
+    then their stack. float32 holds every input exactly (the numeric block is float32, the codes
+    int32 below 2^24 levels), for a consumer that reads float32 itself (LightGBM)."""
     names = sorted(k for k in features if k != NUMERIC_INPUT)
     numeric = features.get(NUMERIC_INPUT)
     width = numeric.shape[1] if numeric is not None else 0
-    rows = len(numeric) if numeric is not None else len(features[names[0]])
-    out = np.empty((rows, width + len(names)), dtype=np.float64)
+    n = len(numeric) if numeric is not None else len(features[names[0]])
+    take = slice(None) if rows is None else np.asarray(rows)
+    out = np.empty((n if rows is None else len(take), width + len(names)), dtype=dtype)
     if numeric is not None:  # by row blocks: a packed block (preprocessing/arrays.py) unpacks a block at a time
-        for i in range(0, rows, 65536):
-            out[i:i + 65536, :width] = numeric[i:i + 65536]
+        for i in range(0, len(out), 65536):
+            out[i:i + 65536, :width] = numeric[i:i + 65536] if rows is None else numeric[take[i:i + 65536]]
     for i, name in enumerate(names):
-        out[:, width + i] = np.asarray(features[name]).reshape(-1)
+        out[:, width + i] = np.asarray(features[name]).reshape(-1)[take]
     return out, list(range(width, width + len(names)))
 
 

@@ -307,12 +307,14 @@ class LightGBMMember(SklearnMember):
         self.n_classes = n_classes
 
     def fit(self, fold: Fold) -> MemberFit:
-        from ..models.lgbm import fit_booster
+        from ..models.lgbm import fit_booster, fit_rows
 
-        x_train, cats = to_matrix(fold.inputs.x["train"])
         y = fold.y_train
-        self.model = fit_booster(x_train, self.fit_target(y), cats, self.task, self.n_classes, self.params,
-                                 fold.seed, poisson=self.poisson(y))
+        fit, watch = fit_rows(y, self.task, self.params, fold.seed)
+        order = np.concatenate([fit, watch])  # the fit rows, then the watched: two views of one matrix
+        x_train, cats = to_matrix(fold.inputs.x["train"], rows=order, dtype=np.float32)
+        self.model = fit_booster(x_train, self.fit_target(y)[order], len(fit), cats, self.task, self.n_classes,
+                                 self.params, fold.seed, poisson=self.poisson(y))
         del x_train
         return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
 
@@ -322,7 +324,7 @@ class LightGBMMember(SklearnMember):
     def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
         from ..models.lgbm import predict_booster
 
-        return self._finish(predict_booster(self.model, to_matrix(features)[0]))
+        return self._finish(predict_booster(self.model, to_matrix(features, dtype=np.float32)[0]))
 
     def _save_model(self, folder: Path) -> None:
         self.model.save_model(str(folder / "model.txt"))
