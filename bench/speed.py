@@ -317,21 +317,29 @@ def part_importance(set_name: str, data_dir: Path, tmp: Path) -> dict:
 WALL_MIN_ROWS = 10_000
 
 
+def set_configs(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path) -> dict:
+    """Name → config path of the wall and floor parts' sets: the generalization sets split into
+    competitions under ``tmp`` (bench/generalization.py's split), then the embedded ones."""
+    from generalization import SETS, make_competition
+
+    unknown = [name for name in sets if name not in SETS]
+    if unknown:
+        raise SystemExit(f"error: --sets: unknown set(s) {unknown}; known: {', '.join(SETS)}")
+    configs = {name: make_competition(data_dir, name, tmp) for name in sets}
+    configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
+    return configs
+
+
 def part_wall(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, overrides: list[str]) -> list[dict]:
     import pandas as pd
 
-    from generalization import SETS, better_ratio, fit_lgb, gbdt_on_folds, make_competition
+    from generalization import better_ratio, fit_lgb, gbdt_on_folds
     from pipeline import run_competition
     from pipeline.config_files import load_config
     from pipeline.data import load_competition
     from pipeline.metrics import get_metric
 
-    configs = {}
-    for name in sets:
-        if name not in SETS:
-            raise SystemExit(f"error: --sets: unknown set {name!r}; known: {', '.join(SETS)}")
-        configs[name] = make_competition(data_dir, name, tmp)
-    configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
+    configs = set_configs(sets, embedded, data_dir, tmp)
     rows = []
     for name, config in configs.items():
         data = load_competition(load_config(config, overrides))
@@ -368,7 +376,7 @@ def part_floor(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, 
     # part alone, first).
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from generalization import SETS, fit_lgb, gbdt_on_folds, make_competition
+    from generalization import fit_lgb, gbdt_on_folds
     from training import epoch_times
 
     from pipeline.config_files import load_config
@@ -377,11 +385,7 @@ def part_floor(sets: list[str], embedded: list[str], data_dir: Path, tmp: Path, 
     from pipeline.tf_runtime import usable_cores
     from pipeline.training.recipes import member_config
 
-    unknown = [name for name in sets if name not in SETS]
-    if unknown:
-        raise SystemExit(f"error: --sets: unknown set(s) {unknown}; known: {', '.join(SETS)}")
-    configs = {name: make_competition(data_dir, name, tmp) for name in sets}
-    configs.update({n: ROOT / "competitions" / n / "config.yaml" for n in embedded})
+    configs = set_configs(sets, embedded, data_dir, tmp)
     cores, rows = usable_cores(), []
     for name, config in configs.items():
         data = load_competition(load_config(config, overrides))
