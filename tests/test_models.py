@@ -1,3 +1,4 @@
+import inspect
 import numpy as np
 import pytest
 
@@ -128,3 +129,64 @@ def test_hgb_splits_a_column_of_thousands_of_levels_as_categories(tmp_path):
     member.save(tmp_path)
     loaded = FoldModel.load(tmp_path)
     np.testing.assert_allclose(loaded.predict(split(va)), fit.oof)
+
+
+@pytest.mark.parametrize("task", ["regression", "poisson", "binary", "multiclass"])
+def test_hgb_fits_a_float32_matrix_and_its_own_early_stopping_rows_as_it_split_them_itself(task):
+    """The HGB member hands scikit-learn a float32 matrix and, where scikit-learn takes X_val
+    (1.7+), the rows HGB's early stopping holds out as views of it (its split replayed): the
+    same trees and predictions, to the bit, as the float64 matrix it used to get whole, which
+    HGB then split and copied itself. On scikit-learn 1.6 HGB splits itself, as before."""
+    from types import SimpleNamespace
+
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from pipeline.models.sklearn_models import build_sklearn, hgb_validation_rows
+    from pipeline.preprocessing.table import InputSpec
+    from pipeline.training.members import SKLEARN_DEFAULTS, SklearnMember
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    x = {"numeric": rng.normal(size=(n, 3)).astype(np.float32),
+         "cat__a": rng.integers(0, 12, size=(n, 1)).astype(np.int32),
+         "cat__b": rng.integers(0, 600, size=(n, 1)).astype(np.int32)}  # remapped to 255 codes
+    signal = x["numeric"][:, 0] + (x["cat__a"][:, 0] % 3 == 0) + (x["cat__b"][:, 0] % 7 == 0)
+    y = {"regression": signal + rng.normal(size=n), "poisson": rng.poisson(np.exp(signal / 2)).astype(float),
+         "binary": (signal + rng.normal(size=n) > 0.8).astype(int),
+         "multiclass": np.digitize(signal + rng.normal(size=n), [0.0, 1.0])}[task]
+    kind = "regression" if task == "poisson" else task
+    tr, va = np.arange(2400), np.arange(2400, n)
+    split = lambda rows: {k: v[rows] for k, v in x.items()}  # noqa: E731
+    spec = InputSpec(3, [("cat__a", 12, 8), ("cat__b", 600, 8)])
+    fold = SimpleNamespace(inputs=SimpleNamespace(x={"train": split(tr), "valid": split(va), "test": split(va)}),
+                           pre=SimpleNamespace(input_spec_=spec), y_train=y[tr], seed=4)
+    member = SklearnMember("hgb", kind, SKLEARN_DEFAULTS["hgb"], "poisson" if task == "poisson" else None, False)
+    fit = member.fit(fold)
+
+    # Before: the float64 matrix in the fold's order, HGB's own split (validation_fraction).
+    wide = np.hstack([x["numeric"], x["cat__a"], x["cat__b"]]).astype(np.float64)
+    wide[:, 4] = member.lookups[4][wide[:, 4].astype(np.int64)]
+    before = build_sklearn("hgb", kind, SKLEARN_DEFAULTS["hgb"], [3, 4], {3: 12, 4: 255}, 4, poisson=task == "poisson")
+    before.fit(wide[tr], y[tr])
+    assert before.n_iter_ < SKLEARN_DEFAULTS["hgb"]["max_iter"]  # early stopping ended it
+    assert member.model.n_iter_ == before.n_iter_
+    expected = before.predict(wide[va]) if kind == "regression" else before.predict_proba(wide[va])
+    np.testing.assert_array_equal(fit.oof, expected[:, 1] if kind == "binary" else expected)
+    takes_x_val = "X_val" in inspect.signature(HistGradientBoostingRegressor.fit).parameters
+    assert (hgb_validation_rows(y[tr], kind, SKLEARN_DEFAULTS["hgb"], 4) is not None) == takes_x_val
+
+
+def test_hgb_validation_rows_follow_early_stopping_as_hgb_decides_it():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from pipeline.models.sklearn_models import hgb_validation_rows
+
+    if "X_val" not in inspect.signature(HistGradientBoostingRegressor.fit).parameters:
+        pytest.skip("scikit-learn < 1.7 splits itself")
+    y = np.arange(20_000) % 3
+    assert hgb_validation_rows(y, "multiclass", {"early_stopping": False}, 0) is None
+    assert hgb_validation_rows(y, "multiclass", {"early_stopping": True, "validation_fraction": None}, 0) is None
+    assert hgb_validation_rows(y[:10_000], "multiclass", {}, 0) is None  # "auto": off at 10,000 rows
+    fit, held_out = hgb_validation_rows(y, "multiclass", {}, 0)  # "auto": on above
+    assert len(held_out) == 2000 and np.array_equal(np.sort(np.concatenate([fit, held_out])), np.arange(20_000))
+    assert np.bincount(y[held_out]).tolist() == [667, 667, 666]  # stratified

@@ -8,6 +8,8 @@ codes as categories natively; the linear model one-hot encodes them.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -15,6 +17,7 @@ from sklearn.ensemble import (
     HistGradientBoostingRegressor,
 )
 from sklearn.linear_model import LogisticRegression, PoissonRegressor, Ridge
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -59,6 +62,30 @@ def frequent_codes(codes: np.ndarray, vocab: int, keep: int = HGB_MAX_CATEGORIES
     lookup = np.full(vocab, keep, dtype=np.int64)
     lookup[order] = np.arange(len(order))
     return lookup
+
+
+def hgb_validation_rows(y: np.ndarray, task: str, params: dict, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row positions (fit, held out) of the split HistGradientBoosting's early stopping makes
+    itself, for a scikit-learn that takes the held-out rows as ``X_val`` (1.7 and later); None
+    where early stopping is off or scikit-learn splits itself (1.6).
+
+    Handed over as two views of one matrix (the fit rows first), the rows are not copied: left to
+    HGB, its split copies the fold's whole matrix, in float64. The split replays scikit-learn's
+    own (its first draw from ``random_state`` seeds ``train_test_split``, stratified for
+    classification), so the trees are the ones it grew before (tests/test_models.py compares them
+    on the installed version). ``early_stopping="auto"`` is decided on every training row, as HGB
+    decides it when it splits itself."""
+    if "X_val" not in inspect.signature(HistGradientBoostingRegressor.fit).parameters:
+        return None
+    early, fraction = params.get("early_stopping", "auto"), params.get("validation_fraction", 0.1)
+    if early == "auto":
+        early = len(y) > 10_000
+    if not early or fraction is None:
+        return None
+    split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
+    fit, held_out = train_test_split(np.arange(len(y)), test_size=fraction, random_state=split_seed,
+                                     stratify=None if task == "regression" else y)
+    return fit, held_out
 
 
 def build_sklearn(name: str, task: str, params: dict, cat_columns: list[int], vocab: dict[int, int], seed: int,

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, TrainingError, first_line
 from ..metrics import get_metric
-from ..models.sklearn_models import HGB_MAX_CATEGORIES, MATRIX_MODELS, build_sklearn, frequent_codes, to_matrix
+from ..models.sklearn_models import (HGB_MAX_CATEGORIES, MATRIX_MODELS, build_sklearn, frequent_codes, hgb_validation_rows,
+                                     to_matrix)
 from ..models.sklearn_models import predict as sklearn_predict
 from .artifact import clip_target, dump_trusted, load_trusted, to_output
 from .calibration import calibrate, fit_temperature
@@ -213,7 +214,13 @@ class SklearnMember(FoldModel):
         self.lookups: dict[int, np.ndarray] = {}
 
     def fit(self, fold: Fold) -> MemberFit:
-        x_train, cats = to_matrix(fold.inputs.x["train"])
+        y = fold.y_train
+        params = inner_split_or_none(self.params, y, self.task)
+        # HGB's early-stopping rows, where scikit-learn takes them as X_val: the matrix is built
+        # with its fit rows first, and HGB gets two views of it instead of copying it to split.
+        split = hgb_validation_rows(y, self.task, params, fold.seed) if self.name == "hgb" else None
+        order = None if split is None else np.concatenate(split)
+        x_train, cats = to_matrix(fold.inputs.x["train"], rows=order, dtype=self._dtype())
         names = sorted(k for k in fold.inputs.x["train"] if k != "numeric")
         sizes = {e[0]: e[1] for e in fold.pre.input_spec_.embeddings}
         vocab = {c: sizes[n] for c, n in zip(cats, names)}
@@ -221,12 +228,24 @@ class SklearnMember(FoldModel):
             self.lookups = {c: frequent_codes(x_train[:, c], v) for c, v in vocab.items() if v > HGB_MAX_CATEGORIES}
             self._remap(x_train)
             vocab.update({c: HGB_MAX_CATEGORIES for c in self.lookups})
-        y = fold.y_train
-        self.model = build_sklearn(self.name, self.task, inner_split_or_none(self.params, y, self.task), cats,
-                                   vocab, fold.seed, poisson=self.poisson(y))
-        self.model.fit(x_train, self.fit_target(y))
-        del x_train  # one split's float64 matrix at a time
+        if split is not None:  # early stopping decided above ("auto" on every training row)
+            params = {**params, "early_stopping": True}
+        self.model = build_sklearn(self.name, self.task, params, cats, vocab, fold.seed, poisson=self.poisson(y))
+        target = self.fit_target(y)
+        if split is None:
+            self.model.fit(x_train, target)
+        else:
+            n_fit, target = len(split[0]), target[order]
+            self.model.fit(x_train[:n_fit], target[:n_fit], X_val=x_train[n_fit:], y_val=target[n_fit:])
+        del x_train  # one split's matrix at a time
         return MemberFit(*(self.predict(fold.inputs.x[k]) for k in ("valid", "test")), epochs=self.iterations())
+
+    def _dtype(self):
+        """HGB's matrix is float32: scikit-learn makes its own float64 copy of it either way (its
+        categorical columns' encoder, or its input check), and float32 holds every input exactly
+        (float32 values, int32 codes), so the trees are the same at half the memory. The linear
+        models keep float64: Ridge and logistic regression would compute in float32."""
+        return np.float32 if self.name == "hgb" else np.float64
 
     def fit_target(self, y: np.ndarray) -> np.ndarray:
         """The fold's training target as the estimator fits it (log1p for RMSLE); its range kept
@@ -255,7 +274,7 @@ class SklearnMember(FoldModel):
         return x
 
     def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
-        return self._finish(sklearn_predict(self.model, self._remap(to_matrix(features)[0]), self.task))
+        return self._finish(sklearn_predict(self.model, self._remap(to_matrix(features, dtype=self._dtype())[0]), self.task))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
