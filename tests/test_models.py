@@ -187,6 +187,7 @@ def test_hgb_validation_rows_follow_early_stopping_as_hgb_decides_it():
     assert hgb_validation_rows(y, "multiclass", {"early_stopping": False}, 0) is None
     assert hgb_validation_rows(y, "multiclass", {"early_stopping": True, "validation_fraction": None}, 0) is None
     assert hgb_validation_rows(y[:10_000], "multiclass", {}, 0) is None  # "auto": off at 10,000 rows
+    assert hgb_validation_rows(y, "multiclass", {"class_weight": "balanced"}, 0) is None  # HGB weighs its own split
     fit, held_out = hgb_validation_rows(y, "multiclass", {}, 0)  # "auto": on above
     assert len(held_out) == 2000 and np.array_equal(np.sort(np.concatenate([fit, held_out])), np.arange(20_000))
     assert np.bincount(y[held_out]).tolist() == [667, 667, 666]  # stratified

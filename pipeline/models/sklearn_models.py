@@ -80,7 +80,9 @@ def hgb_validation_rows(y: np.ndarray, task: str, params: dict, seed: int) -> tu
     early, fraction = params.get("early_stopping", "auto"), params.get("validation_fraction", 0.1)
     if early == "auto":
         early = len(y) > 10_000
-    if not early or fraction is None:
+    # class_weight: HGB weighs the rows it holds out itself, not rows handed over (and balances
+    # on the fit rows alone); such a fit splits itself, as on 1.6.
+    if not early or fraction is None or params.get("class_weight") is not None:
         return None
     split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
     fit, held_out = train_test_split(np.arange(len(y)), test_size=fraction, random_state=split_seed,
