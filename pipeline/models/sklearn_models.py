@@ -35,7 +35,8 @@ def to_matrix(features: dict[str, np.ndarray], rows: np.ndarray | None = None,
     and the indexes of its category-code columns. ``rows``: the positions to take, in that order
     (None: every row as it is). Filled in place: one copy of the rows, not a copy per block and
     then their stack. float32 holds every input exactly (the numeric block is float32, the codes
-    int32 below 2^24 levels), for a consumer that reads float32 itself (LightGBM)."""
+    int32 below 2^24 levels): LightGBM reads it as it is; HGB casts it to its own float64 copy
+    anyway (training/members.py: SklearnMember._dtype)."""
     names = sorted(k for k in features if k != NUMERIC_INPUT)
     numeric = features.get(NUMERIC_INPUT)
     width = numeric.shape[1] if numeric is not None else 0
