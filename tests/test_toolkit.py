@@ -392,6 +392,52 @@ def test_datasets_run_without_tf_datas_autotuning_thread_and_keep_their_epochs()
     assert [tuple(np.concatenate([b[1] for b in again])) for _ in range(3)] == orders
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_a_fit_from_one_iterator_sees_the_batches_of_an_iterator_per_epoch(mixup):
+    """train_model fits tabular rows from one repeated iterator (training_batches), not a new
+    iterator per epoch: every epoch's batches must be those Keras fed from the finite dataset
+    (the same permutations, the same Mixup draws), so the change leaves results to the bit."""
+    from pipeline.config import Config
+    from pipeline.data.fold_inputs import FoldInputs
+    from pipeline.training.fold import training_batches
+
+    n, bs = 70, 16
+    feats, y = {"numeric": np.arange(n, dtype="float32").reshape(n, 1)}, np.arange(n, dtype="float32")
+    cfg = Config.model_validate({"data": {"target": "t"}, "train": {"mixup_alpha": mixup}})
+
+    class Recorder(keras.Model):  # keeps each batch it is fed, trains nothing
+        def __init__(self):
+            super().__init__()
+            self.dense, self.fed = keras.layers.Dense(1), []
+
+        def call(self, x):
+            return self.dense(x["numeric"])
+
+        def train_step(self, data):
+            self.fed.append(np.concatenate([data[0]["numeric"].numpy()[:, 0], data[1].numpy()]))
+            return {}
+
+    def fed(one_iterator: bool):
+        keras.utils.set_random_seed(3)
+        inputs = FoldInputs({"train": feats}, cfg)
+        model = Recorder()
+        model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+        if one_iterator:
+            ds, steps = training_batches(inputs, y, seed=5, batch_size=bs)
+            assert steps == 5
+            model.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0)
+        else:
+            model.fit(inputs.dataset("train", y, training=True, seed=5, batch_size=bs), epochs=3, verbose=0)
+        return model.fed
+
+    finite, repeated = fed(False), fed(True)
+    assert len(finite) == len(repeated) == 15
+    for a, b in zip(finite, repeated):
+        np.testing.assert_array_equal(a, b)
+    assert len({tuple(np.concatenate(finite[e * 5:(e + 1) * 5])) for e in range(3)}) == 3  # new order per epoch
+
+
 def test_label_smoothing_softens_the_target():
     y, confident = np.array([[1.0]]), np.array([[20.0]])
     plain = float(make_loss("binary", TrainConfig())(y, confident))
