@@ -424,7 +424,7 @@ def test_a_fit_from_one_iterator_sees_the_batches_of_an_iterator_per_epoch(mixup
         model = Recorder()
         model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
         if one_iterator:
-            ds, steps = training_batches(inputs, y, seed=5, batch_size=bs)
+            ds, steps = training_batches(inputs, y, seed=5, batch_size=bs, steps=5)
             assert steps == 5
             model.fit(ds, steps_per_epoch=steps, epochs=3, verbose=0)
         else:

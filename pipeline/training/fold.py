@@ -201,8 +201,9 @@ def pretrained_weights(cfg, model_name: str) -> str | None:
     return pc.weights if pc.method and model_name in PRETRAINABLE else None
 
 
-def training_batches(inputs: FoldInputs, y, seed: int, batch_size: int):
-    """The training dataset and the ``steps_per_epoch`` to fit it with (None: one pass is an epoch).
+def training_batches(inputs: FoldInputs, y, seed: int, batch_size: int, steps: int):
+    """The training dataset and the ``steps_per_epoch`` to fit it with (None: one pass is an epoch;
+    ``steps``: the epoch's batches).
 
     Tabular rows: one iterator for the whole fit. From a finite dataset Keras starts a new one
     every epoch (about 50 ms each on health_insurance's folds, one thread); a repeated one with
@@ -214,7 +215,7 @@ def training_batches(inputs: FoldInputs, y, seed: int, batch_size: int):
     if inputs.images is not None:
         return ds, None
     iter(ds)
-    return ds.repeat(), math.ceil(len(y) / batch_size)
+    return ds.repeat(), steps
 
 
 def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, seed: int, label: str,
@@ -226,7 +227,7 @@ def train_model(data, cfg, model_name: str, spec, inputs: FoldInputs, y_fit, see
     task, tc = data.task, cfg.train
     set_seed(seed, tc.deterministic)
     steps = math.ceil(len(y_fit["train"]) / tc.batch_size)
-    train_ds, steps_per_epoch = training_batches(inputs, y_fit["train"], seed, tc.batch_size)
+    train_ds, steps_per_epoch = training_batches(inputs, y_fit["train"], seed, tc.batch_size, steps)
     valid_ds = inputs.dataset("valid", y_fit["valid"])
     with precision_policy(tc.precision), make_strategy(tc.strategy).scope():
         net = build_model(model_name, spec, cfg.model, output_size(task, len(data.classes)), task)
