@@ -58,6 +58,7 @@ def predict_frame(run: Run, frame: pd.DataFrame, *, source: str = "rows", image_
     of its members' predictions weighed by the run's ensemble (image runs average the TTA
     views). Returns a DataFrame in the run's prediction format (id, prediction column(s), and
     ``p_<class>`` for labels)."""
+    from .ensemble import weighted
     from .submission import format_predictions
 
     run.require_finished("predict")
@@ -78,8 +79,17 @@ def predict_frame(run: Run, frame: pd.DataFrame, *, source: str = "rows", image_
             raise DataError(f"{source}: no column {col!r} (image.column of run {run.name}) with the image files.")
         folder = Path(image_dir) if image_dir is not None else _image_dir(run)
         images = image_paths(frame[col].astype(str), folder, run.cfg.image.extension)
-    preds = [run.artifact(u).predict(frame, images, source=source) for u in run.trained_units()]
-    return format_predictions(fmt, frame[fmt.id], np.mean(preds, axis=0))
+    # Each member's mean over the folds, then the run's weights: the order in which the run combined
+    # its own test predictions, so that its test rows come back to the bit. One fold loaded at a time.
+    per_member, weights = {}, {}
+    for unit in run.trained_units():
+        artifact = run.artifact(unit)
+        weights = artifact.member_weights()
+        used = {n for n, w in weights.items() if w > 0}
+        for name, pred in artifact.predict_members(frame, images, source=source, only=used).items():
+            per_member.setdefault(name, []).append(pred)
+    means = {n: np.mean(preds, axis=0) for n, preds in per_member.items()}
+    return format_predictions(fmt, frame[fmt.id], weighted(list(means.values()), [weights[n] for n in means]))
 
 
 def _check_rows(run: Run, frame: pd.DataFrame, source: str) -> None:

@@ -127,6 +127,26 @@ def test_a_members_damaged_temperatures_are_one_error(tmp_path, temperatures):
     assert FoldModel.load(tmp_path).temperatures["best"]["inverse_temperature"] == 0.8
 
 
+@pytest.mark.parametrize("rows", [0, -4096, "4096", 4096.0, None])
+def test_a_members_damaged_rows_per_call_is_one_error(tmp_path, rows):
+    """The rows per forward call a Keras member saved (its fit's train.predict_batch_size, so that
+    --predict chunks the rows as the fit did) are read back only as a positive whole number; a
+    member saved before it predicts with the default."""
+    from pipeline.training.artifact import dump_trusted
+    from pipeline.training.members import MEMBER_FILE, FoldModel, default_rows_per_call
+
+    state = {"kind": "keras", "name": "realmlp", "task": "binary", "target": None, "clip": None, "image": None,
+             "networks": ["best"], "temperatures": {}}
+    (tmp_path / "model_best.keras").write_bytes(b"")
+    dump_trusted({**state, "rows_per_call": rows}, tmp_path / MEMBER_FILE)
+    with pytest.raises(DataError, match=r"its rows_per_call is .*, not a positive whole number"):
+        FoldModel.load(tmp_path)
+    dump_trusted({**state, "rows_per_call": 512}, tmp_path / MEMBER_FILE)
+    assert FoldModel.load(tmp_path).rows_per_call == 512
+    dump_trusted(state, tmp_path / MEMBER_FILE)
+    assert FoldModel.load(tmp_path).rows_per_call == default_rows_per_call() == 4096
+
+
 @pytest.mark.slow
 def test_new_rows_get_the_declared_missing_values_as_the_runs_tables_did(tiny_comp, tmp_path, monkeypatch):
     """diamonds declares x, y, z of 0 missing: --predict and load_run read a raw 0 there as missing,

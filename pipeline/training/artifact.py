@@ -306,10 +306,14 @@ class FoldArtifact:
         those the run set, else equal weights)."""
         from ..ensemble import weighted
 
-        weights = weights or self.weights or {n: 1.0 / len(self.member_names) for n in self.member_names}
+        weights = weights or self.member_weights()
         used = {n for n, w in weights.items() if w > 0}
         preds = self.predict_members(frame, image_paths, tta=tta, source=source, only=used)
         return weighted([preds[n] for n in preds], [weights[n] for n in preds])
+
+    def member_weights(self) -> dict[str, float]:
+        """Member name → weight: those the run set, else equal weights."""
+        return self.weights or {n: 1.0 / len(self.member_names) for n in self.member_names}
 
 
 def load_fold_predictor(fold_dir: Path):

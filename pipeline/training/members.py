@@ -44,6 +44,12 @@ SKLEARN_DEFAULTS = {"hgb": {"learning_rate": 0.05, "max_iter": 500, "early_stopp
                     "linear": {}}
 
 
+def default_rows_per_call() -> int:
+    from ..config import TrainConfig
+
+    return TrainConfig.model_fields["predict_batch_size"].default
+
+
 def member_names(cfg, images: bool) -> list[str]:
     """The run's members: ``model.members``, or by default the model, HGB and LightGBM for a
     tabular Keras model (model.name alone for images and tree or linear models). The two GBDTs
@@ -385,6 +391,9 @@ class KerasMember(FoldModel):
         self.paths: list[Path] = []
         # train.calibration ts-mix: "seed0_best" → that network's temperature (calibration.py)
         self.temperatures: dict[str, dict] = {}
+        self._forwards: dict[int, object] = {}  # id(network) → its traced forward pass (predict)
+        # Rows per forward call, saved with the member: --predict chunks the rows as the fit did.
+        self.rows_per_call = cfg.train.predict_batch_size if cfg is not None else default_rows_per_call()
 
     # ------------------------------------------------------------------ training
 
@@ -540,13 +549,30 @@ class KerasMember(FoldModel):
         return loaded
 
     def predict(self, features, image_paths=None, *, tta: bool = True) -> np.ndarray:
+        from .forward import can_forward, predict_rows
+
         preds = []
         for sub, net in self.named_networks():
             temperature = self.temperatures.get(sub)
-            views = [self._output(net.predict(x, verbose=0), temperature)
-                     for x in self._datasets(features, image_paths, tta)]
-            preds.append(np.mean(views, axis=0))
+            if self.image is None and can_forward(net):
+                # The traced forward pass the fit predicted the test rows with (forward.py), in the
+                # same chunks: a saved run's --predict gives the run's own test predictions to the
+                # bit, without Model.predict's data handler on every call (permutation importance
+                # calls this once per batch of shuffled copies).
+                raws = [predict_rows(self._forward(net), features, self.rows_per_call)]
+            else:
+                raws = [net.predict(x, verbose=0) for x in self._datasets(features, image_paths, tta)]
+            preds.append(np.mean([self._output(raw, temperature) for raw in raws], axis=0))
         return np.mean(preds, axis=0)
+
+    def _forward(self, net):
+        """``net``'s traced forward pass, traced once per network object (checkpoints of one
+        architecture share one and set their weights into it)."""
+        from .forward import forward_function
+
+        if id(net) not in self._forwards:
+            self._forwards[id(net)] = forward_function(net)
+        return self._forwards[id(net)]
 
     def _datasets(self, features, image_paths, tta: bool):
         """One dataset per TTA view (tabular folds: the rows once)."""
@@ -572,7 +598,8 @@ class KerasMember(FoldModel):
             self._with_weights(sub).save(folder / f"model_{sub}.keras")
         dump_trusted({"kind": self.kind, "name": self.name, "task": self.task, "target": self.target,
                       "clip": list(self.clip) if self.clip else None, "image": self.image,
-                      "networks": list(self._trained), "temperatures": self.temperatures}, folder / MEMBER_FILE)
+                      "networks": list(self._trained), "temperatures": self.temperatures,
+                      "rows_per_call": self.rows_per_call}, folder / MEMBER_FILE)
 
     def _with_weights(self, sub: str):
         net, weights = self._trained[sub]  # several checkpoints share one network: set theirs
@@ -586,6 +613,10 @@ class KerasMember(FoldModel):
         member.clip = tuple(state["clip"]) if state["clip"] else None
         member.paths = [folder / f"model_{sub}.keras" for sub in state["networks"]]
         member.temperatures = state.get("temperatures", {})  # none in runs from before train.calibration
+        member.rows_per_call = state.get("rows_per_call", member.rows_per_call)  # runs before it: the default
+        if not (isinstance(member.rows_per_call, int) and member.rows_per_call > 0):
+            raise DataError(f"{folder / MEMBER_FILE}: its rows_per_call is {member.rows_per_call!r}, not a positive "
+                            f"whole number; the run folder is damaged. Train the run again.")
         if not _valid_temperatures(member.temperatures, state["networks"]):
             raise DataError(f"{folder / MEMBER_FILE}: its temperatures are not one pair of non-negative numbers per "
                             f"network; the run folder is damaged. Train the run again.")
