@@ -83,6 +83,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# A command's own flags: given to another command they would be ignored (`--out` with a training
+# run wrote nothing where the user looked), so they are refused.
+OWN_FLAGS = {"--tune": ("trials", "timeout", "study", "storage", "jobs"), "--stack": ("stack_methods",),
+             "--predict": ("input", "out")}
+
+
+def check_flags_belong(args: argparse.Namespace, command: str | None) -> None:
+    for owner, names in OWN_FLAGS.items():
+        given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+        if given and owner != command:
+            raise pipeline.errors.ConfigError(
+                f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with {owner}, and this command is "
+                f"{command or 'training'}: add {owner} or leave {'it' if len(given) == 1 else 'them'} out")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
@@ -103,6 +118,7 @@ def main(argv=None) -> int:
                                      ("--lr-find", args.lr_find), ("--leaderboard", args.leaderboard)) if on]
         if len(commands) > 1:
             raise pipeline.errors.ConfigError(f"{' and '.join(commands)} are separate commands; give one of them")
+        check_flags_belong(args, commands[0] if commands else None)
         # One resolution step: the config, the output root, the data folder and --smoke, once;
         # each command receives the Setup or the Run it opens (pipeline/setup.py).
         from pipeline.setup import Setup

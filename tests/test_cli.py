@@ -57,6 +57,13 @@ def test_config_error_is_one_line_exit_2_and_traceback_only_with_debug(tmp_path)
     (["--export-run", "r", "--set", "export.sparsity=1.5", "--export", "prune"], r"export.sparsity: Input should be less than 1"),
     (["--stack", "a"], r"--stack needs at least 2 runs"),
     (["--tune", "--set", "tune.space={train.lr: {type: float, low: 1, high: 0.1}}"], r"low < high"),
+    # A command's own flags given to another: refused, not ignored (--out with a training run wrote nothing).
+    (["--out", "preds.csv"], r"error: --out goes with --predict, and this command is training: add --predict"),
+    (["--input", "a.csv", "--out", "b.csv", "--leaderboard"], r"--input and --out go with --predict, and this "
+                                                              r"command is --leaderboard"),
+    (["--trials", "5"], r"--trials goes with --tune, and this command is training"),
+    (["--export-run", "r", "--storage", "s.log", "--jobs", "2"], r"--storage and --jobs go with --tune"),
+    (["--tune", "--stack-methods", "linear"], r"--stack-methods goes with --stack, and this command is --tune"),
 ])
 def test_bad_arguments_in_process(args, message, capsys, tmp_path):
     assert run.main(args + ["--output-dir", str(tmp_path / "o")]) == 2
