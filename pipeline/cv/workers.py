@@ -36,9 +36,14 @@ from ..errors import TrainingError, raise_if_terminated
 
 log = logging.getLogger("pipeline")
 
-# Below this many training rows a fold trains in seconds: a worker's start (importing TensorFlow,
-# about 7 s on two cores) would cost more than the folds side by side save.
-MIN_ROWS = 10_000
+# Below this many training rows a fold trains in a few seconds: the workers' start (importing
+# TensorFlow, about 7 s on two cores) costs about what the folds side by side save. The default
+# run's K-fold loop, one fold at a time against 3 workers on 2 cores (2026-12-06, alternating, the
+# same scores): chile's first 600 rows 16.5 and 18.1 s against 18.1 and 19.7 s; its first 1,000
+# 20.1 and 17.2 against 17.7 and 17.6; chile 2,025 rows 24.3 and 22.4 against 23.5 and 22.2; ames
+# 2,344 43.2 and 43.6 against 36.0 and 37.5; nmes 3,524 26.9 and 28.1 against 25.9 and 27.4;
+# caravan 4,657 47.0 and 48.2 against 37.2 and 37.6.
+MIN_ROWS = 2_000
 # The train and test tables are copied into every worker: above this (in memory), one at a time.
 MAX_TABLE_BYTES = 256 * 2 ** 20
 # What a worker holds besides its fold's data (TensorFlow's runtime, the network, Python): workers
