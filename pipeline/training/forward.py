@@ -24,12 +24,29 @@ def can_forward(net) -> bool:
 
 
 def forward_function(net):
-    """``net`` in inference mode (dropout off) as one traced function of a dict of inputs; a
-    last, shorter chunk generalizes the trace instead of adding one per row count."""
+    """``net`` in inference mode (dropout off) as one traced function of a dict of inputs (its
+    inputs by name; other keys are left out, values cast to the input's dtype).
+
+    Traced once, for any number of rows: traced for a given row count, TensorFlow's kernels may
+    round differently than in the trace for any count (up to 2.5e-7 apart on one realmlp network's
+    outputs), so the same rows predicted after different chunks (a fit's validation rows, then a
+    saved run's --predict) could differ in their last bit; with one trace they cannot."""
+    from .trainer import Trainer
+
+    inner = net.net if isinstance(net, Trainer) else net  # a fit's Trainer wraps the functional network
+    spec = {name: tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=name)
+            for name, t in zip(inner.input_names, inner.inputs)}
+
     def forward(x):
         return net(x, training=False)
 
-    return tf.function(forward, reduce_retracing=True)
+    traced = tf.function(forward, input_signature=[spec])
+
+    def call(x: dict):
+        return traced({k: np.asarray(x[k], dtype=s.dtype.as_numpy_dtype) for k, s in spec.items()})
+
+    call.traced = traced
+    return call
 
 
 def predict_rows(forward, features: dict, rows_per_call: int) -> np.ndarray:
