@@ -430,7 +430,7 @@ class KerasMember(FoldModel):
         from .callbacks import History, StopAtDeadline, reestimate_batchnorm
         from .devices import precision_policy
         from .fold import train_model
-        from .forward import can_forward, forward_function, predict_rows
+        from .forward import can_forward, predict_rows
         from .recipes import lr_setting
 
         tc, inputs = self.cfg.train, fold.inputs
@@ -438,13 +438,10 @@ class KerasMember(FoldModel):
         tag = fold.label if tc.seeds == 1 else f"{fold.label} seed {s}"
         datasets = {}  # (split, view) → its dataset, for Model.predict (images, several replicas): built once
         loss_of = validation_loss(self.task, tc, y_fit["valid"])
-        forwards = {}  # id(network) → its traced forward pass (forward.py), for tabular rows
 
         def outputs(net, split: str, view: str = "identity") -> np.ndarray:  # raw outputs on a split's rows
-            if inputs.images is None and can_forward(net):
-                if id(net) not in forwards:
-                    forwards[id(net)] = forward_function(net)
-                return predict_rows(forwards[id(net)], inputs.x[split], tc.predict_batch_size)
+            if inputs.images is None and can_forward(net):  # the traced forward pass (forward.py)
+                return predict_rows(self._forward(net), inputs.x[split], self.rows_per_call)
             if (split, view) not in datasets:
                 datasets[split, view] = inputs.dataset(split, view=view)
             return net.predict(datasets[split, view], verbose=0)
