@@ -53,7 +53,7 @@ def predict_rows(forward, features: dict, rows_per_call: int) -> np.ndarray:
     """``forward`` (from ``forward_function``) over every row of ``features`` (name → array or
     PackedColumns), ``rows_per_call`` rows at a time; float32, one row of outputs per row."""
     n = len(next(iter(features.values())))
-    parts = [np.asarray(forward({k: np.asarray(v[start:start + rows_per_call]) for k, v in features.items()}),
+    parts = [np.asarray(forward({k: v[start:start + rows_per_call] for k, v in features.items()}),  # cast there
                         dtype=np.float32)
              for start in range(0, n, rows_per_call)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
